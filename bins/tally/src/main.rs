@@ -1,0 +1,87 @@
+//! `tally`: the one binary of the Tally credits ledger.
+//!
+//! Each subcommand is a thin adapter: parse arguments, open the store, call a library,
+//! print. Business rules live in the crates, never here.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+use tally_store::{Backend, DEFAULT_DATABASE_URL, PostgresOptions};
+
+/// Tally: an event-sourced credits ledger for Telegram-bot businesses.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the ledger lives.
+#[derive(clap::Args)]
+struct DatabaseArgs {
+    /// sqlite://PATH (embedded, the default) or postgres://user@host/db
+    #[arg(long, env = "TALLY_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending schema migrations (they also run on every start) and list them.
+    Migrate(DatabaseArgs),
+    /// Measure throughput and latency; prints one JSON line.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Migrate(db) => migrate(&db.database_url).await,
+        Command::Bench(command) => bench::run(command).await,
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    let backend = Backend::of_url(url)?;
+    // Opening a store applies every pending migration, under the backend's migration lock.
+    let store = tally_store::open(url, PostgresOptions::default()).await?;
+    for (version, description) in tally_store::migrations(backend) {
+        println!("{version:04} {description}: applied");
+    }
+    println!(
+        "{} schema at {} is up to date (head position {})",
+        backend.name(),
+        redact(url),
+        store.head_position().await?
+    );
+    Ok(())
+}
+
+/// A database URL fit to print: any password replaced.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
