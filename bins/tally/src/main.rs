@@ -38,7 +38,8 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // sqlx reports Postgres NOTICEs such as "already exists, skipping" at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -61,7 +62,7 @@ async fn migrate(url: &str) -> anyhow::Result<()> {
     // Opening a store applies every pending migration, under the backend's migration lock.
     let store = tally_store::open(url, PostgresOptions::default()).await?;
     for (version, description) in tally_store::migrations(backend) {
-        println!("{version:04} {description}: applied");
+        println!("{version:04} {description}");
     }
     println!(
         "{} schema at {} is up to date (head position {})",

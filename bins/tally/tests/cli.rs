@@ -1,0 +1,176 @@
+//! The `tally` binary as a user runs it: real processes, real databases.
+
+use std::process::{Command, Output};
+
+use sqlx::{AssertSqlSafe, Connection};
+
+fn tally(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(args)
+        .env_remove("TALLY_DATABASE_URL")
+        .env_remove("TALLY_BENCH_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tally")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn bench_report(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "bench failed: {}", stderr(output));
+    let text = stdout(output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line, got {text:?}");
+    let report: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+    for key in [
+        "backend",
+        "writers",
+        "events_per_append",
+        "events_per_sec",
+        "appends_per_sec",
+        "p50_ms",
+        "p99_ms",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing from {report}");
+    }
+    report
+}
+
+#[test]
+fn migrate_creates_the_sqlite_ledger_and_can_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested").join("tally.db");
+    let url = format!("sqlite://{}", path.display());
+    for _ in 0..2 {
+        let out = tally(&["migrate", "--database-url", &url]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("up to date"), "{}", stdout(&out));
+    }
+    assert!(
+        path.exists(),
+        "the database file is created, folder included"
+    );
+}
+
+#[test]
+fn an_unknown_database_url_is_refused_with_what_to_use() {
+    let out = tally(&["migrate", "--database-url", "mysql://localhost/tally"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sqlite://PATH nor postgres://"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bench_append_on_sqlite_prints_one_json_line() {
+    let out = tally(&[
+        "bench",
+        "append",
+        "--backend",
+        "sqlite",
+        "--writers",
+        "4",
+        "--seconds",
+        "1",
+    ]);
+    let report = bench_report(&out);
+    assert_eq!(report["backend"], "sqlite");
+    assert_eq!(report["writers"], 4);
+    assert!(report["appends"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["events_per_sec"], report["appends_per_sec"]);
+}
+
+#[test]
+fn bench_refuses_nonsense_settings() {
+    let out = tally(&["bench", "append", "--writers", "0", "--seconds", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--writers must be between"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tally(&["bench", "append", "--backend", "postgres", "--seconds", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs --database-url"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tally(&[
+        "bench",
+        "append",
+        "--backend",
+        "postgres",
+        "--database-url",
+        "sqlite://x.db",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn migrate_and_bench_on_postgres() {
+    let admin_url = std::env::var("TALLY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("needs Postgres at {admin_url} (TALLY_TEST_POSTGRES_URL): {e}"));
+    let database = format!("tally_test_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let base = &admin_url[..admin_url.rfind('/').unwrap()];
+    let url = format!("{base}/{database}");
+
+    let url_for_run = url.clone();
+    let (migrate, bench) = tokio::task::spawn_blocking(move || {
+        let migrate = tally(&["migrate", "--database-url", &url_for_run]);
+        let bench = tally(&[
+            "bench",
+            "append",
+            "--backend",
+            "postgres",
+            "--database-url",
+            &url_for_run,
+            "--writers",
+            "4",
+            "--events-per-append",
+            "10",
+            "--seconds",
+            "1",
+        ]);
+        (migrate, bench)
+    })
+    .await
+    .unwrap();
+
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    assert!(
+        stdout(&migrate).contains("postgres schema"),
+        "{}",
+        stdout(&migrate)
+    );
+    let report = bench_report(&bench);
+    assert_eq!(report["backend"], "postgres");
+    assert_eq!(report["events_per_append"], 10);
+    let (events, appends) = (
+        report["events_per_sec"].as_u64().unwrap(),
+        report["appends_per_sec"].as_u64().unwrap(),
+    );
+    assert!(appends > 0 && events >= appends * 10 - 10, "{report}");
+}
