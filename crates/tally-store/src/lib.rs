@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod event;
+mod group;
 pub mod hash;
 pub mod limits;
 mod plan;

@@ -38,7 +38,7 @@ pub const APPEND_QUEUE_MAX: usize = 4_096;
 /// How often one append is retried after losing a race with expected version `any`.
 pub const APPEND_ATTEMPTS_MAX: u32 = 8;
 
-/// Stream heads a Postgres store remembers to skip a read before appending.
+/// Stream heads a writer remembers to skip a read before appending.
 pub const STREAM_HEAD_CACHE_MAX: usize = 100_000;
 
 /// Rows per INSERT statement: keeps statements under the backends' parameter limits.

@@ -70,15 +70,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::event::{AppendResult, AppendedEvent, RecordedEvent, Snapshot, StreamAppend, StreamId};
+use crate::group::{AppendQueue, Appends, answer, take_group};
 use crate::limits::{
-    APPEND_ATTEMPTS_MAX, APPEND_QUEUE_MAX, GROUP_COMMIT_APPENDS_MAX, STREAM_HEAD_CACHE_MAX,
-    check_page, check_snapshot,
+    APPEND_ATTEMPTS_MAX, GROUP_COMMIT_APPENDS_MAX, STREAM_HEAD_CACHE_MAX, check_page,
+    check_snapshot,
 };
 use crate::plan::{EncodedAppend, Head, PlannedEvent, StoredRef};
 use crate::row::{StoredRow, to_i64};
@@ -134,7 +135,7 @@ pub struct PostgresEventStore {
 
 struct Inner {
     shared: Arc<Shared>,
-    appends: mpsc::Sender<AppendRequest>,
+    appends: AppendQueue,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -145,11 +146,6 @@ struct Shared {
     heads: Mutex<HashMap<StreamId, Head>>,
     signal: HeadSignal,
     announce: Notify,
-}
-
-struct AppendRequest {
-    append: EncodedAppend,
-    reply: oneshot::Sender<Result<AppendResult>>,
 }
 
 impl Drop for Inner {
@@ -195,7 +191,7 @@ impl PostgresEventStore {
             signal: HeadSignal::new(head),
             announce: Notify::new(),
         });
-        let (appends, queue) = mpsc::channel(APPEND_QUEUE_MAX);
+        let (appends, queue) = AppendQueue::new();
         let queue = Arc::new(tokio::sync::Mutex::new(queue));
         let mut tasks = vec![
             tokio::spawn(listen(shared.clone())),
@@ -494,23 +490,16 @@ impl PendingAppend {
 }
 
 /// A group-commit lane: takes every append waiting, commits them together, answers.
-async fn run_lane(
-    shared: Arc<Shared>,
-    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<AppendRequest>>>,
-) {
+async fn run_lane(shared: Arc<Shared>, queue: Arc<tokio::sync::Mutex<Appends>>) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_APPENDS_MAX);
     loop {
-        {
-            let mut queue = queue.lock().await;
-            if queue.recv_many(&mut group, GROUP_COMMIT_APPENDS_MAX).await == 0 {
-                return;
-            }
+        // One lane at a time takes a group; the others are committing theirs meanwhile.
+        if !take_group(&mut *queue.lock().await, &mut group).await {
+            return;
         }
-        let appends: Vec<&EncodedAppend> = group.iter().map(|r| &r.append).collect();
-        let results = shared.commit_group(&appends).await;
-        for (request, result) in group.drain(..).zip(results) {
-            let _ = request.reply.send(result);
-        }
+        let batch: Vec<&EncodedAppend> = group.iter().map(|r| &r.append).collect();
+        let results = shared.commit_group(&batch).await;
+        answer(&mut group, results);
     }
 }
 
@@ -781,14 +770,10 @@ impl PgRow {
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
-        let append = EncodedAppend::encode(appends)?;
-        let (reply, answer) = oneshot::channel();
         self.inner
             .appends
-            .send(AppendRequest { append, reply })
+            .submit(EncodedAppend::encode(appends)?)
             .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn read_stream(

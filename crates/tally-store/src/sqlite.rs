@@ -7,7 +7,10 @@
 //! Each append is still decided on its own — versions, idempotency and conflicts are
 //! checked per call, in queue order, against the heads left by the calls before it in
 //! the same group — and each caller gets its own result. If the commit itself fails,
-//! every caller of that group gets the error and nothing of the group is stored.
+//! every caller of that group gets the error and nothing of the group is stored. The
+//! writer remembers the heads it wrote, so a group usually needs no read before its
+//! INSERT; the unique keys catch a memory gone stale and the group is then read and
+//! decided again (see `Tail`).
 //!
 //! Gap safety is by construction: positions are assigned by the single writer inside
 //! its write transaction, so position order is commit order, and a reader's snapshot
@@ -30,15 +33,15 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::event::{
     AppendResult, AppendedEvent, RecordedEvent, Snapshot, StreamAppend, StreamId, now_micros,
 };
+use crate::group::{AppendQueue, Appends, answer, take_group};
 use crate::limits::{
-    APPEND_QUEUE_MAX, GROUP_COMMIT_APPENDS_MAX, INSERT_ROWS_MAX, check_page, check_snapshot,
+    GROUP_COMMIT_APPENDS_MAX, INSERT_ROWS_MAX, STREAM_HEAD_CACHE_MAX, check_page, check_snapshot,
 };
 use crate::plan::{EncodedAppend, Head, PlannedEvent, StoredRef};
 use crate::row::{StoredRow, to_i64};
@@ -58,15 +61,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../schema/sqlite")
 /// The event log in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteEventStore {
-    writer: mpsc::Sender<WriteRequest>,
+    writer: AppendQueue,
     readers: SqlitePool,
     signal: Arc<HeadSignal>,
     options: SqliteConnectOptions,
-}
-
-struct WriteRequest {
-    append: EncodedAppend,
-    reply: oneshot::Sender<Result<AppendResult>>,
 }
 
 impl SqliteEventStore {
@@ -88,7 +86,7 @@ impl SqliteEventStore {
             .await?;
         let head = head_position(&readers).await?;
         let signal = Arc::new(HeadSignal::new(head));
-        let (writer, requests) = mpsc::channel(APPEND_QUEUE_MAX);
+        let (writer, requests) = AppendQueue::new();
         tokio::spawn(run_writer(conn, requests, signal.clone()));
         Ok(Self {
             writer,
@@ -118,8 +116,8 @@ impl SqliteEventStore {
         let mut conn = conn;
         // A raw BEGIN, not sqlx's Transaction: the transaction must outlive this call.
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
-        let (mut results, _) = write_group(&mut conn, &[&append]).await?;
-        let result = results.pop().unwrap_or(Err(StoreError::Closed))?;
+        let mut written = write_group(&mut conn, &[&append], None).await?;
+        let result = written.results.pop().unwrap_or(Err(StoreError::Closed))?;
         Ok(PendingAppend {
             conn,
             result: Some(result),
@@ -174,43 +172,24 @@ fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
 
 /// The writer task: takes every waiting append into one transaction, commits once,
 /// answers each caller. Ends when the last store handle is dropped.
-async fn run_writer(
-    mut conn: SqliteConnection,
-    mut requests: mpsc::Receiver<WriteRequest>,
-    signal: Arc<HeadSignal>,
-) {
+async fn run_writer(mut conn: SqliteConnection, mut appends: Appends, signal: Arc<HeadSignal>) {
+    let mut tail = Tail::default();
     let mut group = Vec::with_capacity(GROUP_COMMIT_APPENDS_MAX);
-    while requests
-        .recv_many(&mut group, GROUP_COMMIT_APPENDS_MAX)
-        .await
-        > 0
-    {
-        // The callers answered last round are runnable now; letting them run once
-        // before the group is taken lets their next appends join it, instead of
-        // starting a one-append group and leaving them a whole commit behind.
-        tokio::task::yield_now().await;
-        while group.len() < GROUP_COMMIT_APPENDS_MAX {
-            match requests.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
-            }
-        }
-        let appends: Vec<&EncodedAppend> = group.iter().map(|r| &r.append).collect();
-        let outcome = commit_group(&mut conn, &appends).await;
-        match outcome {
-            Ok((results, last_position)) => {
-                signal.advance(last_position);
-                for (request, result) in group.drain(..).zip(results) {
-                    let _ = request.reply.send(result);
-                }
+    while take_group(&mut appends, &mut group).await {
+        let batch: Vec<&EncodedAppend> = group.iter().map(|r| &r.append).collect();
+        let results = match commit_group(&mut conn, &batch, &tail).await {
+            Ok(written) => {
+                signal.advance(written.last_position);
+                tail.learn(written.heads, written.last_position);
+                written.results
             }
             Err(error) => {
                 tracing::error!(%error, appends = group.len(), "group commit failed; nothing of it was stored");
-                for request in group.drain(..) {
-                    let _ = request.reply.send(Err(error.clone()));
-                }
+                tail = Tail::default();
+                group.iter().map(|_| Err(error.clone())).collect()
             }
-        }
+        };
+        answer(&mut group, results);
     }
     let _ = conn.close().await;
 }
@@ -218,35 +197,127 @@ async fn run_writer(
 async fn commit_group(
     conn: &mut SqliteConnection,
     appends: &[&EncodedAppend],
-) -> Result<(Vec<Result<AppendResult>>, u64)> {
+    tail: &Tail,
+) -> Result<GroupWrite> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let outcome = write_group(&mut tx, appends).await?;
+    let written = write_group(&mut tx, appends, Some(tail)).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok(written)
 }
 
-/// Decides and writes a group of appends inside an open write transaction. Returns each
-/// append's own result and the last position written.
+/// The writer's memory of the end of the log: the heads of recently written streams
+/// and the last position, as of its own last commit.
+///
+/// With it a group needs no read before its INSERT. It can only be stale, never wrong
+/// (another process, or a held-open append, wrote since): committed heads and
+/// positions never change, so a stale memory is too low, and writing from it collides
+/// with the `position`, `event_id` or `(stream_id, stream_version)` unique key. SQLite
+/// then aborts just that statement, and the group is read and decided again. A
+/// re-sent event id is found the same way.
+#[derive(Default)]
+struct Tail {
+    heads: HashMap<StreamId, Head>,
+    last_position: Option<u64>,
+}
+
+impl Tail {
+    /// The state to decide a group against, if every stream of it is remembered.
+    fn state_for(&self, streams: &[&StreamId]) -> Option<GroupState> {
+        let last_position = self.last_position?;
+        let heads = streams
+            .iter()
+            .map(|s| self.heads.get(*s).map(|h| ((*s).clone(), *h)))
+            .collect::<Option<HashMap<_, _>>>()?;
+        Some(GroupState {
+            stored: HashMap::new(),
+            heads,
+            last_position,
+        })
+    }
+
+    fn learn(&mut self, heads: HashMap<StreamId, Head>, last_position: u64) {
+        if self.heads.len() + heads.len() > STREAM_HEAD_CACHE_MAX {
+            self.heads.clear();
+        }
+        self.heads.extend(heads);
+        self.last_position = Some(last_position);
+    }
+}
+
+/// What a written (not yet committed) group comes to.
+struct GroupWrite {
+    /// Each append's own result, in group order.
+    results: Vec<Result<AppendResult>>,
+    /// The heads of the group's streams after it.
+    heads: HashMap<StreamId, Head>,
+    /// The last position in the log after it.
+    last_position: u64,
+}
+
+/// Decides and writes a group of appends inside an open write transaction. With a
+/// [`Tail`] that remembers every stream of the group, tries first without reading.
 async fn write_group(
     conn: &mut SqliteConnection,
     appends: &[&EncodedAppend],
-) -> Result<(Vec<Result<AppendResult>>, u64)> {
-    let ids: Vec<Uuid> = appends.iter().flat_map(|a| a.event_ids()).collect();
+    tail: Option<&Tail>,
+) -> Result<GroupWrite> {
     let streams: Vec<&StreamId> = appends
         .iter()
         .flat_map(|a| a.streams.iter().map(|(s, _)| s))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    let events: usize = appends.iter().map(|a| a.events.len()).sum();
+    // One INSERT at most: a failed statement then leaves nothing behind in the transaction.
+    if let Some(state) = tail
+        .filter(|_| events <= INSERT_ROWS_MAX)
+        .and_then(|t| t.state_for(&streams))
+    {
+        let decided = decide(appends, state);
+        if decided.results.iter().all(Result::is_ok) {
+            match insert_rows(conn, &decided.rows).await {
+                Ok(()) => return Ok(decided.written()),
+                Err(sqlx::Error::Database(e))
+                    if e.kind() == sqlx::error::ErrorKind::UniqueViolation => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let ids: Vec<Uuid> = appends.iter().flat_map(|a| a.event_ids()).collect();
+    let state = read_group_state(&mut *conn, &streams, &ids).await?;
+    let decided = decide(appends, state);
+    insert_rows(conn, &decided.rows).await?;
+    Ok(decided.written())
+}
+
+/// A group decided against a [`GroupState`]: each append's result and the rows to write.
+struct Decided<'a> {
+    results: Vec<Result<AppendResult>>,
+    rows: Vec<(u64, PlannedEvent<'a>)>,
+    heads: HashMap<StreamId, Head>,
+    last_position: u64,
+}
+
+impl Decided<'_> {
+    fn written(self) -> GroupWrite {
+        GroupWrite {
+            results: self.results,
+            heads: self.heads,
+            last_position: self.last_position,
+        }
+    }
+}
+
+/// Decides each append of a group in order, against the state left by the ones before
+/// it: replays, conflicts and new events with their versions, hashes and positions.
+fn decide<'a>(appends: &[&'a EncodedAppend], state: GroupState) -> Decided<'a> {
     let GroupState {
         mut stored,
         mut heads,
         last_position,
-    } = read_group_state(&mut *conn, &streams, &ids).await?;
-    let mut next_position = last_position + 1;
-    let first_position = next_position;
-
-    let mut rows: Vec<(u64, PlannedEvent<'_>)> = Vec::new();
+    } = state;
+    let mut last_position = last_position;
+    let mut rows: Vec<(u64, PlannedEvent<'a>)> = Vec::new();
     let mut results = Vec::with_capacity(appends.len());
     for append in appends {
         if append.event_ids().any(|id| stored.contains_key(&id)) {
@@ -262,8 +333,7 @@ async fn write_group(
         };
         let mut events = Vec::with_capacity(planned.len());
         for event in planned {
-            let position = next_position;
-            next_position += 1;
+            last_position += 1;
             heads.insert(
                 event.stream_id.clone(),
                 Head {
@@ -279,23 +349,34 @@ async fn write_group(
                     event_type: event.event.event_type.clone(),
                     payload: event.event.payload.clone(),
                     stream_version: event.stream_version,
-                    position,
+                    position: last_position,
                 },
             );
             events.push(AppendedEvent {
                 event_id: event.event.event_id,
                 stream_id: event.stream_id.clone(),
                 stream_version: event.stream_version,
-                position,
+                position: last_position,
             });
-            rows.push((position, event));
+            rows.push((last_position, event));
         }
         results.push(Ok(AppendResult {
             events,
             replayed: false,
         }));
     }
+    Decided {
+        results,
+        rows,
+        heads,
+        last_position,
+    }
+}
 
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[(u64, PlannedEvent<'_>)],
+) -> Result<(), sqlx::Error> {
     let recorded_at = now_micros().timestamp_micros();
     for chunk in rows.chunks(INSERT_ROWS_MAX) {
         let mut insert = QueryBuilder::<Sqlite>::new(
@@ -317,12 +398,7 @@ async fn write_group(
         });
         insert.build().execute(&mut *conn).await?;
     }
-    let last_position = if next_position > first_position {
-        next_position - 1
-    } else {
-        first_position - 1
-    };
-    Ok((results, last_position))
+    Ok(())
 }
 
 /// What a group's decisions are made against, read inside its write transaction.
@@ -468,13 +544,7 @@ impl SqliteRow {
 #[async_trait]
 impl EventStore for SqliteEventStore {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<AppendResult> {
-        let append = EncodedAppend::encode(appends)?;
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(WriteRequest { append, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.writer.submit(EncodedAppend::encode(appends)?).await
     }
 
     async fn read_stream(
