@@ -184,6 +184,7 @@ impl PostgresEventStore {
             .connect_with(connect)
             .await?;
         MIGRATOR.run(&pool).await?;
+        warn_if_not_durable(&pool).await?;
         let head = head_position(&pool).await?;
         let shared = Arc::new(Shared {
             pool,
@@ -675,6 +676,23 @@ async fn fetch_stored(
             )
         })
         .collect())
+}
+
+/// An append is promised durable when it returns; say so loudly if the server's
+/// settings break that promise (they are the operator's to choose, not ours to change).
+async fn warn_if_not_durable(pool: &PgPool) -> Result<()> {
+    let (synchronous_commit, fsync): (String, String) =
+        sqlx::query_as("SELECT current_setting('synchronous_commit'), current_setting('fsync')")
+            .fetch_one(pool)
+            .await?;
+    if synchronous_commit == "off" || fsync == "off" {
+        tracing::warn!(
+            %synchronous_commit,
+            %fsync,
+            "Postgres is not configured for durable commits: an acknowledged append can be lost in a crash"
+        );
+    }
+    Ok(())
 }
 
 async fn head_position(pool: &PgPool) -> Result<u64> {
