@@ -1,0 +1,764 @@
+//! The account stream (`account-<user id>`): a user's credits and holds.
+//!
+//! `decide(state, command, ctx)` says which events a command produces, or why it is
+//! refused; `evolve(state, event)` folds an event into the state. Both are pure: the
+//! time and the configuration come in through [`Context`], so every rule here is
+//! tested with no database and no clock.
+//!
+//! The rules: an account is opened once; a blocked account takes no new holds or
+//! debits (deposits, grants, refunds and admin adjustments still apply); available
+//! credits never go below zero, except through an adjustment that says so explicitly;
+//! a hold moves credits from available to held until it is captured (in full or in
+//! part, the rest going back), released, or expired after its ttl.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::DomainError;
+use crate::values::{
+    AdjustmentId, AdminId, Amount, DebitId, GrantId, HoldId, PaymentId, Reason, RefundId,
+    SignedAmount, UserId,
+};
+
+/// What a decision may depend on besides the state: the time and the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// Now, as the command service saw it.
+    pub now: DateTime<Utc>,
+    /// The business's configuration.
+    pub config: &'a Config,
+}
+
+/// Whether an account takes new spending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    /// Takes everything.
+    #[default]
+    Open,
+    /// Takes no new holds or debits.
+    Blocked,
+}
+
+/// Where a hold is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Credits are held.
+    Open,
+    /// Captured (in full or in part); the rest went back.
+    Captured,
+    /// Released: the job failed, everything went back.
+    Released,
+    /// Expired after its ttl; everything went back.
+    Expired,
+}
+
+impl fmt::Display for HoldState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::Captured => "captured",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        })
+    }
+}
+
+/// A hold on an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Credits held.
+    pub amount: Amount,
+    /// Credits captured (zero until captured).
+    pub captured: Decimal,
+    /// Where the hold is.
+    pub state: HoldState,
+    /// When it expires if still open.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a user spent under one reference (a debit or a captured hold), for refunds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    /// Credits spent.
+    pub amount: Decimal,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Credits refunded so far.
+    pub refunded: Decimal,
+}
+
+/// What a spend is known by: `debit:<id>` or `hold:<id>`.
+pub type SpendRef = String;
+
+/// The spend reference of a debit.
+pub fn debit_ref(id: &DebitId) -> SpendRef {
+    format!("debit:{id}")
+}
+
+/// The spend reference of a captured hold.
+pub fn hold_ref(id: &HoldId) -> SpendRef {
+    format!("hold:{id}")
+}
+
+/// An account as its events made it. The initial state is [`Account::new`]: the stream
+/// is the user's, opened or not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The owner.
+    pub user_id: UserId,
+    /// Whether `account.opened` happened.
+    pub opened: bool,
+    /// Open or blocked.
+    pub status: AccountStatus,
+    /// Credits free to spend.
+    pub available: Decimal,
+    /// Credits under open holds.
+    pub held: Decimal,
+    /// Every hold by id (closed ones too: a capture of a closed hold names its state).
+    pub holds: BTreeMap<HoldId, Hold>,
+    /// Every spend by reference, for refunds.
+    pub spends: BTreeMap<SpendRef, Spend>,
+    /// Ids of deposits, grants, adjustments and refunds applied (as `kind:id`), so none
+    /// is applied twice; debits and holds are remembered in `spends` and `holds`.
+    pub applied: BTreeSet<String>,
+}
+
+/// What can be asked of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountCommand {
+    /// Open the account (a no-op if it is open).
+    Open {
+        /// Telegram username, if any.
+        username: Option<String>,
+        /// Telegram language code, if any.
+        language: Option<String>,
+    },
+    /// Credit a successful payment.
+    Deposit {
+        /// The payment.
+        payment_id: PaymentId,
+        /// Credits bought.
+        amount: Amount,
+    },
+    /// Give credits as promotion or bonus.
+    Grant {
+        /// Grant id.
+        grant_id: GrantId,
+        /// Credits given.
+        amount: Amount,
+        /// Why.
+        reason: Reason,
+    },
+    /// Spend credits directly.
+    Debit {
+        /// Debit id.
+        debit_id: DebitId,
+        /// Credits spent.
+        amount: Amount,
+        /// What for.
+        reason: Reason,
+    },
+    /// An admin's correction, either sign.
+    Adjust {
+        /// Adjustment id.
+        adjustment_id: AdjustmentId,
+        /// Signed amount.
+        amount: SignedAmount,
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+        /// Whether it may drive available below zero.
+        allow_negative: bool,
+    },
+    /// Hold credits for a job.
+    PlaceHold {
+        /// Hold id (the job's).
+        hold_id: HoldId,
+        /// Credits to hold.
+        amount: Amount,
+        /// How long the job may take.
+        ttl_seconds: u64,
+        /// What the job is.
+        reason: Reason,
+    },
+    /// The job succeeded: spend all or part of the hold, return the rest.
+    CaptureHold {
+        /// The hold.
+        hold_id: HoldId,
+        /// Credits to spend; all of the hold when absent.
+        amount: Option<Amount>,
+    },
+    /// The job failed: return everything.
+    ReleaseHold {
+        /// The hold.
+        hold_id: HoldId,
+        /// Why.
+        reason: Reason,
+    },
+    /// The hold outlived its ttl: return everything (a no-op if it is already closed).
+    ExpireHold {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// Stop new spending.
+    Block {
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+    },
+    /// Allow spending again.
+    Unblock {
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+    },
+    /// Return credits of an approved refund request.
+    Refund {
+        /// The refund request.
+        refund_id: RefundId,
+        /// The spend refunded.
+        reference: SpendRef,
+        /// Credits returned.
+        amount: Amount,
+    },
+}
+
+/// What happened to an account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum AccountEvent {
+    /// The account was opened.
+    #[serde(rename = "account.opened")]
+    Opened {
+        /// Owner.
+        user_id: UserId,
+        /// Telegram username.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        /// Telegram language code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
+    },
+    /// New spending was stopped.
+    #[serde(rename = "account.blocked")]
+    Blocked {
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+    },
+    /// Spending was allowed again.
+    #[serde(rename = "account.unblocked")]
+    Unblocked {
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+    },
+    /// A payment was credited.
+    #[serde(rename = "credits.deposited")]
+    Deposited {
+        /// The payment.
+        payment_id: PaymentId,
+        /// Credits.
+        amount: Amount,
+    },
+    /// Credits were given.
+    #[serde(rename = "credits.granted")]
+    Granted {
+        /// Grant id.
+        grant_id: GrantId,
+        /// Credits.
+        amount: Amount,
+        /// Why.
+        reason: Reason,
+    },
+    /// Credits were spent directly.
+    #[serde(rename = "credits.debited")]
+    Debited {
+        /// Debit id.
+        debit_id: DebitId,
+        /// Credits.
+        amount: Amount,
+        /// What for.
+        reason: Reason,
+    },
+    /// An admin corrected the balance.
+    #[serde(rename = "credits.adjusted")]
+    Adjusted {
+        /// Adjustment id.
+        adjustment_id: AdjustmentId,
+        /// Signed credits.
+        amount: SignedAmount,
+        /// Why.
+        reason: Reason,
+        /// Who.
+        admin: AdminId,
+    },
+    /// Credits were held for a job.
+    #[serde(rename = "credits.hold_placed")]
+    HoldPlaced {
+        /// Hold id.
+        hold_id: HoldId,
+        /// Credits held.
+        amount: Amount,
+        /// When it expires.
+        expires_at: DateTime<Utc>,
+        /// What the job is.
+        reason: Reason,
+    },
+    /// A hold was captured; `released` went back to available.
+    #[serde(rename = "credits.hold_captured")]
+    HoldCaptured {
+        /// Hold id.
+        hold_id: HoldId,
+        /// Credits spent.
+        captured: Amount,
+        /// Credits returned (zero for a full capture).
+        released: Decimal,
+    },
+    /// A hold was released: everything went back.
+    #[serde(rename = "credits.hold_released")]
+    HoldReleased {
+        /// Hold id.
+        hold_id: HoldId,
+        /// Credits returned.
+        amount: Amount,
+        /// Why.
+        reason: Reason,
+    },
+    /// A hold expired: everything went back.
+    #[serde(rename = "credits.hold_expired")]
+    HoldExpired {
+        /// Hold id.
+        hold_id: HoldId,
+        /// Credits returned.
+        amount: Amount,
+    },
+    /// An approved refund returned credits.
+    #[serde(rename = "credits.refunded")]
+    Refunded {
+        /// The refund request.
+        refund_id: RefundId,
+        /// The spend refunded.
+        reference: SpendRef,
+        /// Credits returned.
+        amount: Amount,
+    },
+}
+
+impl Account {
+    /// The state of a user's account before any event.
+    pub fn new(user_id: UserId) -> Self {
+        Self {
+            user_id,
+            opened: false,
+            status: AccountStatus::Open,
+            available: Decimal::ZERO,
+            held: Decimal::ZERO,
+            holds: BTreeMap::new(),
+            spends: BTreeMap::new(),
+            applied: BTreeSet::new(),
+        }
+    }
+
+    /// Refuses an id that was applied before.
+    fn unused(&self, key: &str) -> Result<(), DomainError> {
+        if self.applied.contains(key) {
+            return Err(DomainError::IdempotencyConflict(format!(
+                "{key} was already applied to this account"
+            )));
+        }
+        Ok(())
+    }
+
+    fn open_hold(&self, hold_id: &HoldId, now: DateTime<Utc>) -> Result<&Hold, DomainError> {
+        let hold = self
+            .holds
+            .get(hold_id)
+            .ok_or_else(|| DomainError::HoldNotFound {
+                hold_id: hold_id.clone(),
+            })?;
+        // Past its ttl a hold is expired even before the expiry reactor has run.
+        let state = match hold.state {
+            HoldState::Open if now >= hold.expires_at => HoldState::Expired,
+            state => state,
+        };
+        if state != HoldState::Open {
+            return Err(DomainError::HoldNotOpen {
+                hold_id: hold_id.clone(),
+                state,
+            });
+        }
+        Ok(hold)
+    }
+
+    fn spendable(&self, requested: Decimal) -> Result<(), DomainError> {
+        if requested > self.available {
+            return Err(DomainError::InsufficientCredits {
+                available: self.available,
+                requested,
+            });
+        }
+        Ok(())
+    }
+
+    fn spending_allowed(&self, user_id: UserId) -> Result<(), DomainError> {
+        match self.status {
+            AccountStatus::Open => Ok(()),
+            AccountStatus::Blocked => Err(DomainError::AccountBlocked { user_id }),
+        }
+    }
+
+    /// How much of a spend may still be refunded now under the configured window.
+    pub fn refundable(
+        &self,
+        reference: &str,
+        now: DateTime<Utc>,
+        config: &Config,
+    ) -> Result<Decimal, DomainError> {
+        let spend = self.spends.get(reference).ok_or_else(|| {
+            DomainError::RefundNotAllowed(format!("this account spent nothing under {reference}"))
+        })?;
+        let age = now - spend.at;
+        let window = &config.refund_window;
+        if age < chrono::Duration::days(i64::from(window.min_age_days)) {
+            return Err(DomainError::RefundNotAllowed(format!(
+                "{reference} is younger than {} days",
+                window.min_age_days
+            )));
+        }
+        if age > chrono::Duration::days(i64::from(window.max_age_days)) {
+            return Err(DomainError::RefundNotAllowed(format!(
+                "{reference} is older than {} days",
+                window.max_age_days
+            )));
+        }
+        Ok(spend.amount - spend.refunded)
+    }
+}
+
+/// Decides what a command does to an account.
+pub fn decide(
+    state: &Account,
+    command: &AccountCommand,
+    ctx: &Context<'_>,
+) -> Result<Vec<AccountEvent>, DomainError> {
+    use AccountCommand as C;
+    use AccountEvent as E;
+    let user_id = state.user_id;
+    if let C::Open { username, language } = command {
+        return Ok(match state.opened {
+            true => vec![],
+            false => vec![E::Opened {
+                user_id,
+                username: username.clone(),
+                language: language.clone(),
+            }],
+        });
+    }
+    if !state.opened {
+        return Err(DomainError::AccountNotFound { user_id });
+    }
+    let events = match command {
+        C::Open { .. } => vec![],
+        C::Deposit { payment_id, amount } => {
+            state.unused(&applied_key("deposit", payment_id))?;
+            vec![E::Deposited {
+                payment_id: payment_id.clone(),
+                amount: *amount,
+            }]
+        }
+        C::Grant {
+            grant_id,
+            amount,
+            reason,
+        } => {
+            state.unused(&applied_key("grant", grant_id))?;
+            vec![E::Granted {
+                grant_id: grant_id.clone(),
+                amount: *amount,
+                reason: reason.clone(),
+            }]
+        }
+        C::Debit {
+            debit_id,
+            amount,
+            reason,
+        } => {
+            state.spending_allowed(user_id)?;
+            if state.spends.contains_key(&debit_ref(debit_id)) {
+                return Err(DomainError::IdempotencyConflict(format!(
+                    "debit {debit_id} was already made"
+                )));
+            }
+            state.spendable(amount.get())?;
+            vec![E::Debited {
+                debit_id: debit_id.clone(),
+                amount: *amount,
+                reason: reason.clone(),
+            }]
+        }
+        C::Adjust {
+            adjustment_id,
+            amount,
+            reason,
+            admin,
+            allow_negative,
+        } => {
+            state.unused(&applied_key("adjustment", adjustment_id))?;
+            if state.available + amount.get() < Decimal::ZERO && !allow_negative {
+                return Err(DomainError::InsufficientCredits {
+                    available: state.available,
+                    requested: -amount.get(),
+                });
+            }
+            vec![E::Adjusted {
+                adjustment_id: adjustment_id.clone(),
+                amount: *amount,
+                reason: reason.clone(),
+                admin: admin.clone(),
+            }]
+        }
+        C::PlaceHold {
+            hold_id,
+            amount,
+            ttl_seconds,
+            reason,
+        } => {
+            state.spending_allowed(user_id)?;
+            let config = ctx.config;
+            if *ttl_seconds < config.hold_ttl_seconds_min
+                || *ttl_seconds > config.hold_ttl_seconds_max
+            {
+                return Err(DomainError::Validation(format!(
+                    "ttl_seconds {ttl_seconds} is outside {}..={}",
+                    config.hold_ttl_seconds_min, config.hold_ttl_seconds_max
+                )));
+            }
+            if state.holds.contains_key(hold_id) {
+                return Err(DomainError::IdempotencyConflict(format!(
+                    "hold {hold_id} was already placed"
+                )));
+            }
+            state.spendable(amount.get())?;
+            // Bounded above by hold_ttl_seconds_max, so it cannot overflow.
+            let ttl = chrono::Duration::seconds(i64::try_from(*ttl_seconds).unwrap_or(i64::MAX));
+            vec![E::HoldPlaced {
+                hold_id: hold_id.clone(),
+                amount: *amount,
+                expires_at: ctx.now + ttl,
+                reason: reason.clone(),
+            }]
+        }
+        C::CaptureHold { hold_id, amount } => {
+            let hold = state.open_hold(hold_id, ctx.now)?;
+            let captured = amount.unwrap_or(hold.amount);
+            if captured > hold.amount {
+                return Err(DomainError::CaptureExceedsHold {
+                    hold_id: hold_id.clone(),
+                    held: hold.amount.get(),
+                    requested: captured.get(),
+                });
+            }
+            vec![E::HoldCaptured {
+                hold_id: hold_id.clone(),
+                captured,
+                released: hold.amount.get() - captured.get(),
+            }]
+        }
+        C::ReleaseHold { hold_id, reason } => {
+            let hold = state.open_hold(hold_id, ctx.now)?;
+            vec![E::HoldReleased {
+                hold_id: hold_id.clone(),
+                amount: hold.amount,
+                reason: reason.clone(),
+            }]
+        }
+        C::ExpireHold { hold_id } => {
+            let hold = state
+                .holds
+                .get(hold_id)
+                .ok_or_else(|| DomainError::HoldNotFound {
+                    hold_id: hold_id.clone(),
+                })?;
+            if hold.state != HoldState::Open {
+                return Ok(vec![]);
+            }
+            if ctx.now < hold.expires_at {
+                return Err(DomainError::Validation(format!(
+                    "hold {hold_id} does not expire until {}",
+                    hold.expires_at
+                )));
+            }
+            vec![E::HoldExpired {
+                hold_id: hold_id.clone(),
+                amount: hold.amount,
+            }]
+        }
+        C::Block { reason, admin } => match state.status {
+            AccountStatus::Blocked => vec![],
+            AccountStatus::Open => vec![E::Blocked {
+                reason: reason.clone(),
+                admin: admin.clone(),
+            }],
+        },
+        C::Unblock { reason, admin } => match state.status {
+            AccountStatus::Open => vec![],
+            AccountStatus::Blocked => vec![E::Unblocked {
+                reason: reason.clone(),
+                admin: admin.clone(),
+            }],
+        },
+        C::Refund {
+            refund_id,
+            reference,
+            amount,
+        } => {
+            // The window was checked when the refund was requested; what is left to
+            // refund is checked now, so nothing is refunded twice.
+            state.unused(&applied_key("refund", refund_id))?;
+            let spend = state.spends.get(reference).ok_or_else(|| {
+                DomainError::RefundNotAllowed(format!(
+                    "this account spent nothing under {reference}"
+                ))
+            })?;
+            let left = spend.amount - spend.refunded;
+            if amount.get() > left {
+                return Err(DomainError::RefundNotAllowed(format!(
+                    "{reference} has {left} left to refund, not {amount}"
+                )));
+            }
+            vec![E::Refunded {
+                refund_id: refund_id.clone(),
+                reference: reference.clone(),
+                amount: *amount,
+            }]
+        }
+    };
+    Ok(events)
+}
+
+/// The key under which an id is remembered in [`Account::applied`].
+fn applied_key(kind: &str, id: &dyn fmt::Display) -> String {
+    format!("{kind}:{id}")
+}
+
+/// Folds one event into an account. Events are facts: evolve never refuses one.
+/// `occurred_at` is the event's business time from its envelope (spends are dated by it).
+pub fn evolve(mut state: Account, event: &AccountEvent, occurred_at: DateTime<Utc>) -> Account {
+    use AccountEvent as E;
+    match event {
+        E::Opened { .. } => state.opened = true,
+        E::Blocked { .. } => state.status = AccountStatus::Blocked,
+        E::Unblocked { .. } => state.status = AccountStatus::Open,
+        E::Deposited {
+            payment_id, amount, ..
+        } => {
+            state.available += amount.get();
+            state.applied.insert(applied_key("deposit", payment_id));
+        }
+        E::Granted {
+            grant_id, amount, ..
+        } => {
+            state.available += amount.get();
+            state.applied.insert(applied_key("grant", grant_id));
+        }
+        E::Debited {
+            debit_id, amount, ..
+        } => {
+            state.available -= amount.get();
+            state.spends.insert(
+                debit_ref(debit_id),
+                Spend {
+                    amount: amount.get(),
+                    at: occurred_at,
+                    refunded: Decimal::ZERO,
+                },
+            );
+        }
+        E::Adjusted {
+            adjustment_id,
+            amount,
+            ..
+        } => {
+            state.available += amount.get();
+            state
+                .applied
+                .insert(applied_key("adjustment", adjustment_id));
+        }
+        E::HoldPlaced {
+            hold_id,
+            amount,
+            expires_at,
+            ..
+        } => {
+            state.available -= amount.get();
+            state.held += amount.get();
+            state.holds.insert(
+                hold_id.clone(),
+                Hold {
+                    amount: *amount,
+                    captured: Decimal::ZERO,
+                    state: HoldState::Open,
+                    expires_at: *expires_at,
+                },
+            );
+        }
+        E::HoldCaptured {
+            hold_id,
+            captured,
+            released,
+        } => {
+            state.held -= captured.get() + released;
+            state.available += released;
+            if let Some(hold) = state.holds.get_mut(hold_id) {
+                hold.state = HoldState::Captured;
+                hold.captured = captured.get();
+            }
+            state.spends.insert(
+                hold_ref(hold_id),
+                Spend {
+                    amount: captured.get(),
+                    at: occurred_at,
+                    refunded: Decimal::ZERO,
+                },
+            );
+        }
+        E::HoldReleased {
+            hold_id, amount, ..
+        }
+        | E::HoldExpired { hold_id, amount } => {
+            state.held -= amount.get();
+            state.available += amount.get();
+            if let Some(hold) = state.holds.get_mut(hold_id) {
+                hold.state = match event {
+                    E::HoldExpired { .. } => HoldState::Expired,
+                    _ => HoldState::Released,
+                };
+            }
+        }
+        E::Refunded {
+            refund_id,
+            reference,
+            amount,
+        } => {
+            state.available += amount.get();
+            state.applied.insert(applied_key("refund", refund_id));
+            if let Some(spend) = state.spends.get_mut(reference) {
+                spend.refunded += amount.get();
+            }
+        }
+    }
+    state
+}

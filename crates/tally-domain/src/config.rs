@@ -1,0 +1,117 @@
+//! What a bot business configures rather than codes: its plans, its credit packs, the
+//! bounds of a hold's lifetime and its refund policy. The defaults are what the seed
+//! bots sell; a deployment overrides them in `tally.toml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{Amount, PackId, PlanId};
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A subscription plan: how many ad slots it gives, for how long, at what price.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Ad slots the plan includes.
+    pub slots: u32,
+    /// Length of one period, in days.
+    pub period_days: u32,
+    /// Price of one period.
+    pub price: Amount,
+    /// Currency of the price (`XTR` is Telegram Stars).
+    pub currency: String,
+}
+
+/// A pack of credits for sale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditPack {
+    /// Credits the pack gives.
+    pub credits: Amount,
+    /// Its price.
+    pub price: Amount,
+    /// Currency of the price.
+    pub currency: String,
+}
+
+/// When a spend may be refunded, measured from the moment of the spend. The seeds'
+/// "only labels older than 5 days" is `min_age_days = 5`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundWindow {
+    /// A spend must be at least this old.
+    pub min_age_days: u32,
+    /// A spend may be at most this old.
+    pub max_age_days: u32,
+}
+
+/// The business's configuration of the ledger's rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Plans by id.
+    pub plans: BTreeMap<PlanId, Plan>,
+    /// Credit packs by id.
+    pub credit_packs: BTreeMap<PackId, CreditPack>,
+    /// Shortest hold lifetime, in seconds.
+    pub hold_ttl_seconds_min: u64,
+    /// Longest hold lifetime, in seconds.
+    pub hold_ttl_seconds_max: u64,
+    /// Refund policy.
+    pub refund_window: RefundWindow,
+}
+
+impl Config {
+    /// Shortest hold lifetime.
+    pub fn hold_ttl_min(&self) -> Duration {
+        Duration::from_secs(self.hold_ttl_seconds_min)
+    }
+
+    /// Longest hold lifetime.
+    pub fn hold_ttl_max(&self) -> Duration {
+        Duration::from_secs(self.hold_ttl_seconds_max)
+    }
+}
+
+fn amount(units: i64) -> Amount {
+    // Only called with the positive literals below.
+    Amount::new(Decimal::from(units)).unwrap_or_else(|_| unreachable!("positive literal"))
+}
+
+fn id<T: TryFrom<String>>(text: &str) -> T {
+    T::try_from(text.to_string()).unwrap_or_else(|_| unreachable!("valid literal id"))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let plan = |slots, price| Plan {
+            slots,
+            period_days: 30,
+            price: amount(price),
+            currency: "XTR".into(),
+        };
+        let pack = |credits, price| CreditPack {
+            credits: amount(credits),
+            price: amount(price),
+            currency: "XTR".into(),
+        };
+        Self {
+            plans: BTreeMap::from([
+                (id("basic"), plan(1, 100)),
+                (id("pro"), plan(3, 250)),
+                (id("enterprise"), plan(5, 400)),
+            ]),
+            credit_packs: BTreeMap::from([
+                (id("pack_5"), pack(5, 50)),
+                (id("pack_20"), pack(20, 180)),
+                (id("pack_50"), pack(50, 400)),
+            ]),
+            hold_ttl_seconds_min: 1,
+            hold_ttl_seconds_max: 7 * DAY.as_secs(),
+            refund_window: RefundWindow {
+                min_age_days: 0,
+                max_age_days: 30,
+            },
+        }
+    }
+}

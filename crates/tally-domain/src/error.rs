@@ -1,0 +1,86 @@
+//! The domain's errors. Each has a stable snake_case code, the same the HTTP API and
+//! the bot show, so a rule broken anywhere reads the same everywhere.
+
+use rust_decimal::Decimal;
+
+use crate::account::HoldState;
+use crate::values::{HoldId, UserId};
+
+/// A command the rules refuse, with what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// No account for this user yet.
+    #[error("no account for user {user_id}; open it first")]
+    AccountNotFound {
+        /// The user.
+        user_id: UserId,
+    },
+    /// The account is blocked and takes no new holds or debits.
+    #[error("account {user_id} is blocked; an admin must unblock it first")]
+    AccountBlocked {
+        /// The user.
+        user_id: UserId,
+    },
+    /// Not enough available credits.
+    #[error("not enough credits: {available} available, {requested} requested")]
+    InsufficientCredits {
+        /// What is available.
+        available: Decimal,
+        /// What was asked for.
+        requested: Decimal,
+    },
+    /// An amount that is not a valid amount.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    /// Input that breaks a rule of shape or range.
+    #[error("{0}")]
+    Validation(String),
+    /// No hold with this id on the account.
+    #[error("no hold {hold_id} on this account")]
+    HoldNotFound {
+        /// The hold.
+        hold_id: HoldId,
+    },
+    /// The hold is closed.
+    #[error("hold {hold_id} is {state}, not open")]
+    HoldNotOpen {
+        /// The hold.
+        hold_id: HoldId,
+        /// What closed it.
+        state: HoldState,
+    },
+    /// A capture asked for more than the hold holds.
+    #[error("cannot capture {requested} from hold {hold_id}: it holds {held}")]
+    CaptureExceedsHold {
+        /// The hold.
+        hold_id: HoldId,
+        /// What it holds.
+        held: Decimal,
+        /// What was asked for.
+        requested: Decimal,
+    },
+    /// An id already used for something else.
+    #[error("{0}")]
+    IdempotencyConflict(String),
+    /// A refund the policy does not allow.
+    #[error("refund not allowed: {0}")]
+    RefundNotAllowed(String),
+}
+
+impl DomainError {
+    /// The stable code of API.md for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::AccountNotFound { .. } => "account_not_found",
+            Self::AccountBlocked { .. } => "account_blocked",
+            Self::InsufficientCredits { .. } => "insufficient_credits",
+            Self::InvalidAmount(_) => "invalid_amount",
+            Self::Validation(_) => "validation",
+            Self::HoldNotFound { .. } => "hold_not_found",
+            Self::HoldNotOpen { .. } => "hold_not_open",
+            Self::CaptureExceedsHold { .. } => "capture_exceeds_hold",
+            Self::IdempotencyConflict(_) => "idempotency_conflict",
+            Self::RefundNotAllowed(_) => "refund_not_allowed",
+        }
+    }
+}
