@@ -65,6 +65,32 @@ pub enum DomainError {
     /// A refund the policy does not allow.
     #[error("refund not allowed: {0}")]
     RefundNotAllowed(String),
+    /// No payment with this id.
+    #[error("no such payment; create it first")]
+    PaymentNotFound,
+    /// A provider's report that disagrees with the payment.
+    #[error("payment conflict: {0}")]
+    PaymentConflict(String),
+    /// No subscription for this user.
+    #[error("user has no subscription")]
+    SubscriptionNotFound,
+    /// No refund request with this id.
+    #[error("no such refund request")]
+    RefundNotFound,
+    /// An admin tried to approve a request they made.
+    #[error("{0} made this request and cannot approve it; another admin must")]
+    SelfApproval(String),
+    /// The slot's owner has no active subscription covering it.
+    #[error("slot cannot post: {0}")]
+    SlotNotActive(String),
+    /// The slot already posted successfully to this destination in this cycle.
+    #[error("slot already posted to {destination} in cycle {cycle}")]
+    AlreadyPosted {
+        /// The cycle.
+        cycle: u64,
+        /// The destination.
+        destination: String,
+    },
 }
 
 impl DomainError {
@@ -81,6 +107,13 @@ impl DomainError {
             Self::CaptureExceedsHold { .. } => "capture_exceeds_hold",
             Self::IdempotencyConflict(_) => "idempotency_conflict",
             Self::RefundNotAllowed(_) => "refund_not_allowed",
+            Self::PaymentNotFound => "payment_not_found",
+            Self::PaymentConflict(_) => "payment_conflict",
+            Self::SubscriptionNotFound => "subscription_not_found",
+            Self::RefundNotFound => "refund_not_found",
+            Self::SelfApproval(_) => "self_approval",
+            Self::SlotNotActive(_) => "slot_not_active",
+            Self::AlreadyPosted { .. } => "already_posted",
         }
     }
 }

@@ -8,14 +8,22 @@
 //! Amounts are exact decimals ([`values::Amount`]), never floats. Every credit-moving
 //! event implies balanced [`postings`] between a user's account and system accounts.
 //!
-//! Built so far: accounts (credits and holds). Payments, subscriptions, ad slots and
-//! refund requests come next, in modules of their own.
+//! One module per kind of stream: [`account`] (credits and holds), [`payment`],
+//! [`subscription`], [`slot`] (ad slots and post attempts), [`refund`] (refund
+//! requests). Rules that span streams take the other stream's facts as plain inputs
+//! (a refund request is given what the spend has left to refund; a post attempt is
+//! given whether the owner's subscription covers the slot), so every decider stays a
+//! pure function of its own state.
 
 pub mod account;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod payment;
 pub mod postings;
+pub mod refund;
+pub mod slot;
+pub mod subscription;
 pub mod values;
 
 pub use account::{Account, AccountCommand, AccountEvent, Context, HoldState};

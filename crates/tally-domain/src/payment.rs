@@ -1,0 +1,270 @@
+//! The payment stream (`payment-<payment id>`): a purchase from creation to success,
+//! failure or reversal.
+//!
+//! Providers retry: a webhook or a `successful_payment` update may arrive many times.
+//! A payment succeeds once; the same success again changes nothing, while a success
+//! that disagrees with the payment (another amount, currency or provider payment id)
+//! is a `payment_conflict` — never a second credit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::DomainError;
+use crate::values::{Amount, PackId, PlanId, Reason, UserId};
+
+/// What a payment buys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// A number of credits.
+    Credits(Amount),
+    /// One period of a plan.
+    Plan(PlanId),
+}
+
+/// Where a payment is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Created, waiting for the provider.
+    Pending,
+    /// Paid.
+    Succeeded,
+    /// Not paid.
+    Failed,
+    /// Paid, then taken back (refund by the provider, chargeback).
+    Reversed,
+}
+
+/// The terms a payment was created with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// Who pays.
+    pub user_id: UserId,
+    /// Payment provider, e.g. `stars` or `oxapay`.
+    pub provider: String,
+    /// Price.
+    pub amount: Amount,
+    /// Currency of the price, e.g. `XTR`.
+    pub currency: String,
+    /// What it buys.
+    pub purpose: Purpose,
+}
+
+/// A payment as its events made it; `None` terms before creation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// The terms, once created.
+    pub terms: Option<Terms>,
+    /// Where it is (meaningful once created).
+    pub status: Option<PaymentStatus>,
+    /// The provider's id of the successful charge.
+    pub provider_payment_id: Option<String>,
+}
+
+/// What can be asked of a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentCommand {
+    /// Create it (again with the same terms: a no-op).
+    Create(Terms),
+    /// The provider says it was paid.
+    Succeed {
+        /// The provider's charge id.
+        provider_payment_id: String,
+        /// What the provider says was paid.
+        amount: Amount,
+        /// In what currency.
+        currency: String,
+    },
+    /// The provider says it was not paid.
+    Fail {
+        /// Why.
+        reason: Reason,
+    },
+    /// The provider took the money back.
+    Reverse {
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// What happened to a payment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum PaymentEvent {
+    /// Created, pending.
+    #[serde(rename = "payment.created")]
+    Created(Terms),
+    /// Paid.
+    #[serde(rename = "payment.succeeded")]
+    Succeeded {
+        /// Who paid (repeated so reactors need not read the creation).
+        user_id: UserId,
+        /// The provider's charge id.
+        provider_payment_id: String,
+        /// What it buys.
+        purpose: Purpose,
+    },
+    /// Not paid.
+    #[serde(rename = "payment.failed")]
+    Failed {
+        /// Why.
+        reason: Reason,
+    },
+    /// Taken back.
+    #[serde(rename = "payment.reversed")]
+    Reversed {
+        /// Who had paid.
+        user_id: UserId,
+        /// What it had bought.
+        purpose: Purpose,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// The longest provider or provider payment id accepted.
+pub const PROVIDER_ID_BYTES_MAX: usize = 128;
+
+fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
+    if text.trim().is_empty() || text.len() > PROVIDER_ID_BYTES_MAX {
+        return Err(DomainError::Validation(format!(
+            "{what} must be 1 to {PROVIDER_ID_BYTES_MAX} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Decides what a command does to a payment. `config` holds the plan catalog a
+/// plan purchase must name.
+pub fn decide(
+    state: &Payment,
+    command: &PaymentCommand,
+    config: &Config,
+) -> Result<Vec<PaymentEvent>, DomainError> {
+    use PaymentCommand as C;
+    use PaymentEvent as E;
+    if let C::Create(terms) = command {
+        check_text("provider", &terms.provider)?;
+        check_text("currency", &terms.currency)?;
+        if let Purpose::Plan(plan) = &terms.purpose
+            && !config.plans.contains_key(plan)
+        {
+            return Err(DomainError::Validation(format!(
+                "there is no plan {plan}; plans are {}",
+                config
+                    .plans
+                    .keys()
+                    .map(PlanId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        return match &state.terms {
+            None => Ok(vec![E::Created(terms.clone())]),
+            Some(existing) if existing == terms => Ok(vec![]),
+            Some(_) => Err(DomainError::IdempotencyConflict(
+                "this payment id was already created with other terms".into(),
+            )),
+        };
+    }
+    let (Some(terms), Some(status)) = (&state.terms, state.status) else {
+        return Err(DomainError::PaymentNotFound);
+    };
+    match command {
+        C::Create(_) => Ok(vec![]),
+        C::Succeed {
+            provider_payment_id,
+            amount,
+            currency,
+        } => {
+            check_text("provider payment id", provider_payment_id)?;
+            if *amount != terms.amount || currency != &terms.currency {
+                return Err(DomainError::PaymentConflict(format!(
+                    "paid {amount} {currency}, but the payment is for {} {}",
+                    terms.amount, terms.currency
+                )));
+            }
+            match status {
+                PaymentStatus::Pending => Ok(vec![E::Succeeded {
+                    user_id: terms.user_id,
+                    provider_payment_id: provider_payment_id.clone(),
+                    purpose: terms.purpose.clone(),
+                }]),
+                PaymentStatus::Succeeded | PaymentStatus::Reversed
+                    if state.provider_payment_id.as_deref() == Some(provider_payment_id) =>
+                {
+                    Ok(vec![])
+                }
+                PaymentStatus::Succeeded | PaymentStatus::Reversed => {
+                    Err(DomainError::PaymentConflict(format!(
+                        "already paid by charge {}, not {provider_payment_id}",
+                        state.provider_payment_id.as_deref().unwrap_or("?")
+                    )))
+                }
+                PaymentStatus::Failed => Err(DomainError::PaymentConflict(
+                    "the payment had failed; create a new one".into(),
+                )),
+            }
+        }
+        C::Fail { reason } => match status {
+            PaymentStatus::Pending => Ok(vec![E::Failed {
+                reason: reason.clone(),
+            }]),
+            PaymentStatus::Failed => Ok(vec![]),
+            PaymentStatus::Succeeded | PaymentStatus::Reversed => {
+                Err(DomainError::PaymentConflict(
+                    "the payment succeeded; a paid payment is reversed, not failed".into(),
+                ))
+            }
+        },
+        C::Reverse { reason } => match status {
+            PaymentStatus::Succeeded => Ok(vec![E::Reversed {
+                user_id: terms.user_id,
+                purpose: terms.purpose.clone(),
+                reason: reason.clone(),
+            }]),
+            PaymentStatus::Reversed => Ok(vec![]),
+            PaymentStatus::Pending | PaymentStatus::Failed => Err(DomainError::PaymentConflict(
+                "only a succeeded payment can be reversed".into(),
+            )),
+        },
+    }
+}
+
+/// Folds one event into a payment.
+pub fn evolve(mut state: Payment, event: &PaymentEvent) -> Payment {
+    match event {
+        PaymentEvent::Created(terms) => {
+            state.terms = Some(terms.clone());
+            state.status = Some(PaymentStatus::Pending);
+        }
+        PaymentEvent::Succeeded {
+            provider_payment_id,
+            ..
+        } => {
+            state.status = Some(PaymentStatus::Succeeded);
+            state.provider_payment_id = Some(provider_payment_id.clone());
+        }
+        PaymentEvent::Failed { .. } => state.status = Some(PaymentStatus::Failed),
+        PaymentEvent::Reversed { .. } => state.status = Some(PaymentStatus::Reversed),
+    }
+    state
+}
+
+/// The plan or credits pack a purchase names, looked up in the catalog: a convenience
+/// for adapters that sell packs by id.
+pub fn pack_purpose(
+    config: &Config,
+    pack: &PackId,
+) -> Result<(Purpose, Amount, String), DomainError> {
+    let found = config
+        .credit_packs
+        .get(pack)
+        .ok_or_else(|| DomainError::Validation(format!("there is no credit pack {pack}")))?;
+    Ok((
+        Purpose::Credits(found.credits),
+        found.price,
+        found.currency.clone(),
+    ))
+}

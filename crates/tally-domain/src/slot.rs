@@ -1,0 +1,217 @@
+//! The ad slot stream (`slot-<slot id>`): what a user advertises, where, and every
+//! attempt to post it.
+//!
+//! A slot posts to each destination at most once per cycle: a second successful post
+//! is refused, so a retried worker never spams a chat. Only slots within the owner's
+//! active subscription may post; whether they are is a fact the caller reads from the
+//! subscription and passes in ([`SlotCoverage`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::values::UserId;
+
+/// Most destinations one slot posts to.
+pub const DESTINATIONS_MAX: usize = 50;
+
+/// Longest slot content, in characters (Telegram's message limit).
+pub const CONTENT_CHARS_MAX: usize = 4096;
+
+/// A chat (and, in a forum, a topic) a slot posts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Destination {
+    /// Telegram chat id (negative for groups and channels).
+    pub chat_id: i64,
+    /// Forum topic id, if the chat is a forum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<i64>,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.topic_id {
+            Some(topic) => write!(f, "chat {} topic {topic}", self.chat_id),
+            None => write!(f, "chat {}", self.chat_id),
+        }
+    }
+}
+
+/// How a post attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Posted.
+    Succeeded,
+    /// Not posted.
+    Failed,
+}
+
+/// Whether the owner's subscription covers this slot now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotCoverage {
+    /// Active, and the slot is within the plan's slots.
+    Covered,
+    /// No active subscription.
+    NoSubscription,
+    /// Active, but the owner has more slots than the plan gives and this is one too many.
+    BeyondPlan,
+}
+
+/// A slot's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotConfig {
+    /// Owner.
+    pub user_id: UserId,
+    /// What to post.
+    pub content: String,
+    /// Where.
+    pub destinations: Vec<Destination>,
+}
+
+/// One post attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The worker's id for this attempt (idempotent by it).
+    pub attempt_id: String,
+    /// The posting cycle.
+    pub cycle: u64,
+    /// Where.
+    pub destination: Destination,
+    /// 1 for the first attempt at this destination in this cycle, then 2, 3 …
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Telegram's message id, when posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
+    /// Why it failed, e.g. `rate_limited`, `chat_not_found`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// Seconds Telegram asked to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u32>,
+}
+
+/// A slot as its events made it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The configuration, once configured.
+    pub config: Option<SlotConfig>,
+    /// Destinations posted to, per cycle.
+    pub posted: BTreeSet<(u64, Destination)>,
+    /// Attempts made per cycle and destination.
+    pub attempts: BTreeMap<(u64, Destination), u32>,
+    /// Attempt ids recorded.
+    pub attempt_ids: BTreeSet<String>,
+}
+
+/// What can be asked of a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// Set what and where (again with the same: a no-op).
+    Configure(SlotConfig),
+    /// Record a post attempt (the attempt number is assigned here).
+    RecordAttempt {
+        /// The attempt; its `attempt` field is ignored.
+        attempt: Attempt,
+        /// Whether the owner's subscription covers the slot.
+        coverage: SlotCoverage,
+    },
+}
+
+/// What happened to a slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum SlotEvent {
+    /// Configured or reconfigured.
+    #[serde(rename = "slot.configured")]
+    Configured(SlotConfig),
+    /// A post was attempted.
+    #[serde(rename = "slot.post_attempted")]
+    PostAttempted(Attempt),
+}
+
+/// Decides what a command does to a slot.
+pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, DomainError> {
+    match command {
+        SlotCommand::Configure(config) => {
+            if config.destinations.is_empty() || config.destinations.len() > DESTINATIONS_MAX {
+                return Err(DomainError::Validation(format!(
+                    "a slot needs 1 to {DESTINATIONS_MAX} destinations"
+                )));
+            }
+            let chars = config.content.chars().count();
+            if config.content.trim().is_empty() || chars > CONTENT_CHARS_MAX {
+                return Err(DomainError::Validation(format!(
+                    "slot content must be 1 to {CONTENT_CHARS_MAX} characters, got {chars}"
+                )));
+            }
+            match &state.config {
+                Some(existing) if existing.user_id != config.user_id => Err(
+                    DomainError::Validation("this slot belongs to another user".into()),
+                ),
+                Some(existing) if existing == config => Ok(vec![]),
+                _ => Ok(vec![SlotEvent::Configured(config.clone())]),
+            }
+        }
+        SlotCommand::RecordAttempt { attempt, coverage } => {
+            let config = state
+                .config
+                .as_ref()
+                .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
+            if state.attempt_ids.contains(&attempt.attempt_id) {
+                return Ok(vec![]);
+            }
+            if !config.destinations.contains(&attempt.destination) {
+                return Err(DomainError::Validation(format!(
+                    "{} is not a destination of this slot",
+                    attempt.destination
+                )));
+            }
+            match coverage {
+                SlotCoverage::Covered => {}
+                SlotCoverage::NoSubscription => {
+                    return Err(DomainError::SlotNotActive(
+                        "the owner has no active subscription".into(),
+                    ));
+                }
+                SlotCoverage::BeyondPlan => {
+                    return Err(DomainError::SlotNotActive(
+                        "the owner's plan has fewer slots than they configured".into(),
+                    ));
+                }
+            }
+            let key = (attempt.cycle, attempt.destination);
+            if state.posted.contains(&key) {
+                return Err(DomainError::AlreadyPosted {
+                    cycle: attempt.cycle,
+                    destination: attempt.destination.to_string(),
+                });
+            }
+            let number = state.attempts.get(&key).copied().unwrap_or(0) + 1;
+            Ok(vec![SlotEvent::PostAttempted(Attempt {
+                attempt: number,
+                ..attempt.clone()
+            })])
+        }
+    }
+}
+
+/// Folds one event into a slot.
+pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
+    match event {
+        SlotEvent::Configured(config) => state.config = Some(config.clone()),
+        SlotEvent::PostAttempted(attempt) => {
+            let key = (attempt.cycle, attempt.destination);
+            state.attempts.insert(key, attempt.attempt);
+            state.attempt_ids.insert(attempt.attempt_id.clone());
+            if attempt.outcome == Outcome::Succeeded {
+                state.posted.insert(key);
+            }
+        }
+    }
+    state
+}

@@ -1,0 +1,148 @@
+//! Payments: created once, succeeded once, whatever the provider re-sends.
+
+use tally_domain::payment::{
+    self, Payment, PaymentCommand as C, PaymentEvent as E, Purpose, Terms,
+};
+use tally_domain::values::{PlanId, Reason, UserId};
+use tally_domain::{Config, DomainError};
+
+fn terms(amount: &str) -> Terms {
+    Terms {
+        user_id: UserId::new(42).unwrap(),
+        provider: "stars".into(),
+        amount: amount.parse().unwrap(),
+        currency: "XTR".into(),
+        purpose: Purpose::Credits("20".parse().unwrap()),
+    }
+}
+
+fn given(events: &[E]) -> Payment {
+    events.iter().fold(Payment::default(), payment::evolve)
+}
+
+fn when(state: &Payment, command: C) -> Result<Vec<E>, DomainError> {
+    payment::decide(state, &command, &Config::default())
+}
+
+fn succeed(charge: &str, amount: &str, currency: &str) -> C {
+    C::Succeed {
+        provider_payment_id: charge.into(),
+        amount: amount.parse().unwrap(),
+        currency: currency.into(),
+    }
+}
+
+fn succeeded(charge: &str) -> E {
+    E::Succeeded {
+        user_id: UserId::new(42).unwrap(),
+        provider_payment_id: charge.into(),
+        purpose: Purpose::Credits("20".parse().unwrap()),
+    }
+}
+
+#[test]
+fn a_payment_is_created_once_and_the_same_terms_again_change_nothing() {
+    assert_eq!(
+        when(&given(&[]), C::Create(terms("180"))).unwrap(),
+        vec![E::Created(terms("180"))]
+    );
+    let created = given(&[E::Created(terms("180"))]);
+    assert_eq!(when(&created, C::Create(terms("180"))).unwrap(), vec![]);
+    assert_eq!(
+        when(&created, C::Create(terms("181"))).unwrap_err().code(),
+        "idempotency_conflict"
+    );
+}
+
+#[test]
+fn a_plan_purchase_must_name_a_plan_of_the_catalog() {
+    let mut t = terms("250");
+    t.purpose = Purpose::Plan(PlanId::new("platinum").unwrap());
+    let err = when(&given(&[]), C::Create(t.clone())).unwrap_err();
+    assert!(err.to_string().contains("basic"), "{err}");
+    t.purpose = Purpose::Plan(PlanId::new("pro").unwrap());
+    assert!(when(&given(&[]), C::Create(t)).is_ok());
+}
+
+#[test]
+fn a_success_is_applied_once_however_often_the_provider_sends_it() {
+    let pending = given(&[E::Created(terms("180"))]);
+    assert_eq!(
+        when(&pending, succeed("ch-1", "180", "XTR")).unwrap(),
+        vec![succeeded("ch-1")]
+    );
+    let paid = given(&[E::Created(terms("180")), succeeded("ch-1")]);
+    for _ in 0..100 {
+        assert_eq!(when(&paid, succeed("ch-1", "180", "XTR")).unwrap(), vec![]);
+    }
+}
+
+#[test]
+fn a_success_that_disagrees_with_the_payment_is_a_payment_conflict() {
+    let pending = given(&[E::Created(terms("180"))]);
+    assert_eq!(
+        when(&pending, succeed("ch-1", "18", "XTR"))
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+    assert_eq!(
+        when(&pending, succeed("ch-1", "180", "USD"))
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+    let paid = given(&[E::Created(terms("180")), succeeded("ch-1")]);
+    assert_eq!(
+        when(&paid, succeed("ch-2", "180", "XTR"))
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+    assert_eq!(
+        when(&paid, succeed("ch-1", "200", "XTR"))
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+}
+
+#[test]
+fn only_a_pending_payment_fails_and_only_a_paid_one_is_reversed() {
+    let reason = || Reason::new("provider said so").unwrap();
+    let pending = given(&[E::Created(terms("180"))]);
+    assert!(matches!(
+        when(&pending, C::Fail { reason: reason() }).unwrap()[..],
+        [E::Failed { .. }]
+    ));
+    assert_eq!(
+        when(&pending, C::Reverse { reason: reason() })
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+    let paid = given(&[E::Created(terms("180")), succeeded("ch-1")]);
+    assert_eq!(
+        when(&paid, C::Fail { reason: reason() })
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+    let reversed = when(&paid, C::Reverse { reason: reason() }).unwrap();
+    assert!(matches!(&reversed[..], [E::Reversed { user_id, .. }] if user_id.get() == 42));
+    let failed = given(&[E::Created(terms("180")), E::Failed { reason: reason() }]);
+    assert_eq!(
+        when(&failed, succeed("ch-1", "180", "XTR"))
+            .unwrap_err()
+            .code(),
+        "payment_conflict"
+    );
+}
+
+#[test]
+fn an_unknown_payment_is_not_found() {
+    assert_eq!(
+        when(&given(&[]), succeed("ch-1", "1", "XTR")).unwrap_err(),
+        DomainError::PaymentNotFound
+    );
+}

@@ -1,0 +1,87 @@
+//! Refund requests: within what the spend has left, approved by someone else.
+
+use rust_decimal::Decimal;
+use tally_domain::DomainError;
+use tally_domain::refund::{self, RefundAsk, RefundCommand as C, RefundEvent as E, RefundRequest};
+use tally_domain::values::{AdminId, Reason, UserId};
+
+fn ask(amount: &str, by: &str) -> RefundAsk {
+    RefundAsk {
+        user_id: UserId::new(42).unwrap(),
+        reference: "hold:job-7".into(),
+        amount: amount.parse().unwrap(),
+        reason: Reason::new("the render never arrived").unwrap(),
+        requested_by: by.into(),
+    }
+}
+
+fn given(events: &[E]) -> RefundRequest {
+    events.iter().fold(RefundRequest::default(), refund::evolve)
+}
+
+fn approve(admin: &str) -> C {
+    C::Approve {
+        admin: AdminId::new(admin).unwrap(),
+        reason: Reason::new("checked the job log").unwrap(),
+    }
+}
+
+#[test]
+fn a_request_may_ask_at_most_what_the_spend_has_left() {
+    let too_much = C::Request {
+        ask: ask("3.01", "42"),
+        refundable: Decimal::from(3),
+    };
+    assert_eq!(
+        refund::decide(&given(&[]), &too_much).unwrap_err().code(),
+        "refund_not_allowed"
+    );
+    let fine = C::Request {
+        ask: ask("3", "42"),
+        refundable: Decimal::from(3),
+    };
+    assert_eq!(
+        refund::decide(&given(&[]), &fine).unwrap(),
+        vec![E::Requested(ask("3", "42"))]
+    );
+}
+
+#[test]
+fn an_admin_cannot_approve_a_request_they_made() {
+    let state = given(&[E::Requested(ask("3", "ops-alice"))]);
+    let err = refund::decide(&state, &approve("ops-alice")).unwrap_err();
+    assert_eq!(err, DomainError::SelfApproval("ops-alice".into()));
+    assert_eq!(err.code(), "self_approval");
+    assert!(matches!(
+        refund::decide(&state, &approve("ops-bob")).unwrap()[..],
+        [E::Approved { .. }]
+    ));
+}
+
+#[test]
+fn a_decided_request_is_not_decided_again() {
+    let approved = given(&[
+        E::Requested(ask("3", "42")),
+        E::Approved {
+            admin: AdminId::new("ops-bob").unwrap(),
+            reason: Reason::new("ok").unwrap(),
+        },
+    ]);
+    assert_eq!(
+        refund::decide(&approved, &approve("ops-bob")).unwrap(),
+        vec![],
+        "approving twice changes nothing"
+    );
+    let reject = C::Reject {
+        admin: AdminId::new("ops-carol").unwrap(),
+        reason: Reason::new("no").unwrap(),
+    };
+    assert_eq!(
+        refund::decide(&approved, &reject).unwrap_err().code(),
+        "refund_not_allowed"
+    );
+    assert_eq!(
+        refund::decide(&given(&[]), &approve("ops-bob")).unwrap_err(),
+        DomainError::RefundNotFound
+    );
+}

@@ -1,0 +1,133 @@
+//! Ad slots: at most one successful post per slot, destination and cycle, and only
+//! while the owner's subscription covers the slot.
+
+use tally_domain::slot::{
+    self, Attempt, Destination, Outcome, Slot, SlotCommand as C, SlotConfig, SlotCoverage,
+    SlotEvent as E,
+};
+use tally_domain::values::UserId;
+
+fn dest(chat: i64, topic: Option<i64>) -> Destination {
+    Destination {
+        chat_id: chat,
+        topic_id: topic,
+    }
+}
+
+fn configured() -> Slot {
+    let config = SlotConfig {
+        user_id: UserId::new(42).unwrap(),
+        content: "Buy my course".into(),
+        destinations: vec![dest(-1_001, None), dest(-1_002, Some(7))],
+    };
+    let events = slot::decide(&Slot::default(), &C::Configure(config)).unwrap();
+    events.iter().fold(Slot::default(), slot::evolve)
+}
+
+fn attempt(id: &str, cycle: u64, d: Destination, outcome: Outcome) -> C {
+    C::RecordAttempt {
+        attempt: Attempt {
+            attempt_id: id.into(),
+            cycle,
+            destination: d,
+            attempt: 0,
+            outcome,
+            message_id: None,
+            error_kind: (outcome == Outcome::Failed).then(|| "rate_limited".into()),
+            retry_after: (outcome == Outcome::Failed).then_some(30),
+        },
+        coverage: SlotCoverage::Covered,
+    }
+}
+
+fn apply(state: Slot, command: &C) -> Slot {
+    slot::decide(&state, command)
+        .unwrap()
+        .iter()
+        .fold(state, slot::evolve)
+}
+
+#[test]
+fn attempts_are_numbered_per_cycle_and_destination() {
+    let state = apply(
+        configured(),
+        &attempt("a-1", 1, dest(-1_002, Some(7)), Outcome::Failed),
+    );
+    let events = slot::decide(
+        &state,
+        &attempt("a-2", 1, dest(-1_002, Some(7)), Outcome::Succeeded),
+    )
+    .unwrap();
+    assert!(matches!(&events[..], [E::PostAttempted(a)] if a.attempt == 2));
+    let other = slot::decide(
+        &state,
+        &attempt("a-3", 1, dest(-1_001, None), Outcome::Succeeded),
+    )
+    .unwrap();
+    assert!(matches!(&other[..], [E::PostAttempted(a)] if a.attempt == 1));
+}
+
+#[test]
+fn a_second_successful_post_in_one_cycle_is_refused() {
+    let state = apply(
+        configured(),
+        &attempt("a-1", 1, dest(-1_001, None), Outcome::Succeeded),
+    );
+    let err = slot::decide(
+        &state,
+        &attempt("a-2", 1, dest(-1_001, None), Outcome::Succeeded),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "already_posted");
+    assert!(
+        slot::decide(
+            &state,
+            &attempt("a-3", 2, dest(-1_001, None), Outcome::Succeeded)
+        )
+        .is_ok()
+    );
+    assert_eq!(
+        slot::decide(
+            &state,
+            &attempt("a-1", 1, dest(-1_001, None), Outcome::Succeeded)
+        )
+        .unwrap(),
+        vec![],
+        "the same attempt id again is a no-op"
+    );
+}
+
+#[test]
+fn only_a_covered_slot_may_post() {
+    for coverage in [SlotCoverage::NoSubscription, SlotCoverage::BeyondPlan] {
+        let mut command = attempt("a-1", 1, dest(-1_001, None), Outcome::Succeeded);
+        if let C::RecordAttempt { coverage: c, .. } = &mut command {
+            *c = coverage;
+        }
+        assert_eq!(
+            slot::decide(&configured(), &command).unwrap_err().code(),
+            "slot_not_active"
+        );
+    }
+}
+
+#[test]
+fn a_slot_posts_only_to_its_destinations_and_needs_content() {
+    let err = slot::decide(
+        &configured(),
+        &attempt("a-1", 1, dest(-999, None), Outcome::Succeeded),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "validation");
+    let empty = SlotConfig {
+        user_id: UserId::new(42).unwrap(),
+        content: " ".into(),
+        destinations: vec![dest(-1, None)],
+    };
+    assert_eq!(
+        slot::decide(&Slot::default(), &C::Configure(empty))
+            .unwrap_err()
+            .code(),
+        "validation"
+    );
+}
