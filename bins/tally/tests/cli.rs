@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use sqlx::{AssertSqlSafe, Connection};
+use tally_store::testing::TestDatabase;
 
 fn tally(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tally"))
@@ -118,29 +118,17 @@ fn bench_refuses_nonsense_settings() {
 
 #[tokio::test]
 async fn migrate_and_bench_on_postgres() {
-    let admin_url = std::env::var("TALLY_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("needs Postgres at {admin_url} (TALLY_TEST_POSTGRES_URL): {e}"));
-    let database = format!("tally_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let base = &admin_url[..admin_url.rfind('/').unwrap()];
-    let url = format!("{base}/{database}");
-
-    let url_for_run = url.clone();
+    let database = TestDatabase::postgres().await;
+    let url = database.url.clone();
     let (migrate, bench) = tokio::task::spawn_blocking(move || {
-        let migrate = tally(&["migrate", "--database-url", &url_for_run]);
+        let migrate = tally(&["migrate", "--database-url", &url]);
         let bench = tally(&[
             "bench",
             "append",
             "--backend",
             "postgres",
             "--database-url",
-            &url_for_run,
+            &url,
             "--writers",
             "4",
             "--events-per-append",
@@ -152,13 +140,8 @@ async fn migrate_and_bench_on_postgres() {
     })
     .await
     .unwrap();
+    database.drop_database().await;
 
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
     assert!(migrate.status.success(), "{}", stderr(&migrate));
     assert!(
         stdout(&migrate).contains("postgres schema"),

@@ -131,7 +131,8 @@ pub struct Account {
 }
 
 /// What can be asked of an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountCommand {
     /// Open the account (a no-op if it is open).
     Open {

@@ -63,7 +63,8 @@ pub struct Payment {
 }
 
 /// What can be asked of a payment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PaymentCommand {
     /// Create it (again with the same terms: a no-op).
     Create(Terms),

@@ -50,7 +50,8 @@ pub struct RefundRequest {
 }
 
 /// What can be asked of a refund request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefundCommand {
     /// Ask. `refundable` is what the spend has left to refund within the policy window
     /// now, as the account says ([`crate::Account::refundable`]).

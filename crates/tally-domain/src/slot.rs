@@ -50,7 +50,8 @@ pub enum Outcome {
 }
 
 /// Whether the owner's subscription covers this slot now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlotCoverage {
     /// Active, and the slot is within the plan's slots.
     Covered,
@@ -109,7 +110,8 @@ pub struct Slot {
 }
 
 /// What can be asked of a slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlotCommand {
     /// Set what and where (again with the same: a no-op).
     Configure(SlotConfig),

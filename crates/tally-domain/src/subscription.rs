@@ -65,7 +65,8 @@ impl Subscription {
 }
 
 /// What can be asked of a subscription.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubscriptionCommand {
     /// A payment for a plan succeeded: start it, or extend it if it is the same plan.
     Pay {

@@ -23,6 +23,8 @@ pub mod postgres;
 mod row;
 pub mod sqlite;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verify;
 
 use std::sync::Arc;

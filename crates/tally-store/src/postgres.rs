@@ -815,6 +815,19 @@ impl EventStore for PostgresEventStore {
         rows.into_iter().map(PgRow::into_event).collect()
     }
 
+    async fn find_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        check_page(event_ids.len().max(1))?;
+        let rows: Vec<PgRow> = sqlx::query_as(
+            "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
+             payload::text AS payload, metadata::text AS metadata, occurred_at, recorded_at, hash \
+             FROM events WHERE event_id = ANY($1) ORDER BY position",
+        )
+        .bind(event_ids)
+        .fetch_all(&self.inner.shared.pool)
+        .await?;
+        rows.into_iter().map(PgRow::into_event).collect()
+    }
+
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         check_page(limit)?;
         // Gap safety: see the module notes.

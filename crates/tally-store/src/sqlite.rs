@@ -579,6 +579,24 @@ impl EventStore for SqliteEventStore {
         rows.into_iter().map(SqliteRow::into_event).collect()
     }
 
+    async fn find_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        check_page(event_ids.len().max(1))?;
+        if event_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT position, event_id, stream_id, stream_version, event_type, schema_version, \
+             payload, metadata, occurred_at, recorded_at, hash FROM events WHERE event_id IN (",
+        );
+        let mut list = query.separated(", ");
+        for id in event_ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY position");
+        let rows: Vec<SqliteRow> = query.build_query_as().fetch_all(&self.readers).await?;
+        rows.into_iter().map(SqliteRow::into_event).collect()
+    }
+
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         check_page(limit)?;
         let rows: Vec<SqliteRow> = sqlx::query_as(

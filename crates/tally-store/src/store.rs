@@ -47,6 +47,11 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>>;
 
+    /// The stored events with these ids (those that exist, in position order; at most
+    /// [`crate::limits::READ_PAGE_EVENTS_MAX`] ids). Committed events only, whatever
+    /// `read_all` may not show yet.
+    async fn find_events(&self, event_ids: &[uuid::Uuid]) -> Result<Vec<RecordedEvent>>;
+
     /// Reads the whole log after `after_position` (exclusive), at most `limit` events.
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
 

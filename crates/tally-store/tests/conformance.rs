@@ -141,6 +141,7 @@ conformance!(
     a_wakeup_fires_soon_after_an_append,
     oversized_and_malformed_input_is_rejected_and_appends_nothing,
     snapshots_keep_the_newest_state,
+    events_are_found_by_id,
     the_log_survives_a_restart,
     two_handles_on_one_database_stay_consistent,
 );
@@ -895,6 +896,35 @@ async fn oversized_and_malformed_input_is_rejected_and_appends_nothing(h: &Harne
         "nothing was appended"
     );
     assert!(store.read_all(0, 10).await.unwrap().is_empty());
+}
+
+async fn events_are_found_by_id(h: &Harness) {
+    let store = h.store();
+    let batch = events(0, 3);
+    store
+        .append(
+            &stream("account-1"),
+            ExpectedVersion::NoStream,
+            batch.clone(),
+        )
+        .await
+        .unwrap();
+    let wanted = [batch[2].event_id, Uuid::now_v7(), batch[0].event_id];
+    let found = store.find_events(&wanted).await.unwrap();
+    let ids: Vec<Uuid> = found.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids,
+        [batch[0].event_id, batch[2].event_id],
+        "existing ones, in position order"
+    );
+    assert_eq!(found[1].payload, batch[2].payload);
+    assert!(store.find_events(&[]).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .find_events(&vec![Uuid::nil(); READ_PAGE_EVENTS_MAX + 1])
+            .await,
+        Err(StoreError::LimitExceeded { .. })
+    ));
 }
 
 async fn snapshots_keep_the_newest_state(h: &Harness) {

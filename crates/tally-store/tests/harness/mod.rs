@@ -3,25 +3,21 @@
 
 use std::sync::Arc;
 
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::Connection;
+use tally_store::testing::TestDatabase;
 use tally_store::{
     EventStore, PostgresEventStore, PostgresOptions, SqliteEventStore, StreamAppend, postgres,
     sqlite,
 };
 
-/// Where the suite finds Postgres; it creates and drops one database per test there.
-pub const POSTGRES_URL_VAR: &str = "TALLY_TEST_POSTGRES_URL";
-const POSTGRES_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 pub enum Harness {
     Sqlite {
-        _dir: tempfile::TempDir,
+        _database: TestDatabase,
         url: String,
         store: Arc<SqliteEventStore>,
     },
     Postgres {
-        admin_url: String,
-        database: String,
+        database: TestDatabase,
         url: String,
         store: Arc<PostgresEventStore>,
     },
@@ -58,45 +54,29 @@ fn pg_options() -> PostgresOptions {
 
 impl Harness {
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+        let database = TestDatabase::sqlite();
+        let url = database.url.clone();
         let store = Arc::new(
             SqliteEventStore::open(&url)
                 .await
                 .expect("open SQLite store"),
         );
         Harness::Sqlite {
-            _dir: dir,
+            _database: database,
             url,
             store,
         }
     }
 
     pub async fn postgres() -> Self {
-        let admin_url =
-            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| POSTGRES_URL_DEFAULT.to_string());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the Postgres conformance suite needs a server at {admin_url} ({e}); \
-                 start one or set {POSTGRES_URL_VAR} to a superuser URL"
-                )
-            });
-        let database = format!("tally_test_{}", uuid::Uuid::now_v7().simple());
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .execute(&mut admin)
-            .await
-            .expect("create a test database");
-        let _ = admin.close().await;
-        let url = with_database(&admin_url, &database);
+        let database = TestDatabase::postgres().await;
+        let url = database.url.clone();
         let store = Arc::new(
             PostgresEventStore::open(&url, pg_options())
                 .await
                 .expect("open Postgres store"),
         );
         Harness::Postgres {
-            admin_url,
             database,
             url,
             store,
@@ -240,37 +220,15 @@ impl Harness {
 
     /// Drops the test's Postgres database (SQLite's temp folder goes with the harness).
     pub async fn finish(self) {
-        if let Harness::Postgres {
-            admin_url,
-            database,
-            store,
-            ..
-        } = self
-        {
-            store.close().await;
-            drop(store);
-            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-            sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
+        match self {
+            Harness::Postgres {
+                database, store, ..
+            } => {
+                store.close().await;
+                drop(store);
+                database.drop_database().await;
+            }
+            Harness::Sqlite { .. } => {}
         }
-    }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let base = match base.rfind('/') {
-        Some(slash) if slash > "postgres://".len() => &base[..slash],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
     }
 }

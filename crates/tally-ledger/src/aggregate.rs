@@ -1,0 +1,71 @@
+//! What the command service needs to know about a kind of stream: its name, its
+//! initial state, and the domain's decide and evolve for it. One impl per stream kind;
+//! the rules themselves stay in `tally-domain`.
+
+use std::fmt::Display;
+use std::hash::Hash;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tally_domain::account::{self, Account, AccountCommand, AccountEvent, Context};
+use tally_domain::values::UserId;
+use tally_domain::{Config, DomainError};
+
+/// A kind of stream the command service runs commands against.
+pub trait Aggregate: Send + Sync + 'static {
+    /// What identifies one stream of this kind (a user id, a payment id …).
+    type Key: Clone + Eq + Hash + Display + Send + Sync + 'static;
+    /// The folded state.
+    type State: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What can be asked.
+    type Command: Serialize + Send + Sync + 'static;
+    /// What happens.
+    type Event: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Stream names are `<prefix>-<key>`, e.g. `account-42`.
+    const STREAM_PREFIX: &'static str;
+
+    /// The state before any event.
+    fn initial(key: &Self::Key) -> Self::State;
+
+    /// The domain's decision.
+    fn decide(
+        state: &Self::State,
+        command: &Self::Command,
+        now: DateTime<Utc>,
+        config: &Config,
+    ) -> Result<Vec<Self::Event>, DomainError>;
+
+    /// The domain's fold.
+    fn evolve(state: Self::State, event: &Self::Event, occurred_at: DateTime<Utc>) -> Self::State;
+}
+
+/// Accounts: credits and holds (`account-<user id>`).
+pub struct Accounts;
+
+impl Aggregate for Accounts {
+    type Key = UserId;
+    type State = Account;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+
+    const STREAM_PREFIX: &'static str = "account";
+
+    fn initial(key: &UserId) -> Account {
+        Account::new(*key)
+    }
+
+    fn decide(
+        state: &Account,
+        command: &AccountCommand,
+        now: DateTime<Utc>,
+        config: &Config,
+    ) -> Result<Vec<AccountEvent>, DomainError> {
+        account::decide(state, command, &Context { now, config })
+    }
+
+    fn evolve(state: Account, event: &AccountEvent, occurred_at: DateTime<Utc>) -> Account {
+        account::evolve(state, event, occurred_at)
+    }
+}

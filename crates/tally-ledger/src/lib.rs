@@ -1,0 +1,640 @@
+//! # tally-ledger: the command service
+//!
+//! Runs a command against one stream: load the state (snapshot + tail, then kept in
+//! memory), let the domain decide, append the events with the version decided against,
+//! and on a version conflict reload and decide again (bounded). It is the only way
+//! state changes, and it never loses or doubles a credit:
+//!
+//! - **One worker per stream.** Commands to a stream queue to that stream's worker, so
+//!   commands from many tasks never race each other on a hot account. The worker takes
+//!   every command waiting (up to [`BATCH_COMMANDS_MAX`]), decides them one after the
+//!   other against the evolving state, and appends all their events in one atomic
+//!   append: a hot account does one commit per batch, not per command. Conflicts only
+//!   come from other processes; they reload the state and re-decide the whole batch.
+//! - **Idempotent commands.** A command with an id (a hold id, a debit id, a grant id
+//!   …) gets event ids derived from its stream and id, and records a digest of itself in
+//!   each event's metadata. Sent again, the domain refuses the used id; the service then
+//!   finds the original events by their derived ids: same digest, the original outcome
+//!   is returned as a replay; another digest is `idempotency_conflict`. Across
+//!   processes, the log's own event-id idempotency makes a second copy impossible.
+//!   Derived ids are UUIDv8 (name-based), not v7: that is what makes them derivable.
+//! - **Snapshots** every [`SNAPSHOT_EVERY_EVENTS`] events keep a long stream quick to
+//!   load in a new process; the worker's memory keeps it quick while it lives.
+//!
+//! A worker exits after [`WORKER_IDLE`] without commands, so memory follows the set of
+//! active streams.
+
+pub mod aggregate;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tally_domain::{Config, DomainError, codec};
+use tally_store::{
+    EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
+};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use aggregate::{Accounts, Aggregate};
+
+/// Most commands one worker decides and appends together.
+pub const BATCH_COMMANDS_MAX: usize = 128;
+/// Commands waiting for one stream's worker at most; further callers wait to enqueue.
+pub const QUEUE_COMMANDS_MAX: usize = 1_024;
+/// How often a batch is re-decided after losing a race with another process.
+pub const COMMAND_ATTEMPTS_MAX: u32 = 8;
+/// A snapshot is saved each time a stream passes a multiple of this many events.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
+/// Most events one command may produce (bounds the replay lookup).
+pub const EVENTS_PER_COMMAND_MAX: u32 = 8;
+/// A worker with no command for this long exits and forgets its state.
+pub const WORKER_IDLE: Duration = Duration::from_secs(30);
+/// Longest pause before re-deciding a batch that lost a race with another process.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(50);
+/// Events read per page when loading a stream.
+const LOAD_PAGE_EVENTS: usize = 1_000;
+
+/// Why a command did not run.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The rules refuse it; nothing was appended.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The log failed; nothing of the command was appended.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Other processes kept changing the stream; nothing was appended.
+    #[error("stream {stream_id} kept changing under {attempts} attempts; try again")]
+    Contention {
+        /// The stream.
+        stream_id: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// A stored event this code cannot read.
+    #[error(transparent)]
+    Decode(#[from] codec::DecodeError),
+    /// The service is shutting down.
+    #[error("the ledger is shutting down")]
+    Closed,
+}
+
+impl LedgerError {
+    /// The stable error code (API.md) of a refusal, when it is one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Domain(e) => e.code(),
+            Self::Store(StoreError::IdempotencyConflict { .. }) => "idempotency_conflict",
+            Self::Store(StoreError::LimitExceeded { .. } | StoreError::InvalidInput(_)) => {
+                "validation"
+            }
+            Self::Store(_) | Self::Decode(_) | Self::Closed => "internal",
+            Self::Contention { .. } => "contention",
+        }
+    }
+}
+
+/// One command for one stream.
+#[derive(Debug)]
+pub struct Request<A: Aggregate> {
+    /// Which stream.
+    pub key: A::Key,
+    /// What to do.
+    pub command: A::Command,
+    /// The command's own id, if it is idempotent by one (hold id, debit id …).
+    pub command_id: Option<String>,
+    /// Who and why, copied onto every event.
+    pub metadata: Metadata,
+}
+
+/// What a command came to.
+#[derive(Clone, Debug)]
+pub struct Outcome<S> {
+    /// The stream's state after the command's batch.
+    pub state: S,
+    /// The stream's version after it.
+    pub version: u64,
+    /// The position of the command's last event (for a no-op: of the stream's last).
+    pub position: u64,
+    /// True when the command had already been applied and this is its original outcome.
+    pub replayed: bool,
+}
+
+/// A stream's state as loaded, with where it stands in the log.
+#[derive(Clone, Debug)]
+pub struct Loaded<S> {
+    /// The state.
+    pub state: S,
+    /// The stream's version.
+    pub version: u64,
+    /// The position of its last event (0 for an empty stream).
+    pub position: u64,
+}
+
+struct Job<A: Aggregate> {
+    request: Request<A>,
+    reply: oneshot::Sender<Result<Outcome<A::State>, LedgerError>>,
+}
+
+/// The command service for one kind of stream.
+pub struct Ledger<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Aggregate> Clone for Ledger<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<A: Aggregate> {
+    store: Arc<dyn EventStore>,
+    config: Arc<Config>,
+    workers: Mutex<HashMap<A::Key, mpsc::Sender<Job<A>>>>,
+}
+
+impl<A: Aggregate> Ledger<A> {
+    /// A service over a store, with the business's configuration.
+    pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                workers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The stream a key names.
+    pub fn stream_id(key: &A::Key) -> Result<StreamId, LedgerError> {
+        Ok(StreamId::new(format!("{}-{key}", A::STREAM_PREFIX))?)
+    }
+
+    /// Runs one command: decided after every command queued before it on its stream,
+    /// appended before this returns.
+    pub async fn execute(&self, request: Request<A>) -> Result<Outcome<A::State>, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let mut job = Job { request, reply };
+        // A worker that just went idle closes its queue; the job then goes to a new one.
+        for _ in 0..2 {
+            let sender = self.worker(&job.request.key);
+            match sender.send(job).await {
+                Ok(()) => return answer.await.map_err(|_| LedgerError::Closed)?,
+                Err(mpsc::error::SendError(returned)) => {
+                    self.forget_worker(&returned.request.key, &sender);
+                    job = returned;
+                }
+            }
+        }
+        Err(LedgerError::Closed)
+    }
+
+    /// Loads a stream's state from the log (snapshot + tail), bypassing the workers.
+    pub async fn load(&self, key: &A::Key) -> Result<Loaded<A::State>, LedgerError> {
+        load::<A>(&self.inner, key).await
+    }
+
+    fn worker(&self, key: &A::Key) -> mpsc::Sender<Job<A>> {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = workers.get(key).filter(|s| !s.is_closed()) {
+            return sender.clone();
+        }
+        let (sender, jobs) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        workers.insert(key.clone(), sender.clone());
+        tokio::spawn(run_worker(self.inner.clone(), key.clone(), jobs));
+        sender
+    }
+
+    fn forget_worker(&self, key: &A::Key, sender: &mpsc::Sender<Job<A>>) {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if workers.get(key).is_some_and(|s| s.same_channel(sender)) {
+            workers.remove(key);
+        }
+    }
+}
+
+async fn run_worker<A: Aggregate>(
+    inner: Arc<Inner<A>>,
+    key: A::Key,
+    mut jobs: mpsc::Receiver<Job<A>>,
+) {
+    let mut cached: Option<Loaded<A::State>> = None;
+    let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
+    loop {
+        match tokio::time::timeout(WORKER_IDLE, jobs.recv_many(&mut batch, BATCH_COMMANDS_MAX))
+            .await
+        {
+            Ok(0) => return,
+            Ok(_) => {
+                // As in group commit: let callers just answered enqueue their next
+                // command so it joins this batch.
+                tokio::task::yield_now().await;
+                while batch.len() < BATCH_COMMANDS_MAX {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                run_batch(&inner, &key, &mut cached, &mut batch).await;
+            }
+            Err(_idle) => {
+                // Close first, under the map's lock, then finish what slipped in: no
+                // job is ever left in a queue nobody reads.
+                {
+                    let mut workers = inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+                    jobs.close();
+                    if workers.get(&key).is_some_and(|s| s.is_closed()) {
+                        workers.remove(&key);
+                    }
+                }
+                while let Ok(job) = jobs.try_recv() {
+                    batch.push(job);
+                }
+                if !batch.is_empty() {
+                    run_batch(&inner, &key, &mut cached, &mut batch).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// What deciding one job came to, before the append.
+enum Decision<S> {
+    /// New events at these indexes of the batch's events.
+    Append(std::ops::Range<usize>),
+    /// Nothing to append.
+    NoOp,
+    /// Refused; maybe a replay, if the command has an id.
+    Refused(DomainError),
+    /// Answered already.
+    Done(Result<Outcome<S>, LedgerError>),
+}
+
+async fn run_batch<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    key: &A::Key,
+    cached: &mut Option<Loaded<A::State>>,
+    batch: &mut Vec<Job<A>>,
+) {
+    let results = decide_and_append(inner, key, cached, batch).await;
+    for (job, result) in batch.drain(..).zip(results) {
+        let _ = job.reply.send(result);
+    }
+}
+
+async fn decide_and_append<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    key: &A::Key,
+    cached: &mut Option<Loaded<A::State>>,
+    batch: &[Job<A>],
+) -> Vec<Result<Outcome<A::State>, LedgerError>> {
+    let stream_id = match Ledger::<A>::stream_id(key) {
+        Ok(id) => id,
+        Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+    };
+    for attempt in 0..COMMAND_ATTEMPTS_MAX {
+        if attempt > 0 {
+            // The winner of a race keeps its state and writes again at once; without a
+            // pause the loser, which must reload first, could lose every time.
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let loaded = match cached.take() {
+            Some(loaded) => loaded,
+            None => match load::<A>(inner, key).await {
+                Ok(loaded) => loaded,
+                Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+            },
+        };
+        let now = tally_store::event::now_micros();
+        let mut state = loaded.state.clone();
+        let mut events: Vec<NewEvent> = Vec::new();
+        let mut decisions = Vec::with_capacity(batch.len());
+        for job in batch {
+            decisions.push(
+                match A::decide(&state, &job.request.command, now, &inner.config) {
+                    Ok(decided) if decided.is_empty() => Decision::NoOp,
+                    Ok(decided) => match encode(&stream_id, &job.request, &decided, now) {
+                        Ok(encoded) => {
+                            for event in &decided {
+                                state = A::evolve(state, event, now);
+                            }
+                            let start = events.len();
+                            events.extend(encoded);
+                            Decision::Append(start..events.len())
+                        }
+                        Err(e) => Decision::Done(Err(e)),
+                    },
+                    Err(refusal) => Decision::Refused(refusal),
+                },
+            );
+        }
+
+        let (version, position) = if events.is_empty() {
+            (loaded.version, loaded.position)
+        } else {
+            let appended = inner
+                .store
+                .append(&stream_id, ExpectedVersion::Exact(loaded.version), events)
+                .await;
+            match appended {
+                Ok(result) => {
+                    let version = result.stream_version(&stream_id).unwrap_or(loaded.version);
+                    let position = result.position();
+                    maybe_snapshot::<A>(
+                        inner,
+                        &stream_id,
+                        loaded.version,
+                        version,
+                        &state,
+                        position,
+                    );
+                    // Positions of each job's events, by index into the append.
+                    let positions: Vec<u64> = result.events.iter().map(|e| e.position).collect();
+                    let answers = answer(
+                        inner, &stream_id, batch, decisions, &state, version, position, &positions,
+                    )
+                    .await;
+                    *cached = Some(Loaded {
+                        state,
+                        version,
+                        position,
+                    });
+                    return answers;
+                }
+                // Another process wrote the stream (or wrote a copy of one of these
+                // commands): reload and decide the whole batch again.
+                Err(
+                    StoreError::WrongExpectedVersion { .. }
+                    | StoreError::IdempotencyConflict { .. },
+                ) => {
+                    continue;
+                }
+                Err(e) => {
+                    return batch
+                        .iter()
+                        .map(|_| Err(LedgerError::Store(e.clone())))
+                        .collect();
+                }
+            }
+        };
+        let answers = answer(
+            inner,
+            &stream_id,
+            batch,
+            decisions,
+            &state,
+            version,
+            position,
+            &[],
+        )
+        .await;
+        *cached = Some(loaded);
+        return answers;
+    }
+    batch
+        .iter()
+        .map(|_| {
+            Err(LedgerError::Contention {
+                stream_id: stream_id.to_string(),
+                attempts: COMMAND_ATTEMPTS_MAX,
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn answer<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    batch: &[Job<A>],
+    decisions: Vec<Decision<A::State>>,
+    state: &A::State,
+    version: u64,
+    position: u64,
+    positions: &[u64],
+) -> Vec<Result<Outcome<A::State>, LedgerError>> {
+    let outcome = |position| Outcome {
+        state: state.clone(),
+        version,
+        position,
+        replayed: false,
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for (job, decision) in batch.iter().zip(decisions) {
+        answers.push(match decision {
+            Decision::Append(range) => Ok(outcome(
+                range
+                    .end
+                    .checked_sub(1)
+                    .and_then(|i| positions.get(i))
+                    .copied()
+                    .unwrap_or(position),
+            )),
+            Decision::NoOp => Ok(outcome(position)),
+            Decision::Done(result) => result,
+            Decision::Refused(refusal) => {
+                replay(inner, stream_id, &job.request, refusal, state, version).await
+            }
+        });
+    }
+    answers
+}
+
+/// A refused command that has an id may have been applied before: find its events by
+/// their derived ids and compare digests.
+async fn replay<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    request: &Request<A>,
+    refusal: DomainError,
+    state: &A::State,
+    version: u64,
+) -> Result<Outcome<A::State>, LedgerError> {
+    let Some(command_id) = &request.command_id else {
+        return Err(refusal.into());
+    };
+    let ids: Vec<Uuid> = (0..EVENTS_PER_COMMAND_MAX)
+        .map(|i| event_id(stream_id, command_id, i))
+        .collect();
+    let found = inner.store.find_events(&ids).await?;
+    let Some(last) = found.last() else {
+        return Err(refusal.into());
+    };
+    let key = idempotency_key(command_id, &request.command)?;
+    if found
+        .iter()
+        .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
+    {
+        return Err(DomainError::IdempotencyConflict(format!(
+            "{command_id} was already used for a different request"
+        ))
+        .into());
+    }
+    Ok(Outcome {
+        state: state.clone(),
+        version,
+        position: last.position,
+        replayed: true,
+    })
+}
+
+fn encode<A: Aggregate>(
+    stream_id: &StreamId,
+    request: &Request<A>,
+    events: &[A::Event],
+    now: DateTime<Utc>,
+) -> Result<Vec<NewEvent>, LedgerError> {
+    if events.len() > EVENTS_PER_COMMAND_MAX as usize {
+        return Err(DomainError::Validation("a command produced too many events".into()).into());
+    }
+    let mut metadata = request.metadata.clone();
+    if let Some(command_id) = &request.command_id {
+        metadata.idempotency_key = Some(idempotency_key(command_id, &request.command)?);
+    }
+    Ok(events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let (event_type, schema_version, payload) = codec::encode(event);
+            let event_id = match &request.command_id {
+                Some(command_id) => event_id(stream_id, command_id, i as u32),
+                None => Uuid::now_v7(),
+            };
+            NewEvent {
+                event_id,
+                event_type,
+                schema_version,
+                payload,
+                metadata: metadata.clone(),
+                occurred_at: now,
+            }
+        })
+        .collect())
+}
+
+/// A random pause, growing with the attempt, at most [`RETRY_BACKOFF_MAX`].
+fn backoff(attempt: u32) -> Duration {
+    // The random bits of a UUIDv7 are random enough to spread two processes apart.
+    let random = u64::from(Uuid::now_v7().as_bytes()[15]) + 1;
+    let ceiling = (1u64 << attempt.min(6)).saturating_mul(1_000);
+    Duration::from_micros(ceiling * random / 256).min(RETRY_BACKOFF_MAX)
+}
+
+/// The id of the `index`-th event of a command: the same for every retry of it.
+pub fn event_id(stream_id: &StreamId, command_id: &str, index: u32) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"tally.command.v1\0");
+    h.update(stream_id.as_str().as_bytes());
+    h.update(b"\0");
+    h.update(command_id.as_bytes());
+    h.update(b"\0");
+    h.update(index.to_be_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// `<command id>:<sha256 of the command>`: what tells a replay from a re-used id.
+fn idempotency_key<C: serde::Serialize>(
+    command_id: &str,
+    command: &C,
+) -> Result<String, LedgerError> {
+    let body = serde_json::to_vec(command)
+        .map_err(|e| DomainError::Validation(format!("command does not serialise: {e}")))?;
+    let digest = Sha256::digest(&body);
+    let mut key = String::with_capacity(command_id.len() + 65);
+    key.push_str(command_id);
+    key.push(':');
+    for byte in digest {
+        let _ = write!(key, "{byte:02x}");
+    }
+    Ok(key)
+}
+
+fn maybe_snapshot<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    before: u64,
+    after: u64,
+    state: &A::State,
+    position: u64,
+) {
+    if before / SNAPSHOT_EVERY_EVENTS == after / SNAPSHOT_EVERY_EVENTS {
+        return;
+    }
+    let Ok(bytes) = serde_json::to_vec(&(state, position)) else {
+        return;
+    };
+    let snapshot = Snapshot {
+        stream_id: stream_id.clone(),
+        stream_version: after,
+        state: bytes,
+    };
+    let store = inner.store.clone();
+    // A snapshot is a cache: losing one costs a slower load, never a wrong state.
+    tokio::spawn(async move {
+        if let Err(error) = store.save_snapshot(&snapshot).await {
+            tracing::warn!(%error, stream = %snapshot.stream_id, "snapshot not saved");
+        }
+    });
+}
+
+async fn load<A: Aggregate>(
+    inner: &Inner<A>,
+    key: &A::Key,
+) -> Result<Loaded<A::State>, LedgerError> {
+    let stream_id = Ledger::<A>::stream_id(key)?;
+    let mut loaded = Loaded {
+        state: A::initial(key),
+        version: 0,
+        position: 0,
+    };
+    if let Some(snapshot) = inner.store.load_snapshot(&stream_id).await? {
+        // An unreadable snapshot (older code's state shape) is ignored: replay instead.
+        if let Ok((state, position)) = serde_json::from_slice::<(A::State, u64)>(&snapshot.state) {
+            loaded = Loaded {
+                state,
+                version: snapshot.stream_version,
+                position,
+            };
+        }
+    }
+    loop {
+        let page = inner
+            .store
+            .read_stream(&stream_id, loaded.version + 1, LOAD_PAGE_EVENTS)
+            .await?;
+        let done = page.len() < LOAD_PAGE_EVENTS;
+        for recorded in page {
+            loaded = fold::<A>(loaded, &recorded)?;
+        }
+        if done {
+            return Ok(loaded);
+        }
+    }
+}
+
+fn fold<A: Aggregate>(
+    loaded: Loaded<A::State>,
+    recorded: &RecordedEvent,
+) -> Result<Loaded<A::State>, LedgerError> {
+    let event: A::Event = codec::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        recorded.payload.clone(),
+    )?;
+    Ok(Loaded {
+        state: A::evolve(loaded.state, &event, recorded.occurred_at),
+        version: recorded.stream_version,
+        position: recorded.position,
+    })
+}

@@ -1,0 +1,486 @@
+//! The command service against real stores: SQLite files and fresh Postgres databases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use tally_domain::Config;
+use tally_domain::account::{Account, AccountCommand as C};
+use tally_domain::values::{Amount, DebitId, GrantId, HoldId, PaymentId, Reason, UserId};
+use tally_ledger::{Accounts, Ledger, LedgerError, Outcome, Request};
+use tally_store::testing::TestDatabase;
+use tally_store::{Actor, ActorKind, EventStore, Metadata, PostgresOptions, StreamId};
+
+struct Setup {
+    database: TestDatabase,
+    store: Arc<dyn EventStore>,
+    ledger: Ledger<Accounts>,
+}
+
+impl Setup {
+    async fn new(postgres: bool) -> Self {
+        let database = if postgres {
+            TestDatabase::postgres().await
+        } else {
+            TestDatabase::sqlite()
+        };
+        let store = open(&database.url).await;
+        let ledger = Ledger::new(store.clone(), Arc::new(Config::default()));
+        Self {
+            database,
+            store,
+            ledger,
+        }
+    }
+
+    async fn finish(self) {
+        drop(self.ledger);
+        drop(self.store);
+        self.database.drop_database().await;
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn EventStore> {
+    let options = PostgresOptions {
+        max_connections: 8,
+        ..PostgresOptions::default()
+    };
+    tally_store::open(url, options).await.expect("open store")
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let setup = super::Setup::new(false).await;
+                    super::$case(&setup).await;
+                    setup.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let setup = super::Setup::new(true).await;
+                    super::$case(&setup).await;
+                    setup.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    commands_run_in_order_and_return_state_and_position,
+    a_resent_command_returns_its_original_outcome_and_appends_nothing,
+    a_resent_id_with_other_content_is_an_idempotency_conflict,
+    a_refused_command_appends_nothing,
+    a_hot_account_loses_no_command_to_conflicts,
+    two_processes_on_one_account_both_succeed,
+    a_long_account_is_snapshotted_and_loads_the_same,
+    many_tasks_on_hot_and_cold_accounts_match_a_sequential_model,
+);
+
+fn user(id: i64) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn amount(text: &str) -> Amount {
+    text.parse().unwrap()
+}
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+fn request(key: UserId, command: C, command_id: Option<&str>) -> Request<Accounts> {
+    Request {
+        key,
+        command,
+        command_id: command_id.map(str::to_string),
+        metadata: Metadata::by(Actor::new(ActorKind::Service, "test")),
+    }
+}
+
+async fn run(
+    ledger: &Ledger<Accounts>,
+    key: UserId,
+    command: C,
+    id: Option<&str>,
+) -> Result<Outcome<Account>, LedgerError> {
+    ledger.execute(request(key, command, id)).await
+}
+
+fn open_account() -> C {
+    C::Open {
+        username: None,
+        language: None,
+    }
+}
+
+fn deposit(id: &str, credits: &str) -> C {
+    C::Deposit {
+        payment_id: PaymentId::new(id).unwrap(),
+        amount: amount(credits),
+    }
+}
+
+fn place(id: &str, credits: &str) -> C {
+    C::PlaceHold {
+        hold_id: HoldId::new(id).unwrap(),
+        amount: amount(credits),
+        ttl_seconds: 900,
+        reason: Reason::new("job").unwrap(),
+    }
+}
+
+fn debit(id: &str, credits: &str) -> C {
+    C::Debit {
+        debit_id: DebitId::new(id).unwrap(),
+        amount: amount(credits),
+        reason: Reason::new("post").unwrap(),
+    }
+}
+
+async fn events_in(store: &dyn EventStore, key: UserId) -> usize {
+    let stream = StreamId::new(format!("account-{key}")).unwrap();
+    store.read_stream(&stream, 1, 10_000).await.unwrap().len()
+}
+
+async fn commands_run_in_order_and_return_state_and_position(s: &Setup) {
+    let u = user(42);
+    let opened = run(&s.ledger, u, open_account(), Some("open"))
+        .await
+        .unwrap();
+    assert_eq!(opened.version, 1);
+    let funded = run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+        .await
+        .unwrap();
+    assert!(funded.position > opened.position);
+    let held = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (held.state.available, held.state.held),
+        (dec("6"), dec("4"))
+    );
+    let captured = run(
+        &s.ledger,
+        u,
+        C::CaptureHold {
+            hold_id: HoldId::new("job-1").unwrap(),
+            amount: Some(amount("1.5")),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (captured.state.available, captured.state.held),
+        (dec("8.5"), dec("0"))
+    );
+    assert_eq!(captured.version, 4);
+
+    let loaded = s.ledger.load(&u).await.unwrap();
+    assert_eq!(
+        loaded.state, captured.state,
+        "the log says what the service said"
+    );
+    assert_eq!(loaded.position, captured.position);
+    let again = run(&s.ledger, u, open_account(), Some("open"))
+        .await
+        .unwrap();
+    assert_eq!(again.version, 4, "opening again appends nothing");
+}
+
+async fn a_resent_command_returns_its_original_outcome_and_appends_nothing(s: &Setup) {
+    let u = user(43);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+        .await
+        .unwrap();
+    let first = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    run(&s.ledger, u, deposit("pay-2", "1"), Some("pay-2"))
+        .await
+        .unwrap();
+    let again = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
+        .await
+        .unwrap();
+    assert!(again.replayed, "the second time is a replay");
+    assert_eq!(again.position, first.position, "with the original position");
+    let resent_deposit = run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+        .await
+        .unwrap();
+    assert!(resent_deposit.replayed);
+    assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("7"));
+    assert_eq!(events_in(s.store.as_ref(), u).await, 4);
+}
+
+async fn a_resent_id_with_other_content_is_an_idempotency_conflict(s: &Setup) {
+    let u = user(44);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+        .await
+        .unwrap();
+    run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
+        .await
+        .unwrap();
+    let err = run(&s.ledger, u, place("job-1", "5"), Some("job-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "idempotency_conflict", "{err}");
+    assert_eq!(events_in(s.store.as_ref(), u).await, 3);
+}
+
+async fn a_refused_command_appends_nothing(s: &Setup) {
+    let u = user(45);
+    let err = run(&s.ledger, u, debit("d-1", "1"), Some("d-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "account_not_found");
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    let err = run(&s.ledger, u, debit("d-1", "1"), Some("d-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "insufficient_credits");
+    assert_eq!(events_in(s.store.as_ref(), u).await, 1);
+}
+
+async fn a_hot_account_loses_no_command_to_conflicts(s: &Setup) {
+    let u = user(46);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("fund", "1000"), Some("fund"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let ledger = s.ledger.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    let id = format!("d-{t}-{i}");
+                    run(&ledger, u, debit(&id, "0.01"), Some(&id))
+                        .await
+                        .expect("no command on a hot account fails");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("992"));
+    assert_eq!(events_in(s.store.as_ref(), u).await, 2 + 800);
+}
+
+async fn two_processes_on_one_account_both_succeed(s: &Setup) {
+    let other_store = open(&s.database.url).await;
+    let other = Ledger::<Accounts>::new(other_store, Arc::new(Config::default()));
+    let u = user(47);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for (n, ledger) in [s.ledger.clone(), other].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let id = format!("p-{n}-{i}");
+                run(&ledger, u, deposit(&id, "1"), Some(&id))
+                    .await
+                    .expect("a conflict with another process is retried, not failed");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("100"));
+    assert_eq!(events_in(s.store.as_ref(), u).await, 101);
+}
+
+async fn a_long_account_is_snapshotted_and_loads_the_same(s: &Setup) {
+    let u = user(48);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    let mut last = None;
+    for i in 0..1_100 {
+        let id = format!("p-{i}");
+        last = Some(
+            run(&s.ledger, u, deposit(&id, "0.5"), Some(&id))
+                .await
+                .unwrap(),
+        );
+    }
+    let last = last.unwrap();
+    let stream = StreamId::new(format!("account-{u}")).unwrap();
+    let mut snapshot = None;
+    for _ in 0..100 {
+        snapshot = s.store.load_snapshot(&stream).await.unwrap();
+        if snapshot.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        snapshot
+            .expect("a snapshot after 1,000 events")
+            .stream_version,
+        1_000
+    );
+    let fresh = Ledger::<Accounts>::new(s.store.clone(), Arc::new(Config::default()));
+    let loaded = fresh.load(&u).await.unwrap();
+    assert_eq!(loaded.state, last.state);
+    assert_eq!(
+        (loaded.version, loaded.position),
+        (last.version, last.position)
+    );
+    assert_eq!(loaded.state.available, dec("550"));
+}
+
+/// 32 tasks × 500 commands over 5 hot and 1,000 cold accounts, every 10th command a
+/// re-submission of an earlier one. Balances must equal a model that applies each
+/// command id once, and each id must have produced its events exactly once.
+async fn many_tasks_on_hot_and_cold_accounts_match_a_sequential_model(s: &Setup) {
+    const TASKS: u64 = 32;
+    const COMMANDS: u64 = 500;
+    let hot: Vec<UserId> = (1..=5).map(|i| user(1_000 + i)).collect();
+    let cold: Vec<UserId> = (1..=1_000).map(|i| user(2_000 + i)).collect();
+    let all: Vec<UserId> = hot.iter().chain(&cold).copied().collect();
+
+    // Open and fund every account, from many tasks.
+    let chunks: Vec<Vec<UserId>> = all
+        .chunks(all.len().div_ceil(32))
+        .map(<[UserId]>::to_vec)
+        .collect();
+    let mut openers = Vec::new();
+    for chunk in chunks {
+        let ledger = s.ledger.clone();
+        openers.push(tokio::spawn(async move {
+            for u in chunk {
+                run(&ledger, u, open_account(), None).await.unwrap();
+                run(&ledger, u, deposit("fund", "10000"), Some("fund"))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for opener in openers {
+        opener.await.unwrap();
+    }
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let ledger = s.ledger.clone();
+            let (hot, cold) = (hot.clone(), cold.clone());
+            tokio::spawn(async move {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                // What this task applied, per account, in cents: the model.
+                let mut model: HashMap<UserId, i64> = HashMap::new();
+                let mut sent: Vec<(UserId, C, String)> = Vec::new();
+                let mut commands = 0;
+                while commands < COMMANDS {
+                    if commands % 10 == 9 && !sent.is_empty() {
+                        let (u, command, id) = sent[(next() % sent.len() as u64) as usize].clone();
+                        let outcome = run(&ledger, u, command, Some(&id))
+                            .await
+                            .expect("a re-send is answered");
+                        assert!(outcome.replayed, "re-sent {id} must be a replay");
+                        commands += 1;
+                        continue;
+                    }
+                    let u = if next() % 2 == 0 {
+                        hot[(next() % hot.len() as u64) as usize]
+                    } else {
+                        cold[(next() % cold.len() as u64) as usize]
+                    };
+                    let id = format!("t{t}-c{commands}");
+                    let (command, cents) = match next() % 4 {
+                        0 => (deposit(&id, "1"), 100),
+                        1 => (
+                            C::Grant {
+                                grant_id: GrantId::new(&id).unwrap(),
+                                amount: amount("0.5"),
+                                reason: Reason::new("bonus").unwrap(),
+                            },
+                            50,
+                        ),
+                        2 => (debit(&id, "0.1"), -10),
+                        _ => {
+                            // A hold then its partial capture: two commands.
+                            run(&ledger, u, place(&id, "0.3"), Some(&id))
+                                .await
+                                .expect("hold");
+                            commands += 1;
+                            (
+                                C::CaptureHold {
+                                    hold_id: HoldId::new(&id).unwrap(),
+                                    amount: Some(amount("0.2")),
+                                },
+                                -20,
+                            )
+                        }
+                    };
+                    let is_capture = cents == -20;
+                    run(
+                        &ledger,
+                        u,
+                        command.clone(),
+                        (!is_capture).then_some(id.as_str()),
+                    )
+                    .await
+                    .expect("every command succeeds");
+                    if !is_capture {
+                        sent.push((u, command, id));
+                    }
+                    *model.entry(u).or_default() += cents;
+                    commands += 1;
+                }
+                model
+            })
+        })
+        .collect();
+
+    let mut expected: HashMap<UserId, i64> = all.iter().map(|u| (*u, 1_000_000)).collect();
+    for task in tasks {
+        for (u, cents) in task.await.unwrap() {
+            *expected.entry(u).or_default() += cents;
+        }
+    }
+    let mut total_events = 0;
+    for u in &all {
+        let loaded = s.ledger.load(u).await.unwrap();
+        let want = Decimal::new(expected[u], 2);
+        assert_eq!(loaded.state.available, want, "account {u}");
+        assert_eq!(loaded.state.held, Decimal::ZERO, "account {u}");
+        assert!(loaded.state.available >= Decimal::ZERO);
+        total_events += events_in(s.store.as_ref(), *u).await;
+    }
+    // Every command id applied once: the events are exactly what the model counted.
+    let mut ids_in_log = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = s.store.read_all(after, 5_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for e in &page {
+            if let Some(key) = &e.metadata.idempotency_key {
+                *ids_in_log
+                    .entry((e.stream_id.clone(), key.clone(), e.event_type.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    assert!(
+        ids_in_log.values().all(|n| *n == 1),
+        "an id was applied twice"
+    );
+    assert!(total_events > 2 * all.len());
+}
