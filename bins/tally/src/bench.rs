@@ -25,6 +25,11 @@ pub enum BenchCommand {
     /// Appends from concurrent writers, each to its own streams with an exact expected
     /// version, every commit durable.
     Append(AppendArgs),
+    /// Ledger commands (hold, then partial capture: two commands) through the command
+    /// service from concurrent tasks, on many accounts or one hot one.
+    Commands(crate::bench_commands::CommandsArgs),
+    /// How fast a long account's state is ready: loaded cold from the log, and warm.
+    Load(crate::bench_commands::LoadArgs),
 }
 
 /// The backend to measure.
@@ -79,6 +84,8 @@ struct AppendReport {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Append(args) => append(args).await,
+        BenchCommand::Commands(args) => crate::bench_commands::run(args).await,
+        BenchCommand::Load(args) => crate::bench_commands::load(args).await,
     }
 }
 
@@ -97,27 +104,8 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
     if args.seconds == 0 || args.seconds > SECONDS_MAX {
         bail!("--seconds must be between 1 and {SECONDS_MAX}");
     }
-    let mut scratch: Option<PathBuf> = None;
-    let url = match (args.backend, args.database_url) {
-        (_, Some(url)) => url,
-        (BackendArg::Sqlite, None) => {
-            let dir = std::env::temp_dir().join(format!("tally-bench-{}", uuid::Uuid::now_v7()));
-            let url = format!("sqlite://{}", dir.join("bench.db").display());
-            scratch = Some(dir);
-            url
-        }
-        (BackendArg::Postgres, None) => {
-            bail!("--backend postgres needs --database-url postgres://… (a scratch database)")
-        }
-    };
-    let backend = Backend::of_url(&url)?;
-    match (args.backend, backend) {
-        (BackendArg::Sqlite, Backend::Sqlite) | (BackendArg::Postgres, Backend::Postgres) => {}
-        _ => bail!(
-            "--backend does not match --database-url {}",
-            crate::redact(&url)
-        ),
-    }
+    let target = Target::choose(args.backend, args.database_url)?;
+    let (url, backend) = (target.url.clone(), target.backend);
     let pool = PostgresOptions {
         max_connections: u32::try_from(args.writers + 4).unwrap_or(u32::MAX),
         min_connections: u32::try_from(args.append_lanes + 2).unwrap_or(u32::MAX),
@@ -153,13 +141,7 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
     let elapsed = measure.as_secs_f64();
     latencies_us.sort_unstable();
     let appends = latencies_us.len() as u64;
-    let quantile = |q: f64| -> f64 {
-        if latencies_us.is_empty() {
-            return 0.0;
-        }
-        let index = ((latencies_us.len() as f64 - 1.0) * q).round() as usize;
-        f64::from(latencies_us[index]) / 1_000.0
-    };
+    let quantile = |q: f64| quantile_ms(&latencies_us, q);
     let report = AppendReport {
         backend: backend.name(),
         writers: args.writers,
@@ -174,11 +156,68 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
         durable: true,
     };
     drop(store);
-    if let Some(dir) = scratch {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    drop(target);
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The database a benchmark runs against; a scratch SQLite file is removed on drop.
+pub struct Target {
+    /// Its URL.
+    pub url: String,
+    /// Its backend.
+    pub backend: Backend,
+    scratch: Option<PathBuf>,
+}
+
+impl Target {
+    /// The given database, or a scratch SQLite file; checks they agree with `backend`.
+    pub fn choose(backend: BackendArg, database_url: Option<String>) -> anyhow::Result<Self> {
+        let mut scratch = None;
+        let url = match (backend, database_url) {
+            (_, Some(url)) => url,
+            (BackendArg::Sqlite, None) => {
+                let dir =
+                    std::env::temp_dir().join(format!("tally-bench-{}", uuid::Uuid::now_v7()));
+                let url = format!("sqlite://{}", dir.join("bench.db").display());
+                scratch = Some(dir);
+                url
+            }
+            (BackendArg::Postgres, None) => {
+                bail!("--backend postgres needs --database-url postgres://… (a scratch database)")
+            }
+        };
+        let found = Backend::of_url(&url)?;
+        match (backend, found) {
+            (BackendArg::Sqlite, Backend::Sqlite) | (BackendArg::Postgres, Backend::Postgres) => {}
+            _ => bail!(
+                "--backend does not match --database-url {}",
+                crate::redact(&url)
+            ),
+        }
+        Ok(Self {
+            url,
+            backend: found,
+            scratch,
+        })
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The p-quantile of sorted latencies in microseconds, in milliseconds.
+pub fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted_us[index]) / 1_000.0
 }
 
 /// One writer: appends to its own stream back to back; returns the latency of every

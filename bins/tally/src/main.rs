@@ -4,6 +4,7 @@
 //! print. Business rules live in the crates, never here.
 
 mod bench;
+mod bench_commands;
 
 use clap::{Parser, Subcommand};
 use tally_store::{Backend, DEFAULT_DATABASE_URL, PostgresOptions};

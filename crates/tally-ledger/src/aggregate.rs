@@ -6,10 +6,13 @@ use std::fmt::Display;
 use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tally_domain::account::{self, Account, AccountCommand, AccountEvent, Context};
-use tally_domain::values::UserId;
+use tally_domain::account::{
+    self, Account, AccountCommand, AccountEvent, AccountStatus, Context, Hold,
+};
+use tally_domain::values::{HoldId, UserId};
 use tally_domain::{Config, DomainError};
 
 /// A kind of stream the command service runs commands against.
@@ -22,6 +25,10 @@ pub trait Aggregate: Send + Sync + 'static {
     type Command: Serialize + Send + Sync + 'static;
     /// What happens.
     type Event: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What a caller is told after a command: a small part of the state, taken right
+    /// after the command's own events (copying the whole state per command would cost
+    /// a hot stream time in proportion to its history).
+    type View: Clone + Send + Sync + 'static;
 
     /// Stream names are `<prefix>-<key>`, e.g. `account-42`.
     const STREAM_PREFIX: &'static str;
@@ -39,6 +46,26 @@ pub trait Aggregate: Send + Sync + 'static {
 
     /// The domain's fold.
     fn evolve(state: Self::State, event: &Self::Event, occurred_at: DateTime<Utc>) -> Self::State;
+
+    /// What to tell the sender of `command` about `state`.
+    fn view(state: &Self::State, command: &Self::Command) -> Self::View;
+}
+
+/// What an account command's sender is told: the balance, and the hold it touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    /// Whose account.
+    pub user_id: UserId,
+    /// Whether it is open.
+    pub opened: bool,
+    /// Open or blocked.
+    pub status: AccountStatus,
+    /// Credits free to spend.
+    pub available: Decimal,
+    /// Credits under open holds.
+    pub held: Decimal,
+    /// The hold the command was about, if any.
+    pub hold: Option<(HoldId, Hold)>,
 }
 
 /// Accounts: credits and holds (`account-<user id>`).
@@ -49,6 +76,7 @@ impl Aggregate for Accounts {
     type State = Account;
     type Command = AccountCommand;
     type Event = AccountEvent;
+    type View = AccountView;
 
     const STREAM_PREFIX: &'static str = "account";
 
@@ -67,5 +95,23 @@ impl Aggregate for Accounts {
 
     fn evolve(state: Account, event: &AccountEvent, occurred_at: DateTime<Utc>) -> Account {
         account::evolve(state, event, occurred_at)
+    }
+
+    fn view(state: &Account, command: &AccountCommand) -> AccountView {
+        let hold_id = match command {
+            AccountCommand::PlaceHold { hold_id, .. }
+            | AccountCommand::CaptureHold { hold_id, .. }
+            | AccountCommand::ReleaseHold { hold_id, .. }
+            | AccountCommand::ExpireHold { hold_id } => Some(hold_id),
+            _ => None,
+        };
+        AccountView {
+            user_id: state.user_id,
+            opened: state.opened,
+            status: state.status,
+            available: state.available,
+            held: state.held,
+            hold: hold_id.and_then(|id| state.holds.get(id).map(|h| (id.clone(), h.clone()))),
+        }
     }
 }

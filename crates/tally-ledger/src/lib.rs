@@ -28,6 +28,7 @@ pub mod aggregate;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,9 +115,9 @@ pub struct Request<A: Aggregate> {
 
 /// What a command came to.
 #[derive(Clone, Debug)]
-pub struct Outcome<S> {
-    /// The stream's state after the command's batch.
-    pub state: S,
+pub struct Outcome<V> {
+    /// The part of the state the sender is told about, right after the command.
+    pub view: V,
     /// The stream's version after it.
     pub version: u64,
     /// The position of the command's last event (for a no-op: of the stream's last).
@@ -138,7 +139,7 @@ pub struct Loaded<S> {
 
 struct Job<A: Aggregate> {
     request: Request<A>,
-    reply: oneshot::Sender<Result<Outcome<A::State>, LedgerError>>,
+    reply: oneshot::Sender<Result<Outcome<A::View>, LedgerError>>,
 }
 
 /// The command service for one kind of stream.
@@ -158,6 +159,7 @@ struct Inner<A: Aggregate> {
     store: Arc<dyn EventStore>,
     config: Arc<Config>,
     workers: Mutex<HashMap<A::Key, mpsc::Sender<Job<A>>>>,
+    retries: AtomicU64,
 }
 
 impl<A: Aggregate> Ledger<A> {
@@ -168,6 +170,7 @@ impl<A: Aggregate> Ledger<A> {
                 store,
                 config,
                 workers: Mutex::new(HashMap::new()),
+                retries: AtomicU64::new(0),
             }),
         }
     }
@@ -179,7 +182,7 @@ impl<A: Aggregate> Ledger<A> {
 
     /// Runs one command: decided after every command queued before it on its stream,
     /// appended before this returns.
-    pub async fn execute(&self, request: Request<A>) -> Result<Outcome<A::State>, LedgerError> {
+    pub async fn execute(&self, request: Request<A>) -> Result<Outcome<A::View>, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let mut job = Job { request, reply };
         // A worker that just went idle closes its queue; the job then goes to a new one.
@@ -194,6 +197,11 @@ impl<A: Aggregate> Ledger<A> {
             }
         }
         Err(LedgerError::Closed)
+    }
+
+    /// How many batches were re-decided after losing a race with another writer.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     /// Loads a stream's state from the log (snapshot + tail), bypassing the workers.
@@ -267,15 +275,15 @@ async fn run_worker<A: Aggregate>(
 }
 
 /// What deciding one job came to, before the append.
-enum Decision<S> {
-    /// New events at these indexes of the batch's events.
-    Append(std::ops::Range<usize>),
-    /// Nothing to append.
-    NoOp,
+enum Decision<V> {
+    /// New events at these indexes of the batch's events; the view after them.
+    Append(std::ops::Range<usize>, V),
+    /// Nothing to append; the view now.
+    NoOp(V),
     /// Refused; maybe a replay, if the command has an id.
     Refused(DomainError),
     /// Answered already.
-    Done(Result<Outcome<S>, LedgerError>),
+    Done(Result<Outcome<V>, LedgerError>),
 }
 
 async fn run_batch<A: Aggregate>(
@@ -295,13 +303,14 @@ async fn decide_and_append<A: Aggregate>(
     key: &A::Key,
     cached: &mut Option<Loaded<A::State>>,
     batch: &[Job<A>],
-) -> Vec<Result<Outcome<A::State>, LedgerError>> {
+) -> Vec<Result<Outcome<A::View>, LedgerError>> {
     let stream_id = match Ledger::<A>::stream_id(key) {
         Ok(id) => id,
         Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
     };
     for attempt in 0..COMMAND_ATTEMPTS_MAX {
         if attempt > 0 {
+            inner.retries.fetch_add(1, Ordering::Relaxed);
             // The winner of a race keeps its state and writes again at once; without a
             // pause the loser, which must reload first, could lose every time.
             tokio::time::sleep(backoff(attempt)).await;
@@ -314,90 +323,85 @@ async fn decide_and_append<A: Aggregate>(
             },
         };
         let now = tally_store::event::now_micros();
-        let mut state = loaded.state.clone();
+        // Decided in place: if the append fails, the state is reloaded from the log.
+        let Loaded {
+            mut state,
+            version: loaded_version,
+            position: loaded_position,
+        } = loaded;
         let mut events: Vec<NewEvent> = Vec::new();
         let mut decisions = Vec::with_capacity(batch.len());
         for job in batch {
-            decisions.push(
-                match A::decide(&state, &job.request.command, now, &inner.config) {
-                    Ok(decided) if decided.is_empty() => Decision::NoOp,
-                    Ok(decided) => match encode(&stream_id, &job.request, &decided, now) {
-                        Ok(encoded) => {
-                            for event in &decided {
-                                state = A::evolve(state, event, now);
-                            }
-                            let start = events.len();
-                            events.extend(encoded);
-                            Decision::Append(start..events.len())
+            let command = &job.request.command;
+            decisions.push(match A::decide(&state, command, now, &inner.config) {
+                Ok(decided) if decided.is_empty() => Decision::NoOp(A::view(&state, command)),
+                Ok(decided) => match encode(&stream_id, &job.request, &decided, now) {
+                    Ok(encoded) => {
+                        for event in &decided {
+                            state = A::evolve(state, event, now);
                         }
-                        Err(e) => Decision::Done(Err(e)),
-                    },
-                    Err(refusal) => Decision::Refused(refusal),
+                        let start = events.len();
+                        events.extend(encoded);
+                        Decision::Append(start..events.len(), A::view(&state, command))
+                    }
+                    Err(e) => Decision::Done(Err(e)),
                 },
-            );
+                Err(refusal) => Decision::Refused(refusal),
+            });
         }
 
-        let (version, position) = if events.is_empty() {
-            (loaded.version, loaded.position)
-        } else {
-            let appended = inner
-                .store
-                .append(&stream_id, ExpectedVersion::Exact(loaded.version), events)
+        if events.is_empty() {
+            let answers = answer(
+                inner,
+                &stream_id,
+                batch,
+                decisions,
+                &state,
+                loaded_version,
+                loaded_position,
+                &[],
+            )
+            .await;
+            *cached = Some(Loaded {
+                state,
+                version: loaded_version,
+                position: loaded_position,
+            });
+            return answers;
+        }
+        let appended = inner
+            .store
+            .append(&stream_id, ExpectedVersion::Exact(loaded_version), events)
+            .await;
+        match appended {
+            Ok(result) => {
+                let version = result.stream_version(&stream_id).unwrap_or(loaded_version);
+                let position = result.position();
+                maybe_snapshot::<A>(inner, &stream_id, loaded_version, version, &state, position);
+                let positions: Vec<u64> = result.events.iter().map(|e| e.position).collect();
+                let answers = answer(
+                    inner, &stream_id, batch, decisions, &state, version, position, &positions,
+                )
                 .await;
-            match appended {
-                Ok(result) => {
-                    let version = result.stream_version(&stream_id).unwrap_or(loaded.version);
-                    let position = result.position();
-                    maybe_snapshot::<A>(
-                        inner,
-                        &stream_id,
-                        loaded.version,
-                        version,
-                        &state,
-                        position,
-                    );
-                    // Positions of each job's events, by index into the append.
-                    let positions: Vec<u64> = result.events.iter().map(|e| e.position).collect();
-                    let answers = answer(
-                        inner, &stream_id, batch, decisions, &state, version, position, &positions,
-                    )
-                    .await;
-                    *cached = Some(Loaded {
-                        state,
-                        version,
-                        position,
-                    });
-                    return answers;
-                }
-                // Another process wrote the stream (or wrote a copy of one of these
-                // commands): reload and decide the whole batch again.
-                Err(
-                    StoreError::WrongExpectedVersion { .. }
-                    | StoreError::IdempotencyConflict { .. },
-                ) => {
-                    continue;
-                }
-                Err(e) => {
-                    return batch
-                        .iter()
-                        .map(|_| Err(LedgerError::Store(e.clone())))
-                        .collect();
-                }
+                *cached = Some(Loaded {
+                    state,
+                    version,
+                    position,
+                });
+                return answers;
             }
-        };
-        let answers = answer(
-            inner,
-            &stream_id,
-            batch,
-            decisions,
-            &state,
-            version,
-            position,
-            &[],
-        )
-        .await;
-        *cached = Some(loaded);
-        return answers;
+            // Another process wrote the stream (or wrote a copy of one of these
+            // commands): reload and decide the whole batch again.
+            Err(
+                StoreError::WrongExpectedVersion { .. } | StoreError::IdempotencyConflict { .. },
+            ) => {}
+            Err(e) => {
+                return batch
+                    .iter()
+                    .map(|_| Err(LedgerError::Store(e.clone())))
+                    .collect();
+            }
+        }
     }
     batch
         .iter()
@@ -415,14 +419,14 @@ async fn answer<A: Aggregate>(
     inner: &Arc<Inner<A>>,
     stream_id: &StreamId,
     batch: &[Job<A>],
-    decisions: Vec<Decision<A::State>>,
+    decisions: Vec<Decision<A::View>>,
     state: &A::State,
     version: u64,
     position: u64,
     positions: &[u64],
-) -> Vec<Result<Outcome<A::State>, LedgerError>> {
-    let outcome = |position| Outcome {
-        state: state.clone(),
+) -> Vec<Result<Outcome<A::View>, LedgerError>> {
+    let outcome = |view, position| Outcome {
+        view,
         version,
         position,
         replayed: false,
@@ -430,7 +434,8 @@ async fn answer<A: Aggregate>(
     let mut answers = Vec::with_capacity(batch.len());
     for (job, decision) in batch.iter().zip(decisions) {
         answers.push(match decision {
-            Decision::Append(range) => Ok(outcome(
+            Decision::Append(range, view) => Ok(outcome(
+                view,
                 range
                     .end
                     .checked_sub(1)
@@ -438,7 +443,7 @@ async fn answer<A: Aggregate>(
                     .copied()
                     .unwrap_or(position),
             )),
-            Decision::NoOp => Ok(outcome(position)),
+            Decision::NoOp(view) => Ok(outcome(view, position)),
             Decision::Done(result) => result,
             Decision::Refused(refusal) => {
                 replay(inner, stream_id, &job.request, refusal, state, version).await
@@ -457,7 +462,7 @@ async fn replay<A: Aggregate>(
     refusal: DomainError,
     state: &A::State,
     version: u64,
-) -> Result<Outcome<A::State>, LedgerError> {
+) -> Result<Outcome<A::View>, LedgerError> {
     let Some(command_id) = &request.command_id else {
         return Err(refusal.into());
     };
@@ -479,7 +484,7 @@ async fn replay<A: Aggregate>(
         .into());
     }
     Ok(Outcome {
-        state: state.clone(),
+        view: A::view(state, &request.command),
         version,
         position: last.position,
         replayed: true,
