@@ -252,7 +252,9 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     }
     let target = Target::choose(args.backend, args.database_url)?;
     let ledger = open_store(&target, 8).await?;
-    let key = user(0)?;
+    // An account of its own, so a database used before does not skew the count.
+    let random = uuid::Uuid::now_v7().as_u64_pair().1 >> 24;
+    let key = user(random)?;
     ledger
         .execute(Request {
             key,
