@@ -313,6 +313,11 @@ client_id!(
     "refund id"
 );
 client_id!(
+    /// An ad slot's id.
+    SlotId,
+    "slot id"
+);
+client_id!(
     /// A plan in the catalog, e.g. `basic`.
     PlanId,
     "plan id"

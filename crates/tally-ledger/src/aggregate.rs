@@ -1,6 +1,7 @@
 //! What the command service needs to know about a kind of stream: its name, its
-//! initial state, and the domain's decide and evolve for it. One impl per stream kind;
-//! the rules themselves stay in `tally-domain`.
+//! initial state, the domain's decide and evolve for it, and what a command's sender
+//! is told. One impl per stream kind — accounts, payments, subscriptions, refund
+//! requests, ad slots; the rules themselves stay in `tally-domain`.
 
 use std::fmt::Display;
 use std::hash::Hash;
@@ -12,7 +13,13 @@ use serde::de::DeserializeOwned;
 use tally_domain::account::{
     self, Account, AccountCommand, AccountEvent, AccountStatus, Context, Hold,
 };
-use tally_domain::values::{HoldId, UserId};
+use tally_domain::payment::{self, Payment, PaymentCommand, PaymentEvent};
+use tally_domain::refund::{self, RefundCommand, RefundEvent, RefundRequest};
+use tally_domain::slot::{self, Slot, SlotCommand, SlotConfig, SlotEvent};
+use tally_domain::subscription::{
+    self, Subscription, SubscriptionCommand, SubscriptionEvent, SubscriptionStatus,
+};
+use tally_domain::values::{HoldId, PaymentId, PlanId, RefundId, SlotId, UserId};
 use tally_domain::{Config, DomainError};
 
 /// A kind of stream the command service runs commands against.
@@ -112,6 +119,179 @@ impl Aggregate for Accounts {
             available: state.available,
             held: state.held,
             hold: hold_id.and_then(|id| state.holds.get(id).map(|h| (id.clone(), h.clone()))),
+        }
+    }
+}
+
+/// Payments (`payment-<payment id>`).
+pub struct Payments;
+
+impl Aggregate for Payments {
+    type Key = PaymentId;
+    type State = Payment;
+    type Command = PaymentCommand;
+    type Event = PaymentEvent;
+    type View = Payment;
+
+    const STREAM_PREFIX: &'static str = "payment";
+
+    fn initial(_: &PaymentId) -> Payment {
+        Payment::default()
+    }
+
+    fn decide(
+        state: &Payment,
+        command: &PaymentCommand,
+        _now: DateTime<Utc>,
+        config: &Config,
+    ) -> Result<Vec<PaymentEvent>, DomainError> {
+        payment::decide(state, command, config)
+    }
+
+    fn evolve(state: Payment, event: &PaymentEvent, _: DateTime<Utc>) -> Payment {
+        payment::evolve(state, event)
+    }
+
+    fn view(state: &Payment, _: &PaymentCommand) -> Payment {
+        state.clone()
+    }
+}
+
+/// What a subscription command's sender is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionView {
+    /// The plan.
+    pub plan: Option<PlanId>,
+    /// Its slots.
+    pub slots: u32,
+    /// End of the paid period.
+    pub period_end: Option<DateTime<Utc>>,
+    /// Where it is.
+    pub status: Option<SubscriptionStatus>,
+}
+
+/// Subscriptions (`subscription-<user id>`).
+pub struct Subscriptions;
+
+impl Aggregate for Subscriptions {
+    type Key = UserId;
+    type State = Subscription;
+    type Command = SubscriptionCommand;
+    type Event = SubscriptionEvent;
+    type View = SubscriptionView;
+
+    const STREAM_PREFIX: &'static str = "subscription";
+
+    fn initial(key: &UserId) -> Subscription {
+        Subscription::new(*key)
+    }
+
+    fn decide(
+        state: &Subscription,
+        command: &SubscriptionCommand,
+        now: DateTime<Utc>,
+        config: &Config,
+    ) -> Result<Vec<SubscriptionEvent>, DomainError> {
+        subscription::decide(state, command, now, config)
+    }
+
+    fn evolve(state: Subscription, event: &SubscriptionEvent, _: DateTime<Utc>) -> Subscription {
+        subscription::evolve(state, event)
+    }
+
+    fn view(state: &Subscription, _: &SubscriptionCommand) -> SubscriptionView {
+        SubscriptionView {
+            plan: state.plan.clone(),
+            slots: state.slots,
+            period_end: state.period_end,
+            status: state.status,
+        }
+    }
+}
+
+/// Refund requests (`refund-<refund id>`).
+pub struct Refunds;
+
+impl Aggregate for Refunds {
+    type Key = RefundId;
+    type State = RefundRequest;
+    type Command = RefundCommand;
+    type Event = RefundEvent;
+    type View = RefundRequest;
+
+    const STREAM_PREFIX: &'static str = "refund";
+
+    fn initial(_: &RefundId) -> RefundRequest {
+        RefundRequest::default()
+    }
+
+    fn decide(
+        state: &RefundRequest,
+        command: &RefundCommand,
+        _now: DateTime<Utc>,
+        _config: &Config,
+    ) -> Result<Vec<RefundEvent>, DomainError> {
+        refund::decide(state, command)
+    }
+
+    fn evolve(state: RefundRequest, event: &RefundEvent, _: DateTime<Utc>) -> RefundRequest {
+        refund::evolve(state, event)
+    }
+
+    fn view(state: &RefundRequest, _: &RefundCommand) -> RefundRequest {
+        state.clone()
+    }
+}
+
+/// What a slot command's sender is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotView {
+    /// The slot's configuration.
+    pub config: Option<SlotConfig>,
+    /// For a recorded attempt: its number at its destination in its cycle.
+    pub attempt: Option<u32>,
+}
+
+/// Ad slots (`slot-<slot id>`).
+pub struct Slots;
+
+impl Aggregate for Slots {
+    type Key = SlotId;
+    type State = Slot;
+    type Command = SlotCommand;
+    type Event = SlotEvent;
+    type View = SlotView;
+
+    const STREAM_PREFIX: &'static str = "slot";
+
+    fn initial(_: &SlotId) -> Slot {
+        Slot::default()
+    }
+
+    fn decide(
+        state: &Slot,
+        command: &SlotCommand,
+        _now: DateTime<Utc>,
+        _config: &Config,
+    ) -> Result<Vec<SlotEvent>, DomainError> {
+        slot::decide(state, command)
+    }
+
+    fn evolve(state: Slot, event: &SlotEvent, _: DateTime<Utc>) -> Slot {
+        slot::evolve(state, event)
+    }
+
+    fn view(state: &Slot, command: &SlotCommand) -> SlotView {
+        let attempt = match command {
+            SlotCommand::RecordAttempt { attempt, .. } => state
+                .attempts
+                .get(&(attempt.cycle, attempt.destination))
+                .copied(),
+            SlotCommand::Configure(_) => None,
+        };
+        SlotView {
+            config: state.config.clone(),
+            attempt,
         }
     }
 }

@@ -41,7 +41,7 @@ use tally_store::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use aggregate::{Accounts, Aggregate};
+pub use aggregate::{Accounts, Aggregate, Payments, Refunds, Slots, Subscriptions};
 
 /// Most commands one worker decides and appends together.
 pub const BATCH_COMMANDS_MAX: usize = 128;

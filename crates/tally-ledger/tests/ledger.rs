@@ -8,7 +8,7 @@ use tally_domain::Config;
 use tally_domain::account::AccountCommand as C;
 use tally_domain::values::{Amount, DebitId, GrantId, HoldId, PaymentId, Reason, UserId};
 use tally_ledger::aggregate::AccountView;
-use tally_ledger::{Accounts, Ledger, LedgerError, Outcome, Request};
+use tally_ledger::{Accounts, Ledger, LedgerError, Outcome, Payments, Request, Subscriptions};
 use tally_store::testing::TestDatabase;
 use tally_store::{Actor, ActorKind, EventStore, Metadata, PostgresOptions, StreamId};
 
@@ -83,6 +83,8 @@ on_both_backends!(
     two_processes_on_one_account_both_succeed,
     a_long_account_is_snapshotted_and_loads_the_same,
     many_tasks_on_hot_and_cold_accounts_match_a_sequential_model,
+    a_payment_success_delivered_a_hundred_times_is_stored_once,
+    an_admin_plan_correction_is_on_record_with_before_and_after,
 );
 
 fn user(id: i64) -> UserId {
@@ -486,4 +488,96 @@ async fn many_tasks_on_hot_and_cold_accounts_match_a_sequential_model(s: &Setup)
         "an id was applied twice"
     );
     assert!(total_events > 2 * all.len());
+}
+
+fn meta() -> Metadata {
+    Metadata::by(Actor::new(ActorKind::Webhook, "stars"))
+}
+
+async fn a_payment_success_delivered_a_hundred_times_is_stored_once(s: &Setup) {
+    use tally_domain::payment::{PaymentCommand as P, Purpose, Terms};
+    let payments = Ledger::<Payments>::new(s.store.clone(), Arc::new(Config::default()));
+    let key = PaymentId::new("pay-100").unwrap();
+    let terms = Terms {
+        user_id: user(49),
+        provider: "stars".into(),
+        amount: amount("180"),
+        currency: "XTR".into(),
+        purpose: Purpose::Credits(amount("20")),
+    };
+    let create = |terms: Terms| Request::<Payments> {
+        key: key.clone(),
+        command: P::Create(terms),
+        command_id: None,
+        metadata: meta(),
+    };
+    payments.execute(create(terms.clone())).await.unwrap();
+    let succeed = |charge: &str, paid: &str| Request::<Payments> {
+        key: key.clone(),
+        command: P::Succeed {
+            provider_payment_id: charge.into(),
+            amount: amount(paid),
+            currency: "XTR".into(),
+        },
+        command_id: None,
+        metadata: meta(),
+    };
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (payments, request) = (payments.clone(), succeed("charge-1", "180"));
+            tokio::spawn(async move { payments.execute(request).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every delivery is answered");
+    }
+    let err = payments
+        .execute(succeed("charge-1", "18"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "payment_conflict");
+    let stream = StreamId::new("payment-pay-100").unwrap();
+    let stored = s.store.read_stream(&stream, 1, 100).await.unwrap();
+    let types: Vec<&str> = stored.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["payment.created", "payment.succeeded"]);
+}
+
+async fn an_admin_plan_correction_is_on_record_with_before_and_after(s: &Setup) {
+    use tally_domain::subscription::SubscriptionCommand as S;
+    use tally_domain::values::{AdminId, PlanId};
+    let subscriptions = Ledger::<Subscriptions>::new(s.store.clone(), Arc::new(Config::default()));
+    let u = user(7_172_873_873);
+    let run = |command: S| Request::<Subscriptions> {
+        key: u,
+        command,
+        command_id: None,
+        metadata: Metadata::by(Actor::new(ActorKind::Admin, "421337")),
+    };
+    let paid = subscriptions
+        .execute(run(S::Pay {
+            payment_id: PaymentId::new("p-ent").unwrap(),
+            plan: PlanId::new("enterprise").unwrap(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(paid.view.slots, 5);
+    let fixed = subscriptions
+        .execute(run(S::CorrectPlan {
+            plan: PlanId::new("basic").unwrap(),
+            admin: AdminId::new("421337").unwrap(),
+            reason: Reason::new("paid for basic").unwrap(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        (fixed.view.plan.unwrap().as_str(), fixed.view.slots),
+        ("basic", 1)
+    );
+    let stream = StreamId::new(format!("subscription-{u}")).unwrap();
+    let last = s.store.read_stream(&stream, 2, 1).await.unwrap().remove(0);
+    assert_eq!(last.event_type, "subscription.slots_corrected");
+    assert_eq!(last.payload["plan_before"], "enterprise");
+    assert_eq!(last.payload["slots_before"], 5);
+    assert_eq!(last.payload["slots_after"], 1);
+    assert_eq!(last.metadata.actor.id, "421337");
 }
