@@ -25,6 +25,7 @@
 //! active streams.
 
 pub mod aggregate;
+pub mod workflows;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

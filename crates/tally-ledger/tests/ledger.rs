@@ -85,6 +85,7 @@ on_both_backends!(
     many_tasks_on_hot_and_cold_accounts_match_a_sequential_model,
     a_payment_success_delivered_a_hundred_times_is_stored_once,
     an_admin_plan_correction_is_on_record_with_before_and_after,
+    an_approved_refund_returns_the_credits_once,
 );
 
 fn user(id: i64) -> UserId {
@@ -580,4 +581,73 @@ async fn an_admin_plan_correction_is_on_record_with_before_and_after(s: &Setup) 
     assert_eq!(last.payload["slots_before"], 5);
     assert_eq!(last.payload["slots_after"], 1);
     assert_eq!(last.metadata.actor.id, "421337");
+}
+
+async fn an_approved_refund_returns_the_credits_once(s: &Setup) {
+    use tally_domain::refund::RefundAsk;
+    use tally_domain::values::{AdminId, RefundId};
+    use tally_ledger::Refunds;
+    use tally_ledger::workflows::{approve_refund, request_refund};
+    let config = Config::default();
+    let refunds = Ledger::<Refunds>::new(s.store.clone(), Arc::new(config.clone()));
+    let u = user(50);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+        .await
+        .unwrap();
+    run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
+        .await
+        .unwrap();
+    run(
+        &s.ledger,
+        u,
+        C::CaptureHold {
+            hold_id: HoldId::new("job-1").unwrap(),
+            amount: Some(amount("3")),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let ask = |credits: &str| RefundAsk {
+        user_id: u,
+        reference: "hold:job-1".into(),
+        amount: amount(credits),
+        reason: Reason::new("the render never arrived").unwrap(),
+        requested_by: "ops-alice".into(),
+    };
+    let id = RefundId::new("r-1").unwrap();
+    let meta = || Metadata::by(Actor::new(ActorKind::Admin, "ops-alice"));
+    let too_much =
+        request_refund(&s.ledger, &refunds, &config, id.clone(), ask("3.5"), meta()).await;
+    assert_eq!(too_much.unwrap_err().code(), "refund_not_allowed");
+    request_refund(&s.ledger, &refunds, &config, id.clone(), ask("3"), meta())
+        .await
+        .unwrap();
+
+    let reason = || Reason::new("job log shows failure").unwrap();
+    let own = approve_refund(
+        &s.ledger,
+        &refunds,
+        id.clone(),
+        AdminId::new("ops-alice").unwrap(),
+        reason(),
+        meta(),
+    )
+    .await;
+    assert_eq!(own.unwrap_err().code(), "self_approval");
+    let bob = || AdminId::new("ops-bob").unwrap();
+    let approved = approve_refund(&s.ledger, &refunds, id.clone(), bob(), reason(), meta())
+        .await
+        .unwrap();
+    assert_eq!(
+        approved.view.available,
+        dec("10"),
+        "7 left after the capture, 3 back"
+    );
+    let again = approve_refund(&s.ledger, &refunds, id.clone(), bob(), reason(), meta())
+        .await
+        .unwrap();
+    assert!(again.replayed, "approving again returns nothing twice");
+    assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("10"));
 }
