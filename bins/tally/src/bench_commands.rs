@@ -91,6 +91,19 @@ fn metadata() -> Metadata {
     Metadata::by(Actor::new(ActorKind::Service, "bench"))
 }
 
+/// Opening an account (a no-op once it is open).
+fn open_account(key: UserId) -> Request<Accounts> {
+    Request {
+        key,
+        command: C::Open {
+            username: None,
+            language: None,
+        },
+        command_id: None,
+        metadata: metadata(),
+    }
+}
+
 fn user(n: u64) -> anyhow::Result<UserId> {
     Ok(UserId::new(i64::try_from(n + 1)?)?)
 }
@@ -255,17 +268,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
     // An account of its own, so a database used before does not skew the count.
     let random = uuid::Uuid::now_v7().as_u64_pair().1 >> 24;
     let key = user(random)?;
-    ledger
-        .execute(Request {
-            key,
-            command: C::Open {
-                username: None,
-                language: None,
-            },
-            command_id: None,
-            metadata: metadata(),
-        })
-        .await?;
+    ledger.execute(open_account(key)).await?;
     // Build the account from 8 tasks: the service batches them.
     let next = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
@@ -310,17 +313,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    ledger
-        .execute(Request {
-            key,
-            command: C::Open {
-                username: None,
-                language: None,
-            },
-            command_id: None,
-            metadata: metadata(),
-        })
-        .await?;
+    ledger.execute(open_account(key)).await?;
     let warm_command_ms = started.elapsed().as_secs_f64() * 1_000.0;
     let report = LoadReport {
         backend: target.backend.name(),
