@@ -49,7 +49,7 @@ pub const BATCH_COMMANDS_MAX: usize = 128;
 /// Commands waiting for one stream's worker at most; further callers wait to enqueue.
 pub const QUEUE_COMMANDS_MAX: usize = 1_024;
 /// How often a batch is re-decided after losing a race with another process.
-pub const COMMAND_ATTEMPTS_MAX: u32 = 8;
+pub const COMMAND_ATTEMPTS_MAX: u32 = 16;
 /// A snapshot is saved each time a stream passes a multiple of this many events.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
 /// Most events one command may produce (bounds the replay lookup).
@@ -57,7 +57,7 @@ pub const EVENTS_PER_COMMAND_MAX: u32 = 8;
 /// A worker with no command for this long exits and forgets its state.
 pub const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// Longest pause before re-deciding a batch that lost a race with another process.
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(50);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// Events read per page when loading a stream.
 const LOAD_PAGE_EVENTS: usize = 1_000;
 
@@ -375,6 +375,10 @@ async fn decide_and_append<A: Aggregate>(
             .append(&stream_id, ExpectedVersion::Exact(loaded_version), events)
             .await;
         match appended {
+            // Every event was in the log already: another process ran these very
+            // commands. The state decided here is not the log's (and must never be
+            // snapshotted): reload and decide again, which answers them as replays.
+            Ok(result) if result.replayed => {}
             Ok(result) => {
                 let version = result.stream_version(&stream_id).unwrap_or(loaded_version);
                 let position = result.position();
@@ -391,11 +395,37 @@ async fn decide_and_append<A: Aggregate>(
                 });
                 return answers;
             }
-            // Another process wrote the stream (or wrote a copy of one of these
-            // commands): reload and decide the whole batch again.
-            Err(
-                StoreError::WrongExpectedVersion { .. } | StoreError::IdempotencyConflict { .. },
-            ) => {}
+            // Another process wrote the stream: reload and decide the batch again.
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            // The log holds one of these derived event ids with other content: a
+            // command id re-used for something else, or a copy written by another
+            // process. Decide the commands one at a time so only that one is refused.
+            Err(StoreError::IdempotencyConflict { detail, .. }) => {
+                if batch.len() > 1 {
+                    let mut answers = Vec::with_capacity(batch.len());
+                    for job in batch {
+                        let one = std::slice::from_ref(job);
+                        answers.extend(Box::pin(decide_and_append(inner, key, cached, one)).await);
+                    }
+                    return answers;
+                }
+                let fresh = match load::<A>(inner, key).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => return vec![Err(e)],
+                };
+                let refusal = DomainError::IdempotencyConflict(detail);
+                let answer = replay(
+                    inner,
+                    &stream_id,
+                    &batch[0].request,
+                    refusal,
+                    &fresh.state,
+                    fresh.version,
+                )
+                .await;
+                *cached = Some(fresh);
+                return vec![answer];
+            }
             Err(e) => {
                 return batch
                     .iter()

@@ -86,6 +86,7 @@ on_both_backends!(
     a_payment_success_delivered_a_hundred_times_is_stored_once,
     an_admin_plan_correction_is_on_record_with_before_and_after,
     an_approved_refund_returns_the_credits_once,
+    a_reused_command_id_fails_alone_not_its_whole_batch,
 );
 
 fn user(id: i64) -> UserId {
@@ -650,4 +651,34 @@ async fn an_approved_refund_returns_the_credits_once(s: &Setup) {
         .unwrap();
     assert!(again.replayed, "approving again returns nothing twice");
     assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("10"));
+}
+
+async fn a_reused_command_id_fails_alone_not_its_whole_batch(s: &Setup) {
+    let u = user(51);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("pay-1", "100"), Some("x"))
+        .await
+        .unwrap();
+    // "x" again, as a debit: the domain has no debit "x", but the log has the event id.
+    let mut tasks = vec![{
+        let ledger = s.ledger.clone();
+        tokio::spawn(async move { run(&ledger, u, debit("reused", "1"), Some("x")).await })
+    }];
+    for i in 0..10 {
+        let ledger = s.ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("d-{i}");
+            run(&ledger, u, debit(&id, "1"), Some(&id)).await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    assert_eq!(
+        results[0].as_ref().unwrap_err().code(),
+        "idempotency_conflict"
+    );
+    assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("90"));
 }
