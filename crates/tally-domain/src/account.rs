@@ -428,6 +428,11 @@ impl Account {
         now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Decimal, DomainError> {
+        if !self.opened {
+            return Err(DomainError::AccountNotFound {
+                user_id: self.user_id,
+            });
+        }
         let spend = self.spends.get(reference).ok_or_else(|| {
             DomainError::RefundNotAllowed(format!("this account spent nothing under {reference}"))
         })?;
@@ -458,21 +463,18 @@ pub fn decide(
     use AccountCommand as C;
     use AccountEvent as E;
     let user_id = state.user_id;
-    if let C::Open { username, language } = command {
-        return Ok(match state.opened {
+    if !state.opened && !matches!(command, C::Open { .. }) {
+        return Err(DomainError::AccountNotFound { user_id });
+    }
+    let events = match command {
+        C::Open { username, language } => match state.opened {
             true => vec![],
             false => vec![E::Opened {
                 user_id,
                 username: username.clone(),
                 language: language.clone(),
             }],
-        });
-    }
-    if !state.opened {
-        return Err(DomainError::AccountNotFound { user_id });
-    }
-    let events = match command {
-        C::Open { .. } => vec![],
+        },
         C::Deposit { payment_id, amount } => {
             state.unused(&applied_key("deposit", payment_id))?;
             vec![E::Deposited {

@@ -29,12 +29,6 @@ pub async fn request_refund(
     metadata: Metadata,
 ) -> Result<Outcome<RefundRequest>, LedgerError> {
     let account = accounts.load(&ask.user_id).await?;
-    if !account.state.opened {
-        return Err(DomainError::AccountNotFound {
-            user_id: ask.user_id,
-        }
-        .into());
-    }
     let now = tally_store::event::now_micros();
     let refundable = account.state.refundable(&ask.reference, now, config)?;
     refunds

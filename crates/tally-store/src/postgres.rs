@@ -407,13 +407,13 @@ impl Shared {
         conn: &mut PgConnection,
         append: &EncodedAppend,
     ) -> Result<AppendResult> {
+        let streams: Vec<&StreamId> = append.streams.iter().map(|(s, _)| s).collect();
         let mut heads = self.remembered_heads(append);
         let mut heads_fresh = false;
         for _ in 0..APPEND_ATTEMPTS_MAX {
-            let missing: Vec<&StreamId> = append
-                .streams
+            let missing: Vec<&StreamId> = streams
                 .iter()
-                .map(|(s, _)| s)
+                .copied()
                 .filter(|s| !heads.contains_key(*s))
                 .collect();
             if !missing.is_empty() {
@@ -422,11 +422,7 @@ impl Shared {
             let planned = match append.plan(&heads) {
                 Ok(planned) => planned,
                 Err(StoreError::WrongExpectedVersion { .. }) if !heads_fresh => {
-                    heads = fetch_heads(
-                        conn,
-                        &append.streams.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-                    )
-                    .await?;
+                    heads = fetch_heads(conn, &streams).await?;
                     heads_fresh = true;
                     continue;
                 }
@@ -452,11 +448,7 @@ impl Shared {
                 }
                 Err(InsertError::VersionTaken) => {
                     self.forget_heads(append);
-                    heads = fetch_heads(
-                        conn,
-                        &append.streams.iter().map(|(s, _)| s).collect::<Vec<_>>(),
-                    )
-                    .await?;
+                    heads = fetch_heads(conn, &streams).await?;
                     heads_fresh = true;
                 }
                 Err(InsertError::Other(e)) => return Err(e),
