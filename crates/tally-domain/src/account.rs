@@ -10,8 +10,23 @@
 //! credits never go below zero, except through an adjustment that says so explicitly;
 //! a hold moves credits from available to held until it is captured (in full or in
 //! part, the rest going back), released, or expired after its ttl.
+//!
+//! The state stays small however long the account's history: it holds the balances,
+//! the open holds, the last [`CLOSED_HOLDS_KEPT`] closed ones and what each refunded
+//! spend has given back. What it forgets, the log remembers, keyed by command id:
+//! every command that carries an id ([`command_id`]: `deposit:<payment id>`,
+//! `hold:<hold id>`, `capture:<hold id>` …) gets event ids derived from it, so
+//!
+//! - a command id can never be applied twice: the log refuses a second event with the
+//!   same id (the command service then tells a re-send from a re-used id);
+//! - when a decision needs an old fact (a hold closed long ago, the spend a refund
+//!   refers to), [`recall`] names the command ids whose events it needs and the command
+//!   service hands them to `decide` in [`Context::past`].
+//!
+//! So loading a 10,000-event account reads a few hundred bytes of snapshot, not a set
+//! of every id it ever saw.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -32,7 +47,15 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
     /// The business's configuration.
     pub config: &'a Config,
+    /// The events of the earlier commands [`recall`] named, in log order, with their
+    /// business time: what the decision needs that the state no longer holds.
+    pub past: &'a [(AccountEvent, DateTime<Utc>)],
 }
+
+/// Closed holds the state keeps (a capture of a just-closed hold names its state
+/// without a lookup, and a command's answer can show the hold); older ones are
+/// recalled from the log.
+pub const CLOSED_HOLDS_KEPT: usize = 16;
 
 /// Whether an account takes new spending.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,15 +106,14 @@ pub struct Hold {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What a user spent under one reference (a debit or a captured hold), for refunds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a user spent under one reference (a debit or a captured hold), as the log
+/// recalls it for a refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spend {
     /// Credits spent.
     pub amount: Decimal,
     /// When.
     pub at: DateTime<Utc>,
-    /// Credits refunded so far.
-    pub refunded: Decimal,
 }
 
 /// What a spend is known by: `debit:<id>` or `hold:<id>`.
@@ -121,13 +143,12 @@ pub struct Account {
     pub available: Decimal,
     /// Credits under open holds.
     pub held: Decimal,
-    /// Every hold by id (closed ones too: a capture of a closed hold names its state).
+    /// Open holds, and the last [`CLOSED_HOLDS_KEPT`] closed ones, by id.
     pub holds: BTreeMap<HoldId, Hold>,
-    /// Every spend by reference, for refunds.
-    pub spends: BTreeMap<SpendRef, Spend>,
-    /// Ids of deposits, grants, adjustments and refunds applied (as `kind:id`), so none
-    /// is applied twice; debits and holds are remembered in `spends` and `holds`.
-    pub applied: BTreeSet<String>,
+    /// The closed holds kept in `holds`, oldest first.
+    pub closed_holds: VecDeque<HoldId>,
+    /// Credits refunded so far, by spend reference (only spends with a refund).
+    pub refunded: BTreeMap<SpendRef, Decimal>,
 }
 
 /// What can be asked of an account.
@@ -368,28 +389,49 @@ impl Account {
             available: Decimal::ZERO,
             held: Decimal::ZERO,
             holds: BTreeMap::new(),
-            spends: BTreeMap::new(),
-            applied: BTreeSet::new(),
+            closed_holds: VecDeque::new(),
+            refunded: BTreeMap::new(),
         }
     }
 
-    /// Refuses an id that was applied before.
-    fn unused(&self, key: &str) -> Result<(), DomainError> {
-        if self.applied.contains(key) {
-            return Err(DomainError::IdempotencyConflict(format!(
-                "{key} was already applied to this account"
-            )));
+    /// A hold the state no longer holds, as the log recalls it: closed, or unknown.
+    fn recalled_hold(hold_id: &HoldId, past: &[(AccountEvent, DateTime<Utc>)]) -> DomainError {
+        use AccountEvent as E;
+        for (event, _) in past {
+            match event {
+                E::HoldCaptured { hold_id: id, .. } if id == hold_id => {
+                    return DomainError::HoldNotOpen {
+                        hold_id: hold_id.clone(),
+                        state: HoldState::Captured,
+                    };
+                }
+                E::HoldReleased { hold_id: id, .. } if id == hold_id => {
+                    return DomainError::HoldNotOpen {
+                        hold_id: hold_id.clone(),
+                        state: HoldState::Released,
+                    };
+                }
+                E::HoldExpired { hold_id: id, .. } if id == hold_id => {
+                    return DomainError::HoldNotOpen {
+                        hold_id: hold_id.clone(),
+                        state: HoldState::Expired,
+                    };
+                }
+                _ => {}
+            }
         }
-        Ok(())
+        // Open holds are never forgotten: without a closing event it was never placed.
+        DomainError::HoldNotFound {
+            hold_id: hold_id.clone(),
+        }
     }
 
-    fn open_hold(&self, hold_id: &HoldId, now: DateTime<Utc>) -> Result<&Hold, DomainError> {
+    fn open_hold(&self, hold_id: &HoldId, ctx: &Context<'_>) -> Result<&Hold, DomainError> {
+        let now = ctx.now;
         let hold = self
             .holds
             .get(hold_id)
-            .ok_or_else(|| DomainError::HoldNotFound {
-                hold_id: hold_id.clone(),
-            })?;
+            .ok_or_else(|| Self::recalled_hold(hold_id, ctx.past))?;
         // Past its ttl a hold is expired even before the expiry reactor has run.
         let state = match hold.state {
             HoldState::Open if now >= hold.expires_at => HoldState::Expired,
@@ -421,10 +463,40 @@ impl Account {
         }
     }
 
+    /// What the spend `reference` took and has left to refund, from the recalled past
+    /// (the events of [`spend_command_id`]).
+    fn spend(
+        &self,
+        reference: &str,
+        past: &[(AccountEvent, DateTime<Utc>)],
+    ) -> Result<(Spend, Decimal), DomainError> {
+        use AccountEvent as E;
+        let spent = past.iter().find_map(|(event, at)| {
+            match event {
+                E::Debited {
+                    debit_id, amount, ..
+                } if debit_ref(debit_id) == reference => Some(amount.get()),
+                E::HoldCaptured {
+                    hold_id, captured, ..
+                } if hold_ref(hold_id) == reference => Some(captured.get()),
+                _ => None,
+            }
+            .map(|amount| Spend { amount, at: *at })
+        });
+        let spend = spent.ok_or_else(|| {
+            DomainError::RefundNotAllowed(format!("this account spent nothing under {reference}"))
+        })?;
+        let refunded = self.refunded.get(reference).copied().unwrap_or_default();
+        let left = spend.amount - refunded;
+        Ok((spend, left))
+    }
+
     /// How much of a spend may still be refunded now under the configured window.
+    /// `past` holds the events of the spend's command ([`spend_command_id`]).
     pub fn refundable(
         &self,
         reference: &str,
+        past: &[(AccountEvent, DateTime<Utc>)],
         now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Decimal, DomainError> {
@@ -433,9 +505,7 @@ impl Account {
                 user_id: self.user_id,
             });
         }
-        let spend = self.spends.get(reference).ok_or_else(|| {
-            DomainError::RefundNotAllowed(format!("this account spent nothing under {reference}"))
-        })?;
+        let (spend, left) = self.spend(reference, past)?;
         let age = now - spend.at;
         let window = &config.refund_window;
         if age < chrono::Duration::days(i64::from(window.min_age_days)) {
@@ -450,7 +520,77 @@ impl Account {
                 window.max_age_days
             )));
         }
-        Ok(spend.amount - spend.refunded)
+        Ok(left)
+    }
+}
+
+/// The id a command is idempotent by, unique in the account's stream across kinds of
+/// command (`deposit:<payment id>`, `grant:<id>`, `debit:<id>`, `adjustment:<id>`,
+/// `hold:<id>`, `capture:<hold id>`, `release:<hold id>`, `expire:<hold id>`,
+/// `refund:<refund id>`). Commands without one (open, block, unblock) are idempotent by
+/// the state: repeating them is a no-op.
+pub fn command_id(command: &AccountCommand) -> Option<String> {
+    use AccountCommand as C;
+    match command {
+        C::Open { .. } | C::Block { .. } | C::Unblock { .. } => None,
+        C::Deposit { payment_id, .. } => Some(format!("deposit:{payment_id}")),
+        C::Grant { grant_id, .. } => Some(format!("grant:{grant_id}")),
+        C::Debit { debit_id, .. } => Some(debit_ref(debit_id)),
+        C::Adjust { adjustment_id, .. } => Some(format!("adjustment:{adjustment_id}")),
+        C::PlaceHold { hold_id, .. } => Some(hold_ref(hold_id)),
+        C::CaptureHold { hold_id, .. } => Some(format!("capture:{hold_id}")),
+        C::ReleaseHold { hold_id, .. } => Some(format!("release:{hold_id}")),
+        C::ExpireHold { hold_id } => Some(format!("expire:{hold_id}")),
+        C::Refund { refund_id, .. } => Some(format!("refund:{refund_id}")),
+    }
+}
+
+/// The command id an event was decided under: [`command_id`] of its command.
+pub fn event_command_id(event: &AccountEvent) -> Option<String> {
+    use AccountEvent as E;
+    match event {
+        E::Opened { .. } | E::Blocked { .. } | E::Unblocked { .. } => None,
+        E::Deposited { payment_id, .. } => Some(format!("deposit:{payment_id}")),
+        E::Granted { grant_id, .. } => Some(format!("grant:{grant_id}")),
+        E::Debited { debit_id, .. } => Some(debit_ref(debit_id)),
+        E::Adjusted { adjustment_id, .. } => Some(format!("adjustment:{adjustment_id}")),
+        E::HoldPlaced { hold_id, .. } => Some(hold_ref(hold_id)),
+        E::HoldCaptured { hold_id, .. } => Some(format!("capture:{hold_id}")),
+        E::HoldReleased { hold_id, .. } => Some(format!("release:{hold_id}")),
+        E::HoldExpired { hold_id, .. } => Some(format!("expire:{hold_id}")),
+        E::Refunded { refund_id, .. } => Some(format!("refund:{refund_id}")),
+    }
+}
+
+/// The command whose events record the spend `reference`: the debit itself, or the
+/// capture of the hold. `None` for a reference that names no spend.
+pub fn spend_command_id(reference: &str) -> Option<String> {
+    if let Some(id) = reference.strip_prefix("debit:") {
+        return Some(format!("debit:{id}"));
+    }
+    reference
+        .strip_prefix("hold:")
+        .map(|id| format!("capture:{id}"))
+}
+
+/// The command ids whose events `decide` needs in [`Context::past`] for this command on
+/// this state (empty when the state knows enough).
+pub fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
+    use AccountCommand as C;
+    match command {
+        C::CaptureHold { hold_id, .. }
+        | C::ReleaseHold { hold_id, .. }
+        | C::ExpireHold { hold_id } => match state.holds.contains_key(hold_id) {
+            true => vec![],
+            false => vec![
+                hold_ref(hold_id),
+                format!("capture:{hold_id}"),
+                format!("release:{hold_id}"),
+                format!("expire:{hold_id}"),
+            ],
+        },
+        C::Refund { reference, .. } => spend_command_id(reference).into_iter().collect(),
+        _ => vec![],
     }
 }
 
@@ -476,7 +616,6 @@ pub fn decide(
             }],
         },
         C::Deposit { payment_id, amount } => {
-            state.unused(&applied_key("deposit", payment_id))?;
             vec![E::Deposited {
                 payment_id: payment_id.clone(),
                 amount: *amount,
@@ -487,7 +626,6 @@ pub fn decide(
             amount,
             reason,
         } => {
-            state.unused(&applied_key("grant", grant_id))?;
             vec![E::Granted {
                 grant_id: grant_id.clone(),
                 amount: *amount,
@@ -500,11 +638,6 @@ pub fn decide(
             reason,
         } => {
             state.spending_allowed(user_id)?;
-            if state.spends.contains_key(&debit_ref(debit_id)) {
-                return Err(DomainError::IdempotencyConflict(format!(
-                    "debit {debit_id} was already made"
-                )));
-            }
             state.spendable(amount.get())?;
             vec![E::Debited {
                 debit_id: debit_id.clone(),
@@ -519,7 +652,6 @@ pub fn decide(
             admin,
             allow_negative,
         } => {
-            state.unused(&applied_key("adjustment", adjustment_id))?;
             if state.available + amount.get() < Decimal::ZERO && !allow_negative {
                 return Err(DomainError::InsufficientCredits {
                     available: state.available,
@@ -565,7 +697,7 @@ pub fn decide(
             }]
         }
         C::CaptureHold { hold_id, amount } => {
-            let hold = state.open_hold(hold_id, ctx.now)?;
+            let hold = state.open_hold(hold_id, ctx)?;
             let captured = amount.unwrap_or(hold.amount);
             if captured > hold.amount {
                 return Err(DomainError::CaptureExceedsHold {
@@ -581,7 +713,7 @@ pub fn decide(
             }]
         }
         C::ReleaseHold { hold_id, reason } => {
-            let hold = state.open_hold(hold_id, ctx.now)?;
+            let hold = state.open_hold(hold_id, ctx)?;
             vec![E::HoldReleased {
                 hold_id: hold_id.clone(),
                 amount: hold.amount,
@@ -589,12 +721,13 @@ pub fn decide(
             }]
         }
         C::ExpireHold { hold_id } => {
-            let hold = state
-                .holds
-                .get(hold_id)
-                .ok_or_else(|| DomainError::HoldNotFound {
-                    hold_id: hold_id.clone(),
-                })?;
+            let Some(hold) = state.holds.get(hold_id) else {
+                // Forgotten by the state: closed (a no-op) if the log says so.
+                return match Account::recalled_hold(hold_id, ctx.past) {
+                    DomainError::HoldNotOpen { .. } => Ok(vec![]),
+                    not_found => Err(not_found),
+                };
+            };
             if hold.state != HoldState::Open {
                 return Ok(vec![]);
             }
@@ -629,14 +762,8 @@ pub fn decide(
             amount,
         } => {
             // The window was checked when the refund was requested; what is left to
-            // refund is checked now, so nothing is refunded twice.
-            state.unused(&applied_key("refund", refund_id))?;
-            let spend = state.spends.get(reference).ok_or_else(|| {
-                DomainError::RefundNotAllowed(format!(
-                    "this account spent nothing under {reference}"
-                ))
-            })?;
-            let left = spend.amount - spend.refunded;
+            // refund is checked now, so a spend never gives back more than it took.
+            let (_, left) = state.spend(reference, ctx.past)?;
             if amount.get() > left {
                 return Err(DomainError::RefundNotAllowed(format!(
                     "{reference} has {left} left to refund, not {amount}"
@@ -652,54 +779,32 @@ pub fn decide(
     Ok(events)
 }
 
-/// The key under which an id is remembered in [`Account::applied`].
-fn applied_key(kind: &str, id: &dyn fmt::Display) -> String {
-    format!("{kind}:{id}")
+/// Marks a hold closed and forgets the oldest closed hold beyond [`CLOSED_HOLDS_KEPT`].
+fn close_hold(state: &mut Account, hold_id: &HoldId, closed: HoldState, captured: Decimal) {
+    if let Some(hold) = state.holds.get_mut(hold_id) {
+        hold.state = closed;
+        hold.captured = captured;
+        state.closed_holds.push_back(hold_id.clone());
+    }
+    while state.closed_holds.len() > CLOSED_HOLDS_KEPT {
+        if let Some(oldest) = state.closed_holds.pop_front() {
+            state.holds.remove(&oldest);
+        }
+    }
 }
 
 /// Folds one event into an account. Events are facts: evolve never refuses one.
-/// `occurred_at` is the event's business time from its envelope (spends are dated by it).
-pub fn evolve(mut state: Account, event: &AccountEvent, occurred_at: DateTime<Utc>) -> Account {
+pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
     use AccountEvent as E;
     match event {
         E::Opened { .. } => state.opened = true,
         E::Blocked { .. } => state.status = AccountStatus::Blocked,
         E::Unblocked { .. } => state.status = AccountStatus::Open,
-        E::Deposited {
-            payment_id, amount, ..
-        } => {
+        E::Deposited { amount, .. } | E::Granted { amount, .. } => {
             state.available += amount.get();
-            state.applied.insert(applied_key("deposit", payment_id));
         }
-        E::Granted {
-            grant_id, amount, ..
-        } => {
-            state.available += amount.get();
-            state.applied.insert(applied_key("grant", grant_id));
-        }
-        E::Debited {
-            debit_id, amount, ..
-        } => {
-            state.available -= amount.get();
-            state.spends.insert(
-                debit_ref(debit_id),
-                Spend {
-                    amount: amount.get(),
-                    at: occurred_at,
-                    refunded: Decimal::ZERO,
-                },
-            );
-        }
-        E::Adjusted {
-            adjustment_id,
-            amount,
-            ..
-        } => {
-            state.available += amount.get();
-            state
-                .applied
-                .insert(applied_key("adjustment", adjustment_id));
-        }
+        E::Debited { amount, .. } => state.available -= amount.get(),
+        E::Adjusted { amount, .. } => state.available += amount.get(),
         E::HoldPlaced {
             hold_id,
             amount,
@@ -725,18 +830,7 @@ pub fn evolve(mut state: Account, event: &AccountEvent, occurred_at: DateTime<Ut
         } => {
             state.held -= captured.get() + released;
             state.available += released;
-            if let Some(hold) = state.holds.get_mut(hold_id) {
-                hold.state = HoldState::Captured;
-                hold.captured = captured.get();
-            }
-            state.spends.insert(
-                hold_ref(hold_id),
-                Spend {
-                    amount: captured.get(),
-                    at: occurred_at,
-                    refunded: Decimal::ZERO,
-                },
-            );
+            close_hold(&mut state, hold_id, HoldState::Captured, captured.get());
         }
         E::HoldReleased {
             hold_id, amount, ..
@@ -744,23 +838,17 @@ pub fn evolve(mut state: Account, event: &AccountEvent, occurred_at: DateTime<Ut
         | E::HoldExpired { hold_id, amount } => {
             state.held -= amount.get();
             state.available += amount.get();
-            if let Some(hold) = state.holds.get_mut(hold_id) {
-                hold.state = match event {
-                    E::HoldExpired { .. } => HoldState::Expired,
-                    _ => HoldState::Released,
-                };
-            }
+            let closed = match event {
+                E::HoldExpired { .. } => HoldState::Expired,
+                _ => HoldState::Released,
+            };
+            close_hold(&mut state, hold_id, closed, Decimal::ZERO);
         }
         E::Refunded {
-            refund_id,
-            reference,
-            amount,
+            reference, amount, ..
         } => {
             state.available += amount.get();
-            state.applied.insert(applied_key("refund", refund_id));
-            if let Some(spend) = state.spends.get_mut(reference) {
-                spend.refunded += amount.get();
-            }
+            *state.refunded.entry(reference.clone()).or_default() += amount.get();
         }
     }
     state

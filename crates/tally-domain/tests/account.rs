@@ -67,27 +67,76 @@ fn hold_placed(id: &str, credits: &str, ttl_minutes: i64) -> E {
     }
 }
 
-/// Folds past events, all occurring at t0.
-fn given(events: &[E]) -> Account {
-    events.iter().fold(Account::new(user()), |state, e| {
-        account::evolve(state, e, t0())
-    })
+/// An account as its past events made it, with those events (all at t0): `when`
+/// recalls from them what the command service recalls from the log.
+#[derive(Clone, Debug)]
+struct Given {
+    state: Account,
+    history: Vec<(E, DateTime<Utc>)>,
 }
 
-fn when_at(state: &Account, command: C, now: DateTime<Utc>) -> Result<Vec<E>, DomainError> {
+impl std::ops::Deref for Given {
+    type Target = Account;
+    fn deref(&self) -> &Account {
+        &self.state
+    }
+}
+
+impl Given {
+    /// The past events of these command ids, as the log would hand them over.
+    fn recall(&self, ids: &[String]) -> Vec<(E, DateTime<Utc>)> {
+        self.history
+            .iter()
+            .filter(|(e, _)| account::event_command_id(e).is_some_and(|id| ids.contains(&id)))
+            .cloned()
+            .collect()
+    }
+}
+
+fn given(events: &[E]) -> Given {
+    apply(
+        Given {
+            state: Account::new(user()),
+            history: vec![],
+        },
+        events,
+    )
+}
+
+fn apply(mut given: Given, events: &[E]) -> Given {
+    for e in events {
+        given.state = account::evolve(given.state, e);
+        given.history.push((e.clone(), t0()));
+    }
+    given
+}
+
+fn when_at(state: &Given, command: C, now: DateTime<Utc>) -> Result<Vec<E>, DomainError> {
     let config = Config::default();
+    let past = state.recall(&account::recall(state, &command));
     account::decide(
         state,
         &command,
         &Context {
             now,
             config: &config,
+            past: &past,
         },
     )
 }
 
-fn when(state: &Account, command: C) -> Result<Vec<E>, DomainError> {
+fn when(state: &Given, command: C) -> Result<Vec<E>, DomainError> {
     when_at(state, command, t0())
+}
+
+fn refundable(
+    state: &Given,
+    reference: &str,
+    now: DateTime<Utc>,
+    config: &Config,
+) -> Result<Decimal, DomainError> {
+    let ids: Vec<String> = account::spend_command_id(reference).into_iter().collect();
+    state.refundable(reference, &state.recall(&ids), now, config)
 }
 
 fn place(id: &str, credits: &str, ttl_seconds: u64) -> C {
@@ -119,12 +168,6 @@ fn debit(id: &str, credits: &str) -> C {
         amount: amount(credits),
         reason: reason("post"),
     }
-}
-
-fn apply(state: Account, events: &[E]) -> Account {
-    events
-        .iter()
-        .fold(state, |s, e| account::evolve(s, e, t0()))
 }
 
 #[test]
@@ -196,11 +239,49 @@ fn a_debit_beyond_available_is_insufficient_credits() {
 }
 
 #[test]
-fn the_same_debit_id_is_not_spent_twice() {
-    let state = given(&[opened(), deposited("10")]);
-    let state = apply(state.clone(), &when(&state, debit("d-1", "2")).unwrap());
-    let err = when(&state, debit("d-1", "2")).unwrap_err();
-    assert_eq!(err.code(), "idempotency_conflict");
+fn every_command_id_is_the_id_of_its_events_and_kinds_never_share_one() {
+    // The log refuses a second event under a command id (tally-ledger derives event ids
+    // from it), so "the same debit id is not spent twice" rests on these ids.
+    let state = given(&[opened(), deposited("10"), hold_placed("x", "1", 10)]);
+    let commands = [
+        C::Deposit {
+            payment_id: PaymentId::new("x").unwrap(),
+            amount: amount("1"),
+        },
+        C::Grant {
+            grant_id: GrantId::new("x").unwrap(),
+            amount: amount("1"),
+            reason: reason("promo"),
+        },
+        debit("x", "1"),
+        C::Adjust {
+            adjustment_id: AdjustmentId::new("x").unwrap(),
+            amount: "1".parse().unwrap(),
+            reason: reason("fix"),
+            admin: admin(),
+            allow_negative: false,
+        },
+        place("y", "1", 60),
+        capture("x", None),
+        release("x"),
+        C::ExpireHold { hold_id: hold("x") },
+    ];
+    let mut ids = std::collections::BTreeSet::new();
+    for command in commands {
+        let id = account::command_id(&command).expect("every credit command has an id");
+        let now = match command {
+            C::ExpireHold { .. } => t0() + Duration::minutes(10),
+            _ => t0(),
+        };
+        for event in when_at(&state, command, now).unwrap() {
+            assert_eq!(account::event_command_id(&event).as_ref(), Some(&id));
+        }
+        assert!(ids.insert(id.clone()), "{id} is shared by two kinds");
+    }
+    assert_eq!(
+        account::command_id(&debit("d-1", "2")).unwrap(),
+        "debit:d-1"
+    );
 }
 
 #[test]
@@ -475,6 +556,7 @@ fn the_refund_window_is_configuration() {
     let state = given(&[opened(), deposited("10")]);
     let state = apply(state.clone(), &when(&state, debit("d-1", "4")).unwrap());
     let reference = account::debit_ref(&DebitId::new("d-1").unwrap());
+    let state = &state;
     // The seeds' rule: only spends older than 5 days.
     let config = Config {
         refund_window: RefundWindow {
@@ -485,27 +567,23 @@ fn the_refund_window_is_configuration() {
     };
     let at = |days| t0() + Duration::days(days);
     assert_eq!(
-        state
-            .refundable(&reference, at(4), &config)
+        refundable(state, &reference, at(4), &config)
             .unwrap_err()
             .code(),
         "refund_not_allowed"
     );
     assert_eq!(
-        state.refundable(&reference, at(5), &config).unwrap(),
+        refundable(state, &reference, at(5), &config).unwrap(),
         dec("4")
     );
     assert_eq!(
-        state
-            .refundable(&reference, at(31), &config)
+        refundable(state, &reference, at(31), &config)
             .unwrap_err()
             .code(),
         "refund_not_allowed"
     );
     assert_eq!(
-        state
-            .refundable(&reference, at(0), &Config::default())
-            .unwrap(),
+        refundable(state, &reference, at(0), &Config::default()).unwrap(),
         dec("4")
     );
 }
@@ -571,4 +649,65 @@ fn events_travel_as_type_version_and_payload_and_come_back_equal() {
     assert!(future.detail.contains("newer Tally"), "{future}");
     let unknown = codec::decode::<E>("credits.unknown", 1, serde_json::json!({})).unwrap_err();
     assert!(unknown.to_string().contains("credits.unknown"), "{unknown}");
+}
+
+#[test]
+fn a_hold_the_state_forgot_is_recalled_from_the_log() {
+    // h-0 is captured, then more holds close than the state keeps.
+    let mut events = vec![
+        opened(),
+        deposited("1000"),
+        hold_placed("h-0", "2", 10),
+        E::HoldCaptured {
+            hold_id: hold("h-0"),
+            captured: amount("2"),
+            released: Decimal::ZERO,
+        },
+    ];
+    for i in 1..=account::CLOSED_HOLDS_KEPT {
+        let id = format!("h-{i}");
+        events.push(hold_placed(&id, "1", 10));
+        events.push(E::HoldReleased {
+            hold_id: hold(&id),
+            amount: amount("1"),
+            reason: reason("job failed"),
+        });
+    }
+    let state = given(&events);
+    assert!(!state.holds.contains_key(&hold("h-0")), "h-0 is forgotten");
+    assert_eq!(state.holds.len(), account::CLOSED_HOLDS_KEPT);
+    assert_eq!(
+        account::recall(&state, &capture("h-0", None)),
+        ["hold:h-0", "capture:h-0", "release:h-0", "expire:h-0"]
+    );
+    assert_eq!(
+        when(&state, release("h-0")).unwrap_err(),
+        DomainError::HoldNotOpen {
+            hold_id: hold("h-0"),
+            state: HoldState::Captured
+        }
+    );
+    let expire = C::ExpireHold {
+        hold_id: hold("h-0"),
+    };
+    assert_eq!(
+        when_at(&state, expire, t0() + Duration::hours(1)).unwrap(),
+        vec![]
+    );
+    // Its spend is still refundable: the capture is recalled too.
+    assert_eq!(
+        refundable(&state, "hold:h-0", t0(), &Config::default()).unwrap(),
+        dec("2")
+    );
+    // Without the log's answer the decider does not guess.
+    let blind = account::decide(
+        &state,
+        &release("h-0"),
+        &Context {
+            now: t0(),
+            config: &Config::default(),
+            past: &[],
+        },
+    );
+    assert_eq!(blind.unwrap_err().code(), "hold_not_found");
 }

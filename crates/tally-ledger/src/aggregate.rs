@@ -43,10 +43,25 @@ pub trait Aggregate: Send + Sync + 'static {
     /// The state before any event.
     fn initial(key: &Self::Key) -> Self::State;
 
-    /// The domain's decision.
+    /// The id the command is idempotent by, when it carries one of its own (a hold id,
+    /// a debit id …), unique in its stream across kinds of command. Its events get ids
+    /// derived from it, so the log never holds two applications of it. `None`: the
+    /// request's `command_id`, if any, is used instead.
+    fn command_id(_command: &Self::Command) -> Option<String> {
+        None
+    }
+
+    /// The command ids whose events `decide` needs and the state no longer holds.
+    fn recall(_state: &Self::State, _command: &Self::Command) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The domain's decision; `past` holds the events [`Aggregate::recall`] named, in
+    /// log order, with their business time.
     fn decide(
         state: &Self::State,
         command: &Self::Command,
+        past: &[(Self::Event, DateTime<Utc>)],
         now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Vec<Self::Event>, DomainError>;
@@ -91,17 +106,26 @@ impl Aggregate for Accounts {
         Account::new(*key)
     }
 
+    fn command_id(command: &AccountCommand) -> Option<String> {
+        account::command_id(command)
+    }
+
+    fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
+        account::recall(state, command)
+    }
+
     fn decide(
         state: &Account,
         command: &AccountCommand,
+        past: &[(AccountEvent, DateTime<Utc>)],
         now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Vec<AccountEvent>, DomainError> {
-        account::decide(state, command, &Context { now, config })
+        account::decide(state, command, &Context { now, config, past })
     }
 
-    fn evolve(state: Account, event: &AccountEvent, occurred_at: DateTime<Utc>) -> Account {
-        account::evolve(state, event, occurred_at)
+    fn evolve(state: Account, event: &AccountEvent, _: DateTime<Utc>) -> Account {
+        account::evolve(state, event)
     }
 
     fn view(state: &Account, command: &AccountCommand) -> AccountView {
@@ -142,6 +166,7 @@ impl Aggregate for Payments {
     fn decide(
         state: &Payment,
         command: &PaymentCommand,
+        _past: &[(PaymentEvent, DateTime<Utc>)],
         _now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Vec<PaymentEvent>, DomainError> {
@@ -189,6 +214,7 @@ impl Aggregate for Subscriptions {
     fn decide(
         state: &Subscription,
         command: &SubscriptionCommand,
+        _past: &[(SubscriptionEvent, DateTime<Utc>)],
         now: DateTime<Utc>,
         config: &Config,
     ) -> Result<Vec<SubscriptionEvent>, DomainError> {
@@ -228,6 +254,7 @@ impl Aggregate for Refunds {
     fn decide(
         state: &RefundRequest,
         command: &RefundCommand,
+        _past: &[(RefundEvent, DateTime<Utc>)],
         _now: DateTime<Utc>,
         _config: &Config,
     ) -> Result<Vec<RefundEvent>, DomainError> {
@@ -271,6 +298,7 @@ impl Aggregate for Slots {
     fn decide(
         state: &Slot,
         command: &SlotCommand,
+        _past: &[(SlotEvent, DateTime<Utc>)],
         _now: DateTime<Utc>,
         _config: &Config,
     ) -> Result<Vec<SlotEvent>, DomainError> {

@@ -11,15 +11,23 @@
 //!   other against the evolving state, and appends all their events in one atomic
 //!   append: a hot account does one commit per batch, not per command. Conflicts only
 //!   come from other processes; they reload the state and re-decide the whole batch.
-//! - **Idempotent commands.** A command with an id (a hold id, a debit id, a grant id
-//!   …) gets event ids derived from its stream and id, and records a digest of itself in
-//!   each event's metadata. Sent again, the domain refuses the used id; the service then
+//! - **Idempotent commands.** A command with an id (its own, like `debit:<debit id>`,
+//!   see [`Aggregate::command_id`], or else the request's) gets event ids derived from
+//!   its stream and id, and records a digest of itself in each event's metadata. The
+//!   log refuses a second event with the same id, so an id is applied at most once
+//!   however long ago it was used and whatever the state remembers; the service then
 //!   finds the original events by their derived ids: same digest, the original outcome
-//!   is returned as a replay; another digest is `idempotency_conflict`. Across
-//!   processes, the log's own event-id idempotency makes a second copy impossible.
+//!   is returned as a replay; another digest is `idempotency_conflict`.
 //!   Derived ids are UUIDv8 (name-based), not v7: that is what makes them derivable.
+//! - **Recall.** States stay small (an account keeps its open holds, not every id it
+//!   ever saw); when a decision needs an older fact, [`Aggregate::recall`] names the
+//!   command ids and the service fetches their events by derived id — from this batch
+//!   if it decided them, else from the log — and hands them to `decide`.
 //! - **Snapshots** every [`SNAPSHOT_EVERY_EVENTS`] events keep a long stream quick to
-//!   load in a new process; the worker's memory keeps it quick while it lives.
+//!   load in a new process; the worker's memory keeps it quick while it lives. They are
+//!   gathered for up to [`SNAPSHOT_FLUSH_EVERY`] and saved together, in one
+//!   transaction, off the commands' path: one more commit per flush, not per
+//!   snapshot (SQLite has one write lock for appends and snapshots alike).
 //!
 //! A worker exits after [`WORKER_IDLE`] without commands, so memory follows the set of
 //! active streams.
@@ -50,8 +58,14 @@ pub const BATCH_COMMANDS_MAX: usize = 128;
 pub const QUEUE_COMMANDS_MAX: usize = 1_024;
 /// How often a batch is re-decided after losing a race with another process.
 pub const COMMAND_ATTEMPTS_MAX: u32 = 16;
-/// A snapshot is saved each time a stream passes a multiple of this many events.
-pub const SNAPSHOT_EVERY_EVENTS: u64 = 1_000;
+/// A snapshot is taken each time a stream passes a multiple of this many events, so a
+/// load folds at most this many events after the snapshot.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 50;
+/// How long snapshots wait to be saved together.
+pub const SNAPSHOT_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Snapshots waiting to be saved at most (per stream, the newest counts once); more are
+/// dropped: a snapshot is a cache, losing one costs a slower load, never a wrong state.
+const SNAPSHOTS_WAITING_MAX: usize = 4_096;
 /// Most events one command may produce (bounds the replay lookup).
 pub const EVENTS_PER_COMMAND_MAX: u32 = 8;
 /// A worker with no command for this long exits and forgets its state.
@@ -108,7 +122,8 @@ pub struct Request<A: Aggregate> {
     pub key: A::Key,
     /// What to do.
     pub command: A::Command,
-    /// The command's own id, if it is idempotent by one (hold id, debit id …).
+    /// An id to make the command idempotent by when it carries none of its own
+    /// ([`Aggregate::command_id`] wins when it has one).
     pub command_id: Option<String>,
     /// Who and why, copied onto every event.
     pub metadata: Metadata,
@@ -161,6 +176,7 @@ struct Inner<A: Aggregate> {
     config: Arc<Config>,
     workers: Mutex<HashMap<A::Key, mpsc::Sender<Job<A>>>>,
     retries: AtomicU64,
+    snapshots: std::sync::OnceLock<mpsc::Sender<Snapshot>>,
 }
 
 impl<A: Aggregate> Ledger<A> {
@@ -172,6 +188,7 @@ impl<A: Aggregate> Ledger<A> {
                 config,
                 workers: Mutex::new(HashMap::new()),
                 retries: AtomicU64::new(0),
+                snapshots: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -208,6 +225,17 @@ impl<A: Aggregate> Ledger<A> {
     /// Loads a stream's state from the log (snapshot + tail), bypassing the workers.
     pub async fn load(&self, key: &A::Key) -> Result<Loaded<A::State>, LedgerError> {
         load::<A>(&self.inner, key).await
+    }
+
+    /// The events of these earlier commands of a stream, in log order, with their
+    /// business time (what [`Aggregate::recall`] asks for).
+    pub async fn recall(
+        &self,
+        key: &A::Key,
+        command_ids: &[String],
+    ) -> Result<Vec<(A::Event, DateTime<Utc>)>, LedgerError> {
+        let stream_id = Self::stream_id(key)?;
+        recall_from_log::<A>(&self.inner, &stream_id, command_ids).await
     }
 
     fn worker(&self, key: &A::Key) -> mpsc::Sender<Job<A>> {
@@ -334,21 +362,34 @@ async fn decide_and_append<A: Aggregate>(
         let mut decisions = Vec::with_capacity(batch.len());
         for job in batch {
             let command = &job.request.command;
-            decisions.push(match A::decide(&state, command, now, &inner.config) {
-                Ok(decided) if decided.is_empty() => Decision::NoOp(A::view(&state, command)),
-                Ok(decided) => match encode(&stream_id, &job.request, &decided, now) {
-                    Ok(encoded) => {
-                        for event in &decided {
-                            state = A::evolve(state, event, now);
-                        }
-                        let start = events.len();
-                        events.extend(encoded);
-                        Decision::Append(start..events.len(), A::view(&state, command))
+            let wanted = A::recall(&state, command);
+            let past = match wanted.is_empty() {
+                true => Vec::new(),
+                false => match recall::<A>(inner, &stream_id, &wanted, &events).await {
+                    Ok(past) => past,
+                    Err(e) => {
+                        decisions.push(Decision::Done(Err(e)));
+                        continue;
                     }
-                    Err(e) => Decision::Done(Err(e)),
                 },
-                Err(refusal) => Decision::Refused(refusal),
-            });
+            };
+            decisions.push(
+                match A::decide(&state, command, &past, now, &inner.config) {
+                    Ok(decided) if decided.is_empty() => Decision::NoOp(A::view(&state, command)),
+                    Ok(decided) => match encode(&stream_id, &job.request, &decided, now) {
+                        Ok(encoded) => {
+                            for event in &decided {
+                                state = A::evolve(state, event, now);
+                            }
+                            let start = events.len();
+                            events.extend(encoded);
+                            Decision::Append(start..events.len(), A::view(&state, command))
+                        }
+                        Err(e) => Decision::Done(Err(e)),
+                    },
+                    Err(refusal) => Decision::Refused(refusal),
+                },
+            );
         }
 
         if events.is_empty() {
@@ -375,11 +416,7 @@ async fn decide_and_append<A: Aggregate>(
             .append(&stream_id, ExpectedVersion::Exact(loaded_version), events)
             .await;
         match appended {
-            // Every event was in the log already: another process ran these very
-            // commands. The state decided here is not the log's (and must never be
-            // snapshotted): reload and decide again, which answers them as replays.
-            Ok(result) if result.replayed => {}
-            Ok(result) => {
+            Ok(result) if !result.replayed => {
                 let version = result.stream_version(&stream_id).unwrap_or(loaded_version);
                 let position = result.position();
                 maybe_snapshot::<A>(inner, &stream_id, loaded_version, version, &state, position);
@@ -397,10 +434,12 @@ async fn decide_and_append<A: Aggregate>(
             }
             // Another process wrote the stream: reload and decide the batch again.
             Err(StoreError::WrongExpectedVersion { .. }) => {}
-            // The log holds one of these derived event ids with other content: a
-            // command id re-used for something else, or a copy written by another
-            // process. Decide the commands one at a time so only that one is refused.
-            Err(StoreError::IdempotencyConflict { detail, .. }) => {
+            // The log holds these derived event ids already: commands applied before
+            // (re-sent, or run by another process), or an id re-used for something
+            // else. The state decided here is not the log's (and is never cached or
+            // snapshotted). Decide the commands one at a time, so only those are
+            // answered from the log: as a replay when the digest matches, else refused.
+            Ok(_) | Err(StoreError::IdempotencyConflict { .. }) => {
                 if batch.len() > 1 {
                     let mut answers = Vec::with_capacity(batch.len());
                     for job in batch {
@@ -413,7 +452,9 @@ async fn decide_and_append<A: Aggregate>(
                     Ok(fresh) => fresh,
                     Err(e) => return vec![Err(e)],
                 };
-                let refusal = DomainError::IdempotencyConflict(detail);
+                let refusal = DomainError::IdempotencyConflict(
+                    "this id was already used for a different request".into(),
+                );
                 let answer = replay(
                     inner,
                     &stream_id,
@@ -494,17 +535,15 @@ async fn replay<A: Aggregate>(
     state: &A::State,
     version: u64,
 ) -> Result<Outcome<A::View>, LedgerError> {
-    let Some(command_id) = &request.command_id else {
+    let Some(command_id) = effective_command_id(request) else {
         return Err(refusal.into());
     };
-    let ids: Vec<Uuid> = (0..EVENTS_PER_COMMAND_MAX)
-        .map(|i| event_id(stream_id, command_id, i))
-        .collect();
+    let ids = event_ids(stream_id, std::slice::from_ref(&command_id));
     let found = inner.store.find_events(&ids).await?;
     let Some(last) = found.last() else {
         return Err(refusal.into());
     };
-    let key = idempotency_key(command_id, &request.command)?;
+    let key = idempotency_key(&command_id, &request.command)?;
     if found
         .iter()
         .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
@@ -532,7 +571,8 @@ fn encode<A: Aggregate>(
         return Err(DomainError::Validation("a command produced too many events".into()).into());
     }
     let mut metadata = request.metadata.clone();
-    if let Some(command_id) = &request.command_id {
+    let command_id = effective_command_id(request);
+    if let Some(command_id) = &command_id {
         metadata.idempotency_key = Some(idempotency_key(command_id, &request.command)?);
     }
     Ok(events
@@ -540,7 +580,7 @@ fn encode<A: Aggregate>(
         .enumerate()
         .map(|(i, event)| {
             let (event_type, schema_version, payload) = codec::encode(event);
-            let event_id = match &request.command_id {
+            let event_id = match &command_id {
                 Some(command_id) => event_id(stream_id, command_id, i as u32),
                 None => Uuid::now_v7(),
             };
@@ -554,6 +594,64 @@ fn encode<A: Aggregate>(
             }
         })
         .collect())
+}
+
+/// The id a request is idempotent by: the command's own, else the request's.
+fn effective_command_id<A: Aggregate>(request: &Request<A>) -> Option<String> {
+    A::command_id(&request.command).or_else(|| request.command_id.clone())
+}
+
+/// Every event id the commands `command_ids` may have produced.
+fn event_ids(stream_id: &StreamId, command_ids: &[String]) -> Vec<Uuid> {
+    command_ids
+        .iter()
+        .flat_map(|id| (0..EVENTS_PER_COMMAND_MAX).map(move |i| event_id(stream_id, id, i)))
+        .collect()
+}
+
+/// The events of earlier commands, for a decision: those already in the log, then those
+/// decided earlier in this batch (`pending`, not appended yet).
+async fn recall<A: Aggregate>(
+    inner: &Inner<A>,
+    stream_id: &StreamId,
+    command_ids: &[String],
+    pending: &[NewEvent],
+) -> Result<Vec<(A::Event, DateTime<Utc>)>, LedgerError> {
+    let mut past = recall_from_log::<A>(inner, stream_id, command_ids).await?;
+    if !pending.is_empty() {
+        let ids = event_ids(stream_id, command_ids);
+        for event in pending.iter().filter(|e| ids.contains(&e.event_id)) {
+            let decoded = codec::decode(
+                &event.event_type,
+                event.schema_version,
+                event.payload.clone(),
+            )?;
+            past.push((decoded, event.occurred_at));
+        }
+    }
+    Ok(past)
+}
+
+async fn recall_from_log<A: Aggregate>(
+    inner: &Inner<A>,
+    stream_id: &StreamId,
+    command_ids: &[String],
+) -> Result<Vec<(A::Event, DateTime<Utc>)>, LedgerError> {
+    let found = inner
+        .store
+        .find_events(&event_ids(stream_id, command_ids))
+        .await?;
+    found
+        .into_iter()
+        .map(|recorded| {
+            let event = codec::decode(
+                &recorded.event_type,
+                recorded.schema_version,
+                recorded.payload,
+            )?;
+            Ok((event, recorded.occurred_at))
+        })
+        .collect()
 }
 
 /// A random pause, growing with the attempt, at most [`RETRY_BACKOFF_MAX`].
@@ -610,18 +708,58 @@ fn maybe_snapshot<A: Aggregate>(
     let Ok(bytes) = serde_json::to_vec(&(state, position)) else {
         return;
     };
+    if bytes.len() > tally_store::limits::SNAPSHOT_BYTES_MAX {
+        return;
+    }
     let snapshot = Snapshot {
         stream_id: stream_id.clone(),
         stream_version: after,
         state: bytes,
     };
-    let store = inner.store.clone();
-    // A snapshot is a cache: losing one costs a slower load, never a wrong state.
-    tokio::spawn(async move {
-        if let Err(error) = store.save_snapshot(&snapshot).await {
-            tracing::warn!(%error, stream = %snapshot.stream_id, "snapshot not saved");
-        }
+    let sender = inner.snapshots.get_or_init(|| {
+        let (sender, waiting) = mpsc::channel(SNAPSHOTS_WAITING_MAX);
+        tokio::spawn(save_snapshots(inner.store.clone(), waiting));
+        sender
     });
+    // A full queue drops the snapshot: a cache, never a reason to slow a command.
+    let _ = sender.try_send(snapshot);
+}
+
+/// Saves the snapshots sent to it, gathered for [`SNAPSHOT_FLUSH_EVERY`], newest per
+/// stream, in one transaction per flush; exits when every sender is gone.
+async fn save_snapshots(store: Arc<dyn EventStore>, mut waiting: mpsc::Receiver<Snapshot>) {
+    let mut received = Vec::new();
+    loop {
+        if waiting
+            .recv_many(&mut received, SNAPSHOTS_WAITING_MAX)
+            .await
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(SNAPSHOT_FLUSH_EVERY).await;
+        while received.len() < SNAPSHOTS_WAITING_MAX {
+            match waiting.try_recv() {
+                Ok(snapshot) => received.push(snapshot),
+                Err(_) => break,
+            }
+        }
+        let mut newest: HashMap<StreamId, Snapshot> = HashMap::new();
+        for snapshot in received.drain(..) {
+            match newest.get(&snapshot.stream_id) {
+                Some(kept) if kept.stream_version >= snapshot.stream_version => {}
+                _ => {
+                    newest.insert(snapshot.stream_id.clone(), snapshot);
+                }
+            }
+        }
+        let newest: Vec<Snapshot> = newest.into_values().collect();
+        for chunk in newest.chunks(tally_store::limits::SNAPSHOTS_PER_SAVE_MAX) {
+            if let Err(error) = store.save_snapshots(chunk).await {
+                tracing::warn!(%error, snapshots = chunk.len(), "snapshots not saved");
+            }
+        }
+    }
 }
 
 async fn load<A: Aggregate>(

@@ -5,11 +5,11 @@
 //! - Requesting a refund reads what the account says the spend has left to refund
 //!   within the policy window, then records the request.
 //! - Approving a refund records the approval, then returns the credits to the account
-//!   (idempotent by the refund id: the account refuses a refund id twice, and a spend
+//!   (idempotent by the refund id: the log refuses `refund:<id>` twice, and a spend
 //!   never gives back more than it took). If the process dies between the two steps,
 //!   approving again — or the refund reactor — returns the credits.
 
-use tally_domain::account::AccountCommand;
+use tally_domain::account::{self, AccountCommand};
 use tally_domain::refund::{RefundAsk, RefundCommand, RefundRequest, RefundStatus};
 use tally_domain::values::{AdminId, Reason, RefundId};
 use tally_domain::{Config, DomainError};
@@ -29,8 +29,14 @@ pub async fn request_refund(
     metadata: Metadata,
 ) -> Result<Outcome<RefundRequest>, LedgerError> {
     let account = accounts.load(&ask.user_id).await?;
+    let spend: Vec<String> = account::spend_command_id(&ask.reference)
+        .into_iter()
+        .collect();
+    let past = accounts.recall(&ask.user_id, &spend).await?;
     let now = tally_store::event::now_micros();
-    let refundable = account.state.refundable(&ask.reference, now, config)?;
+    let refundable = account
+        .state
+        .refundable(&ask.reference, &past, now, config)?;
     refunds
         .execute(Request {
             key: refund_id.clone(),
@@ -70,7 +76,7 @@ pub async fn approve_refund(
                 reference: ask.reference,
                 amount: ask.amount,
             },
-            command_id: Some(format!("refund:{refund_id}")),
+            command_id: None,
             metadata,
         })
         .await

@@ -87,6 +87,7 @@ on_both_backends!(
     an_admin_plan_correction_is_on_record_with_before_and_after,
     an_approved_refund_returns_the_credits_once,
     a_reused_command_id_fails_alone_not_its_whole_batch,
+    a_new_process_recalls_what_the_state_forgot,
 );
 
 fn user(id: i64) -> UserId {
@@ -161,13 +162,11 @@ async fn commands_run_in_order_and_return_state_and_position(s: &Setup) {
         .await
         .unwrap();
     assert_eq!(opened.version, 1);
-    let funded = run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+    let funded = run(&s.ledger, u, deposit("pay-1", "10"), None)
         .await
         .unwrap();
     assert!(funded.position > opened.position);
-    let held = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
-        .await
-        .unwrap();
+    let held = run(&s.ledger, u, place("job-1", "4"), None).await.unwrap();
     assert_eq!((held.view.available, held.view.held), (dec("6"), dec("4")));
     let captured = run(
         &s.ledger,
@@ -205,22 +204,18 @@ async fn commands_run_in_order_and_return_state_and_position(s: &Setup) {
 async fn a_resent_command_returns_its_original_outcome_and_appends_nothing(s: &Setup) {
     let u = user(43);
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+    run(&s.ledger, u, deposit("pay-1", "10"), None)
         .await
         .unwrap();
-    let first = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
-        .await
-        .unwrap();
+    let first = run(&s.ledger, u, place("job-1", "4"), None).await.unwrap();
     assert!(!first.replayed);
-    run(&s.ledger, u, deposit("pay-2", "1"), Some("pay-2"))
+    run(&s.ledger, u, deposit("pay-2", "1"), None)
         .await
         .unwrap();
-    let again = run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
-        .await
-        .unwrap();
+    let again = run(&s.ledger, u, place("job-1", "4"), None).await.unwrap();
     assert!(again.replayed, "the second time is a replay");
     assert_eq!(again.position, first.position, "with the original position");
-    let resent_deposit = run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+    let resent_deposit = run(&s.ledger, u, deposit("pay-1", "10"), None)
         .await
         .unwrap();
     assert!(resent_deposit.replayed);
@@ -231,13 +226,11 @@ async fn a_resent_command_returns_its_original_outcome_and_appends_nothing(s: &S
 async fn a_resent_id_with_other_content_is_an_idempotency_conflict(s: &Setup) {
     let u = user(44);
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+    run(&s.ledger, u, deposit("pay-1", "10"), None)
         .await
         .unwrap();
-    run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
-        .await
-        .unwrap();
-    let err = run(&s.ledger, u, place("job-1", "5"), Some("job-1"))
+    run(&s.ledger, u, place("job-1", "4"), None).await.unwrap();
+    let err = run(&s.ledger, u, place("job-1", "5"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), "idempotency_conflict", "{err}");
@@ -246,12 +239,12 @@ async fn a_resent_id_with_other_content_is_an_idempotency_conflict(s: &Setup) {
 
 async fn a_refused_command_appends_nothing(s: &Setup) {
     let u = user(45);
-    let err = run(&s.ledger, u, debit("d-1", "1"), Some("d-1"))
+    let err = run(&s.ledger, u, debit("d-1", "1"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), "account_not_found");
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    let err = run(&s.ledger, u, debit("d-1", "1"), Some("d-1"))
+    let err = run(&s.ledger, u, debit("d-1", "1"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), "insufficient_credits");
@@ -261,7 +254,7 @@ async fn a_refused_command_appends_nothing(s: &Setup) {
 async fn a_hot_account_loses_no_command_to_conflicts(s: &Setup) {
     let u = user(46);
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    run(&s.ledger, u, deposit("fund", "1000"), Some("fund"))
+    run(&s.ledger, u, deposit("fund", "1000"), None)
         .await
         .unwrap();
     let tasks: Vec<_> = (0..8)
@@ -270,7 +263,7 @@ async fn a_hot_account_loses_no_command_to_conflicts(s: &Setup) {
             tokio::spawn(async move {
                 for i in 0..100 {
                     let id = format!("d-{t}-{i}");
-                    run(&ledger, u, debit(&id, "0.01"), Some(&id))
+                    run(&ledger, u, debit(&id, "0.01"), None)
                         .await
                         .expect("no command on a hot account fails");
                 }
@@ -294,7 +287,7 @@ async fn two_processes_on_one_account_both_succeed(s: &Setup) {
         tasks.push(tokio::spawn(async move {
             for i in 0..50 {
                 let id = format!("p-{n}-{i}");
-                run(&ledger, u, deposit(&id, "1"), Some(&id))
+                run(&ledger, u, deposit(&id, "1"), None)
                     .await
                     .expect("a conflict with another process is retried, not failed");
             }
@@ -313,27 +306,27 @@ async fn a_long_account_is_snapshotted_and_loads_the_same(s: &Setup) {
     let mut last = None;
     for i in 0..1_100 {
         let id = format!("p-{i}");
-        last = Some(
-            run(&s.ledger, u, deposit(&id, "0.5"), Some(&id))
-                .await
-                .unwrap(),
-        );
+        last = Some(run(&s.ledger, u, deposit(&id, "0.5"), None).await.unwrap());
     }
     let last = last.unwrap();
     let stream = StreamId::new(format!("account-{u}")).unwrap();
+    // The newest multiple of the interval at or below the stream's 1,101 events.
+    let every = tally_ledger::SNAPSHOT_EVERY_EVENTS;
+    let expected = 1_101 / every * every;
     let mut snapshot = None;
-    for _ in 0..100 {
+    for _ in 0..250 {
         snapshot = s.store.load_snapshot(&stream).await.unwrap();
-        if snapshot.is_some() {
+        if snapshot
+            .as_ref()
+            .is_some_and(|s| s.stream_version == expected)
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(
-        snapshot
-            .expect("a snapshot after 1,000 events")
-            .stream_version,
-        1_000
+        snapshot.expect("snapshots are saved").stream_version,
+        expected
     );
     let fresh = Ledger::<Accounts>::new(s.store.clone(), Arc::new(Config::default()));
     let loaded = fresh.load(&u).await.unwrap();
@@ -367,7 +360,7 @@ async fn many_tasks_on_hot_and_cold_accounts_match_a_sequential_model(s: &Setup)
         openers.push(tokio::spawn(async move {
             for u in chunk {
                 run(&ledger, u, open_account(), None).await.unwrap();
-                run(&ledger, u, deposit("fund", "10000"), Some("fund"))
+                run(&ledger, u, deposit("fund", "10000"), None)
                     .await
                     .unwrap();
             }
@@ -396,7 +389,7 @@ async fn many_tasks_on_hot_and_cold_accounts_match_a_sequential_model(s: &Setup)
                 while commands < COMMANDS {
                     if commands % 10 == 9 && !sent.is_empty() {
                         let (u, command, id) = sent[(next() % sent.len() as u64) as usize].clone();
-                        let outcome = run(&ledger, u, command, Some(&id))
+                        let outcome = run(&ledger, u, command, None)
                             .await
                             .expect("a re-send is answered");
                         assert!(outcome.replayed, "re-sent {id} must be a replay");
@@ -422,7 +415,7 @@ async fn many_tasks_on_hot_and_cold_accounts_match_a_sequential_model(s: &Setup)
                         2 => (debit(&id, "0.1"), -10),
                         _ => {
                             // A hold then its partial capture: two commands.
-                            run(&ledger, u, place(&id, "0.3"), Some(&id))
+                            run(&ledger, u, place(&id, "0.3"), None)
                                 .await
                                 .expect("hold");
                             commands += 1;
@@ -593,12 +586,10 @@ async fn an_approved_refund_returns_the_credits_once(s: &Setup) {
     let refunds = Ledger::<Refunds>::new(s.store.clone(), Arc::new(config.clone()));
     let u = user(50);
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    run(&s.ledger, u, deposit("pay-1", "10"), Some("pay-1"))
+    run(&s.ledger, u, deposit("pay-1", "10"), None)
         .await
         .unwrap();
-    run(&s.ledger, u, place("job-1", "4"), Some("job-1"))
-        .await
-        .unwrap();
+    run(&s.ledger, u, place("job-1", "4"), None).await.unwrap();
     run(
         &s.ledger,
         u,
@@ -656,19 +647,20 @@ async fn an_approved_refund_returns_the_credits_once(s: &Setup) {
 async fn a_reused_command_id_fails_alone_not_its_whole_batch(s: &Setup) {
     let u = user(51);
     run(&s.ledger, u, open_account(), None).await.unwrap();
-    run(&s.ledger, u, deposit("pay-1", "100"), Some("x"))
+    run(&s.ledger, u, deposit("pay-1", "100"), None)
         .await
         .unwrap();
-    // "x" again, as a debit: the domain has no debit "x", but the log has the event id.
+    // Payment pay-1 again with another amount: the state keeps no list of payments, but
+    // the log has the events of `deposit:pay-1`.
     let mut tasks = vec![{
         let ledger = s.ledger.clone();
-        tokio::spawn(async move { run(&ledger, u, debit("reused", "1"), Some("x")).await })
+        tokio::spawn(async move { run(&ledger, u, deposit("pay-1", "5"), None).await })
     }];
     for i in 0..10 {
         let ledger = s.ledger.clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("d-{i}");
-            run(&ledger, u, debit(&id, "1"), Some(&id)).await
+            run(&ledger, u, debit(&id, "1"), None).await
         }));
     }
     let mut results = Vec::new();
@@ -681,4 +673,102 @@ async fn a_reused_command_id_fails_alone_not_its_whole_batch(s: &Setup) {
     );
     assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
     assert_eq!(s.ledger.load(&u).await.unwrap().state.available, dec("90"));
+}
+
+async fn a_new_process_recalls_what_the_state_forgot(s: &Setup) {
+    use tally_domain::account::CLOSED_HOLDS_KEPT;
+    use tally_domain::refund::RefundAsk;
+    use tally_domain::values::{AdminId, RefundId};
+    use tally_ledger::Refunds;
+    use tally_ledger::workflows::{approve_refund, request_refund};
+    let u = user(60);
+    run(&s.ledger, u, open_account(), None).await.unwrap();
+    run(&s.ledger, u, deposit("pay-1", "100"), None)
+        .await
+        .unwrap();
+    let capture = |id: &str, credits: Option<&str>| C::CaptureHold {
+        hold_id: HoldId::new(id).unwrap(),
+        amount: credits.map(amount),
+    };
+    run(&s.ledger, u, place("old", "2"), None).await.unwrap();
+    run(&s.ledger, u, capture("old", Some("2")), None)
+        .await
+        .unwrap();
+    // More holds close after it than an account state keeps.
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let ledger = s.ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (task..=CLOSED_HOLDS_KEPT).step_by(8) {
+                let id = format!("later-{i}");
+                run(&ledger, u, place(&id, "1"), None).await.unwrap();
+                let release = C::ReleaseHold {
+                    hold_id: HoldId::new(&id).unwrap(),
+                    reason: Reason::new("job failed").unwrap(),
+                };
+                run(&ledger, u, release, None).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events_before = events_in(&*s.store, u).await;
+
+    // A new process: its state comes from a snapshot and the tail, and has forgotten
+    // both the payment and the hold.
+    let config = Config::default();
+    let fresh = Ledger::<Accounts>::new(s.store.clone(), Arc::new(config.clone()));
+    let loaded = fresh.load(&u).await.unwrap();
+    assert!(
+        !loaded
+            .state
+            .holds
+            .contains_key(&HoldId::new("old").unwrap())
+    );
+    assert_eq!(loaded.state.available, dec("98"));
+
+    let resent = run(&fresh, u, deposit("pay-1", "100"), None).await.unwrap();
+    assert!(resent.replayed, "a payment credited long ago is a replay");
+    assert_eq!(resent.view.available, dec("98"));
+    let other = run(&fresh, u, deposit("pay-1", "50"), None).await;
+    assert_eq!(other.unwrap_err().code(), "idempotency_conflict");
+    let again = run(&fresh, u, capture("old", Some("2")), None)
+        .await
+        .unwrap();
+    assert!(again.replayed, "the same capture re-sent is a replay");
+    let release = C::ReleaseHold {
+        hold_id: HoldId::new("old").unwrap(),
+        reason: Reason::new("job failed").unwrap(),
+    };
+    let err = run(&fresh, u, release, None).await.unwrap_err();
+    assert_eq!(err.code(), "hold_not_open");
+    assert!(err.to_string().contains("captured"), "{err}");
+    assert_eq!(
+        events_in(&*s.store, u).await,
+        events_before,
+        "nothing appended"
+    );
+
+    // The hold's spend is still refundable, once.
+    let refunds = Ledger::<Refunds>::new(s.store.clone(), Arc::new(config.clone()));
+    let ask = RefundAsk {
+        user_id: u,
+        reference: "hold:old".into(),
+        amount: amount("2"),
+        reason: Reason::new("never delivered").unwrap(),
+        requested_by: "ops-alice".into(),
+    };
+    let id = RefundId::new("r-old").unwrap();
+    let meta = || Metadata::by(Actor::new(ActorKind::Admin, "ops-alice"));
+    request_refund(&fresh, &refunds, &config, id.clone(), ask, meta())
+        .await
+        .unwrap();
+    let bob = AdminId::new("ops-bob").unwrap();
+    let reason = Reason::new("confirmed").unwrap();
+    let approved = approve_refund(&fresh, &refunds, id, bob, reason, meta())
+        .await
+        .unwrap();
+    assert_eq!(approved.view.available, dec("100"));
+    assert_eq!(events_in(&*s.store, u).await, events_before + 1);
 }

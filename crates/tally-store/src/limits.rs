@@ -61,8 +61,23 @@ pub(crate) fn check_page(limit: usize) -> crate::Result<()> {
     Ok(())
 }
 
-/// Checks a snapshot before it is stored .
-pub(crate) fn check_snapshot(snapshot: &crate::Snapshot) -> crate::Result<()> {
+/// Most snapshots one `save_snapshots` call stores.
+pub const SNAPSHOTS_PER_SAVE_MAX: usize = 1_000;
+
+/// Checks snapshots before they are stored.
+pub(crate) fn check_snapshots(snapshots: &[crate::Snapshot]) -> crate::Result<()> {
+    if snapshots.len() > SNAPSHOTS_PER_SAVE_MAX {
+        return Err(crate::StoreError::LimitExceeded {
+            what: "snapshots per save",
+            limit: SNAPSHOTS_PER_SAVE_MAX,
+            actual: snapshots.len(),
+        });
+    }
+    snapshots.iter().try_for_each(check_snapshot)
+}
+
+/// Checks a snapshot before it is stored.
+fn check_snapshot(snapshot: &crate::Snapshot) -> crate::Result<()> {
     if snapshot.state.len() > SNAPSHOT_BYTES_MAX {
         return Err(crate::StoreError::LimitExceeded {
             what: "snapshot bytes",

@@ -79,7 +79,7 @@ use crate::event::{AppendResult, AppendedEvent, RecordedEvent, Snapshot, StreamA
 use crate::group::{AppendQueue, Appends, answer, take_group};
 use crate::limits::{
     APPEND_ATTEMPTS_MAX, GROUP_COMMIT_APPENDS_MAX, STREAM_HEAD_CACHE_MAX, check_page,
-    check_snapshot,
+    check_snapshots,
 };
 use crate::plan::{EncodedAppend, Head, PlannedEvent, StoredRef};
 use crate::row::{StoredRow, to_i64};
@@ -845,19 +845,23 @@ impl EventStore for PostgresEventStore {
         self.inner.shared.signal.subscribe()
     }
 
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        check_snapshot(snapshot)?;
-        sqlx::query(
-            "INSERT INTO snapshots (stream_id, stream_version, state) VALUES ($1, $2, $3) \
-             ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
-             state = excluded.state, taken_at = now() \
-             WHERE excluded.stream_version >= snapshots.stream_version",
-        )
-        .bind(snapshot.stream_id.as_str())
-        .bind(to_i64(snapshot.stream_version))
-        .bind(&snapshot.state)
-        .execute(&self.inner.shared.pool)
-        .await?;
+    async fn save_snapshots(&self, snapshots: &[Snapshot]) -> Result<()> {
+        check_snapshots(snapshots)?;
+        let mut tx = self.inner.shared.pool.begin().await?;
+        for snapshot in snapshots {
+            sqlx::query(
+                "INSERT INTO snapshots (stream_id, stream_version, state) VALUES ($1, $2, $3) \
+                 ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
+                 state = excluded.state, taken_at = now() \
+                 WHERE excluded.stream_version >= snapshots.stream_version",
+            )
+            .bind(snapshot.stream_id.as_str())
+            .bind(to_i64(snapshot.stream_version))
+            .bind(&snapshot.state)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

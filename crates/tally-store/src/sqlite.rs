@@ -41,7 +41,7 @@ use crate::event::{
 };
 use crate::group::{AppendQueue, Appends, answer, take_group};
 use crate::limits::{
-    GROUP_COMMIT_APPENDS_MAX, INSERT_ROWS_MAX, STREAM_HEAD_CACHE_MAX, check_page, check_snapshot,
+    GROUP_COMMIT_APPENDS_MAX, INSERT_ROWS_MAX, STREAM_HEAD_CACHE_MAX, check_page, check_snapshots,
 };
 use crate::plan::{EncodedAppend, Head, PlannedEvent, StoredRef};
 use crate::row::{StoredRow, to_i64};
@@ -619,20 +619,26 @@ impl EventStore for SqliteEventStore {
         self.signal.subscribe()
     }
 
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        check_snapshot(snapshot)?;
-        sqlx::query(
-            "INSERT INTO snapshots (stream_id, stream_version, state, taken_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
-             state = excluded.state, taken_at = excluded.taken_at \
-             WHERE excluded.stream_version >= snapshots.stream_version",
-        )
-        .bind(snapshot.stream_id.as_str())
-        .bind(to_i64(snapshot.stream_version))
-        .bind(&snapshot.state[..])
-        .bind(now_micros().timestamp_micros())
-        .execute(&self.readers)
-        .await?;
+    async fn save_snapshots(&self, snapshots: &[Snapshot]) -> Result<()> {
+        check_snapshots(snapshots)?;
+        // Snapshots take SQLite's one write lock like appends do: one transaction for
+        // the lot, so callers should gather them (tally-ledger does).
+        let mut tx = self.readers.begin().await?;
+        for snapshot in snapshots {
+            sqlx::query(
+                "INSERT INTO snapshots (stream_id, stream_version, state, taken_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (stream_id) DO UPDATE SET stream_version = excluded.stream_version, \
+                 state = excluded.state, taken_at = excluded.taken_at \
+                 WHERE excluded.stream_version >= snapshots.stream_version",
+            )
+            .bind(snapshot.stream_id.as_str())
+            .bind(to_i64(snapshot.stream_version))
+            .bind(&snapshot.state[..])
+            .bind(now_micros().timestamp_micros())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

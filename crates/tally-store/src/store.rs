@@ -62,7 +62,14 @@ pub trait EventStore: Send + Sync + 'static {
     fn subscribe(&self) -> Wakeups;
 
     /// Stores a snapshot, unless one as new or newer is already stored for the stream.
-    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()>;
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        self.save_snapshots(std::slice::from_ref(snapshot)).await
+    }
+
+    /// Stores several snapshots in one transaction (at most
+    /// [`crate::limits::SNAPSHOTS_PER_SAVE_MAX`]), each unless one as new or newer is
+    /// already stored for its stream. Nothing is stored if one is refused.
+    async fn save_snapshots(&self, snapshots: &[Snapshot]) -> Result<()>;
 
     /// The newest snapshot of a stream, if any.
     async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>>;

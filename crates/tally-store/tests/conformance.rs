@@ -950,6 +950,34 @@ async fn snapshots_keep_the_newest_state(h: &Harness) {
         store.load_snapshot(&stream("account-2")).await.unwrap(),
         None
     );
+
+    // Several at once, in one transaction: all or nothing.
+    let other = |name: &str, v: u64| Snapshot {
+        stream_id: stream(name),
+        stream_version: v,
+        state: format!("{name}@{v}").into_bytes(),
+    };
+    store
+        .save_snapshots(&[other("account-2", 4), other("account-3", 9), at(8)])
+        .await
+        .unwrap();
+    assert_eq!(store.load_snapshot(&id).await.unwrap(), Some(at(8)));
+    assert_eq!(
+        store.load_snapshot(&stream("account-3")).await.unwrap(),
+        Some(other("account-3", 9))
+    );
+    let refused = store
+        .save_snapshots(&[other("account-2", 6), other("account-4", 0)])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.load_snapshot(&stream("account-2")).await.unwrap(),
+        Some(other("account-2", 4)),
+        "nothing of a refused save is stored"
+    );
 }
 
 async fn the_log_survives_a_restart(h: &Harness) {
