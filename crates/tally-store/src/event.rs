@@ -85,6 +85,19 @@ pub enum ActorKind {
     Webhook,
 }
 
+impl ActorKind {
+    /// The kind's name, as it is serialized (`user`, `admin` …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+            Self::Service => "service",
+            Self::System => "system",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 /// The actor of an event: its kind and an id meaningful for that kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {

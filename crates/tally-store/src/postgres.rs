@@ -841,6 +841,13 @@ impl EventStore for PostgresEventStore {
         head_position(&self.inner.shared.pool).await
     }
 
+    async fn last_position(&self) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+            .fetch_one(&self.inner.shared.pool)
+            .await?;
+        Ok(u64::try_from(last).unwrap_or(0))
+    }
+
     fn subscribe(&self) -> Wakeups {
         self.inner.shared.signal.subscribe()
     }

@@ -615,6 +615,11 @@ impl EventStore for SqliteEventStore {
         head_position(&self.readers).await
     }
 
+    async fn last_position(&self) -> Result<u64> {
+        // One writer: what is committed is readable.
+        head_position(&self.readers).await
+    }
+
     fn subscribe(&self) -> Wakeups {
         self.signal.subscribe()
     }

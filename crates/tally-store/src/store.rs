@@ -58,6 +58,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last event a `read_all` may return now (0 for an empty log).
     async fn head_position(&self) -> Result<u64>;
 
+    /// The position of the last committed event (0 for an empty log). On Postgres,
+    /// `read_all` may not return it yet while older transactions are still open
+    /// anywhere in the cluster; readers that must reach it wait until it does.
+    async fn last_position(&self) -> Result<u64>;
+
     /// A wake-up that fires after new appends, so readers need not spin.
     fn subscribe(&self) -> Wakeups;
 

@@ -523,6 +523,7 @@ async fn a_multi_stream_append_is_all_or_nothing(h: &Harness) {
     );
     assert!(store.read_stream(&account, 1, 10).await.unwrap().is_empty());
     assert_eq!(store.head_position().await.unwrap(), before);
+    assert_eq!(store.last_position().await.unwrap(), before);
     assert_eq!(read_everything(h, store.as_ref(), 100).await.len(), 1);
 
     let ok = store
@@ -677,6 +678,13 @@ async fn a_reader_never_skips_a_transaction_that_commits_late(h: &Harness) {
     );
     let checkpoint = first_read.last().map_or(0, |e| e.position);
     assert_eq!(store.head_position().await.unwrap(), 0);
+    // The last committed position counts the later commit, which readers cannot see yet.
+    let committed_later = if h.writers_overlap() {
+        late_position + 1
+    } else {
+        0
+    };
+    assert!(store.last_position().await.unwrap() >= committed_later);
 
     pending.commit().await;
     if let Some(later) = later {

@@ -1,0 +1,35 @@
+//! # tally-projections: read models that are exactly once, rebuildable and provable
+//!
+//! The log is the truth; read models are derived from it so the API, the bot and the
+//! auditors can ask "what is the balance", "what did this user spend" without folding
+//! streams. A [`Projection`] has a name, a version, its tables (SQL in
+//! `schema/projections/`) and a handler that applies a batch of events to them.
+//!
+//! The [`Projector`] runtime reads the log from each projection's checkpoint in
+//! bounded batches and applies a batch to the read model tables AND the checkpoint in
+//! one transaction, so every event takes effect exactly once whenever the process
+//! dies. The checkpoint is advanced by compare-and-set on its old value: a second
+//! process racing on the same projection rolls back instead of applying twice. On
+//! Postgres one process at a time holds a projection's lease (a session advisory lock);
+//! a standby takes over when the holder's connection dies.
+//!
+//! Tables are generations (`balances__g2`) behind views (`balances`): a rebuild fills
+//! the next generation aside from position 0 while queries read the old one, then swaps
+//! views and registry row in one transaction. A projection whose version changed in
+//! code is rebuilt at start.
+//!
+//! Read models keep amounts as integer cents, so sums are exact on both backends.
+
+mod accounts;
+mod error;
+mod runtime;
+mod sql;
+mod trial_balance;
+
+pub use accounts::Accounts;
+pub use error::ProjectionError;
+pub use runtime::{
+    BATCH_EVENTS_MAX, POLL_EVERY, Projection, ProjectionStatus, Projector, default_projections,
+};
+pub use sql::{Value, cents, from_cents};
+pub use trial_balance::TrialBalance;

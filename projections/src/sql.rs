@@ -1,0 +1,107 @@
+//! The little SQL both backends share: values bound by position (`$1`, `$2` … work on
+//! SQLite and Postgres alike through sqlx's Any driver), multi-row inserts, and amounts
+//! as integer cents.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use crate::ProjectionError;
+
+/// A value bound into a statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// An integer (ids, cents, positions, microseconds).
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_string())
+    }
+}
+
+/// Most bound values in one statement (SQLite allows 32,766; Postgres 65,535).
+const BINDS_MAX: usize = 30_000;
+
+/// Runs `sql` with `values` bound as `$1`, `$2` ….
+pub async fn execute(
+    conn: &mut AnyConnection,
+    sql: &str,
+    values: &[Value],
+) -> Result<u64, ProjectionError> {
+    // Statements are built here from constant text and table names, never from input.
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_string()));
+    for value in values {
+        query = match value {
+            Value::Int(v) => query.bind(*v),
+            Value::Text(v) => query.bind(v.clone()),
+        };
+    }
+    Ok(query.execute(conn).await?.rows_affected())
+}
+
+/// Inserts `rows` (each `columns.len()` values) with `INSERT INTO table (columns)
+/// VALUES …` followed by `tail` (e.g. an `ON CONFLICT` clause), in as few statements
+/// as the bind limit allows.
+pub async fn insert_rows(
+    conn: &mut AnyConnection,
+    table: &str,
+    columns: &[&str],
+    rows: &[Vec<Value>],
+    tail: &str,
+) -> Result<(), ProjectionError> {
+    let per_statement = (BINDS_MAX / columns.len()).max(1);
+    for chunk in rows.chunks(per_statement) {
+        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+        let mut values = Vec::with_capacity(chunk.len() * columns.len());
+        for (r, row) in chunk.iter().enumerate() {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..columns.len() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('$');
+                sql.push_str(&(values.len() + c + 1).to_string());
+            }
+            sql.push(')');
+            values.extend(row.iter().cloned());
+        }
+        sql.push(' ');
+        sql.push_str(tail);
+        execute(conn, &sql, &values).await?;
+    }
+    Ok(())
+}
+
+/// Credits as integer cents; `None` if the amount has more than 2 decimal places or
+/// does not fit.
+pub fn cents(amount: Decimal) -> Option<i64> {
+    let scaled = amount * Decimal::ONE_HUNDRED;
+    if scaled.fract() != Decimal::ZERO {
+        return None;
+    }
+    scaled.to_i64()
+}
+
+/// Integer cents as credits.
+pub fn from_cents(cents: i64) -> Decimal {
+    Decimal::new(cents, 2)
+}
