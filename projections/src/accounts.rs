@@ -15,7 +15,7 @@ use tally_store::RecordedEvent;
 
 use crate::ProjectionError;
 use crate::runtime::Projection;
-use crate::sql::{Value, cents, execute, insert_rows};
+use crate::sql::{Value, cents, execute, insert_rows, placeholders};
 
 /// The accounts read model (balances, statement, holds).
 pub struct Accounts;
@@ -86,7 +86,7 @@ impl Projection for Accounts {
         users.sort_unstable();
         users.dedup();
         for chunk in users.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let marks = placeholders(conn, 0, chunk.len());
             let sql = format!(
                 "SELECT user_id, available_cents, held_cents, status, username, opened_at, position \
                  FROM balances{g} WHERE user_id IN ({})",

@@ -132,6 +132,16 @@ impl Projector {
         })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a transaction that read first could not write after the log's
+    /// writer committed (SQLITE_BUSY_SNAPSHOT); waiting for the lock up front can.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, ProjectionError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The projections this runs.
     pub fn projections(&self) -> &[Arc<dyn Projection>] {
         &self.projections
@@ -216,7 +226,7 @@ impl Projector {
     }
 
     async fn create(&self, projection: &dyn Projection) -> Result<(), ProjectionError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let claimed = execute(
             &mut tx,
             "INSERT INTO projections (name, version, generation, checkpoint, updated_at) \
@@ -249,7 +259,7 @@ impl Projector {
         let Some(last) = events.last() else {
             return Ok(0);
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Compare-and-set first: a racing process waits on this row, then finds the
         // checkpoint moved and applies nothing.
         let moved = execute(
@@ -381,7 +391,7 @@ impl Projector {
         let generation = current.generation + 1;
         let g = suffix(generation);
         {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             Self::create_tables(&mut tx, projection.as_ref(), generation).await?;
             tx.commit().await?;
         }
@@ -405,14 +415,14 @@ impl Projector {
                 continue;
             };
             position = last.position;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin().await?;
             projection.apply(&mut tx, &g, &events).await?;
             tx.commit().await?;
             applied += events.len() as u64;
         }
         // The swap: take the registry row (the live projector waits on it), apply what
         // arrived meanwhile, point the views at the new tables.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         execute(
             &mut tx,
             "UPDATE projections SET updated_at = $1 WHERE name = $2",
@@ -447,7 +457,7 @@ impl Projector {
         .await?;
         Self::point_views(&mut tx, projection.as_ref(), generation).await?;
         tx.commit().await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for table in projection.tables() {
             let old = format!("{table}{}", suffix(current.generation));
             execute(&mut tx, &format!("DROP TABLE IF EXISTS {old}"), &[]).await?;

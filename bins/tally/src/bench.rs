@@ -30,6 +30,9 @@ pub enum BenchCommand {
     Commands(crate::bench_commands::CommandsArgs),
     /// How fast a long account's state is ready: loaded cold from the log, and warm.
     Load(crate::bench_commands::LoadArgs),
+    /// Read models: rebuild throughput over a log of mixed ledger events, and the time
+    /// from append to visible in the balances while commands run at a steady rate.
+    Projections(crate::bench_projections::ProjectionsArgs),
 }
 
 /// The backend to measure.
@@ -86,6 +89,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Append(args) => append(args).await,
         BenchCommand::Commands(args) => crate::bench_commands::run(args).await,
         BenchCommand::Load(args) => crate::bench_commands::load(args).await,
+        BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
     }
 }
 

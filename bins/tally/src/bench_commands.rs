@@ -93,7 +93,7 @@ struct LoadReport {
     warm_command_ms: f64,
 }
 
-fn metadata() -> Metadata {
+pub(crate) fn metadata() -> Metadata {
     Metadata::by(Actor::new(ActorKind::Service, "bench"))
 }
 
@@ -110,7 +110,7 @@ fn open_account(key: UserId) -> Request<Accounts> {
     }
 }
 
-fn user(n: u64) -> anyhow::Result<UserId> {
+pub(crate) fn user(n: u64) -> anyhow::Result<UserId> {
     Ok(UserId::new(i64::try_from(n + 1)?)?)
 }
 
@@ -126,7 +126,11 @@ async fn open_store(target: &Target, concurrency: usize) -> anyhow::Result<Ledge
 }
 
 /// Opens and funds accounts `0..n` from `concurrency` tasks.
-async fn fund(ledger: &Ledger<Accounts>, n: u64, concurrency: usize) -> anyhow::Result<()> {
+pub(crate) async fn fund(
+    ledger: &Ledger<Accounts>,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(n as usize).max(1) {

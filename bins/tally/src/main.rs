@@ -5,6 +5,8 @@
 
 mod bench;
 mod bench_commands;
+mod bench_projections;
+mod projections;
 
 use clap::{Parser, Subcommand};
 use tally_store::{Backend, DEFAULT_DATABASE_URL, PostgresOptions};
@@ -29,6 +31,9 @@ struct DatabaseArgs {
 enum Command {
     /// Apply pending schema migrations (they also run on every start) and list them.
     Migrate(DatabaseArgs),
+    /// Read models: status, catch-up, rebuild.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
     /// Measure throughput and latency; prints one JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -47,6 +52,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Migrate(db) => migrate(&db.database_url).await,
+        Command::Projections(command) => projections::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     };
     match outcome {

@@ -157,3 +157,69 @@ async fn migrate_and_bench_on_postgres() {
     );
     assert!(appends > 0 && events >= appends * 10 - 10, "{report}");
 }
+
+#[test]
+fn projections_status_catch_up_and_rebuild_run_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let out = tally(&["projections", "status", "--json", "--database-url", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["accounts", "trial_balance"]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["checkpoint"] == 0 && l["lag_events"] == 0)
+    );
+
+    let out = tally(&["projections", "catch-up", "--database-url", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("accounts caught up at position 0"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = tally(&["projections", "rebuild", "accounts", "--database-url", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tally(&["projections", "status", "--json", "--database-url", &url]);
+    assert!(
+        stdout(&out).contains(r#""generation":2"#),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = tally(&["projections", "rebuild", "balances", "--database-url", &url]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no projection named \"balances\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bench_projections_prints_its_figures() {
+    let out = tally(&[
+        "bench",
+        "projections",
+        "--events",
+        "400",
+        "--rate",
+        "50",
+        "--seconds",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("one JSON line");
+    for key in ["events", "rebuild_events_per_sec", "catchup_lag_p99_ms"] {
+        assert!(report.get(key).is_some(), "{key} missing from {report}");
+    }
+    assert!(report["events"].as_u64().unwrap() >= 400, "{report}");
+    assert!(report["commands"].as_u64().unwrap() >= 40, "{report}");
+}
