@@ -48,6 +48,21 @@ pub(crate) fn account_user(event: &RecordedEvent) -> Option<i64> {
         .and_then(|id| id.parse().ok())
 }
 
+/// The user and account event of a recorded event; `None` for other streams.
+pub(crate) fn account_event(
+    recorded: &RecordedEvent,
+) -> Result<Option<(i64, AccountEvent)>, ProjectionError> {
+    let Some(user) = account_user(recorded) else {
+        return Ok(None);
+    };
+    let event = codec::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        recorded.payload.clone(),
+    )?;
+    Ok(Some((user, event)))
+}
+
 fn amount_cents(position: u64, amount: rust_decimal::Decimal) -> Result<i64, ProjectionError> {
     cents(amount).ok_or_else(|| ProjectionError::Event {
         position,
@@ -115,14 +130,9 @@ impl Projection for Accounts {
         let mut holds: HashMap<(i64, String), HoldRow> = HashMap::new();
         let mut closes: Vec<(i64, String, i64, &'static str, i64)> = Vec::new();
         for recorded in events {
-            let Some(user) = account_user(recorded) else {
+            let Some((user, event)) = account_event(recorded)? else {
                 continue;
             };
-            let event: AccountEvent = codec::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                recorded.payload.clone(),
-            )?;
             let position = recorded.position;
             let at = recorded.occurred_at.timestamp_micros();
             let balance = balances.entry(user).or_insert_with(|| Balance {

@@ -6,13 +6,12 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::AnyConnection;
-use tally_domain::account::AccountEvent;
+use tally_domain::postings;
 use tally_domain::values::UserId;
-use tally_domain::{codec, postings};
 use tally_store::RecordedEvent;
 
 use crate::ProjectionError;
-use crate::accounts::account_user;
+use crate::accounts::account_event;
 use crate::runtime::Projection;
 use crate::sql::{Value, cents, insert_rows};
 
@@ -45,18 +44,13 @@ impl Projection for TrialBalance {
     ) -> Result<(), ProjectionError> {
         let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
         for recorded in events {
-            let Some(user) = account_user(recorded) else {
+            let Some((user, event)) = account_event(recorded)? else {
                 continue;
             };
             let user = UserId::new(user).map_err(|e| ProjectionError::Event {
                 position: recorded.position,
                 detail: e.to_string(),
             })?;
-            let event: AccountEvent = codec::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                recorded.payload.clone(),
-            )?;
             for posting in postings::postings(user, &event) {
                 let amount = cents(posting.amount).ok_or_else(|| ProjectionError::Event {
                     position: recorded.position,

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rust_decimal::Decimal;
 use sqlx::{AnyConnection, AnyPool, Row};
 use tally_domain::Config;
 use tally_domain::account::AccountCommand as C;
@@ -548,5 +547,4 @@ async fn status_reports_lag_and_wait_for_is_bounded(s: &Setup) {
             .all(|p| p.lag_events == 0 && p.lag_seconds == 0.0),
         "{status:?}"
     );
-    let _ = Decimal::ZERO;
 }
