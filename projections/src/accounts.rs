@@ -1,6 +1,7 @@
-//! Read model `accounts`: `balances` (available, held, status per user), `statement`
-//! (every entry that changed a user's credits, with the balance after it, the
-//! reference and the actor) and `holds` (every hold with its state and expiry).
+//! Read model `accounts`: `balances` (available, held, status per user) and
+//! `statement` (every entry that changed a user's credits, with the balance after it,
+//! the reference and the actor). Holds have their own read model (`holds.rs`), so the
+//! two are written side by side during a rebuild.
 //!
 //! A batch is folded in memory first (each user's balance read once per batch), then
 //! written with multi-row statements: fewer round trips, same result.
@@ -10,14 +11,13 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use tally_domain::account::{AccountEvent, hold_ref};
-use tally_domain::codec;
-use tally_store::RecordedEvent;
 
 use crate::ProjectionError;
+use crate::events::{Batch, amount_cents};
 use crate::runtime::Projection;
-use crate::sql::{Value, cents, execute, insert_rows, placeholders};
+use crate::sql::{Value, insert_rows, placeholders};
 
-/// The accounts read model (balances, statement, holds).
+/// The accounts read model (balances, statement).
 pub struct Accounts;
 
 #[derive(Clone, Debug)]
@@ -30,46 +30,6 @@ struct Balance {
     position: i64,
 }
 
-#[derive(Clone, Debug)]
-struct HoldRow {
-    amount: i64,
-    captured: i64,
-    state: &'static str,
-    expires_at: i64,
-    position: i64,
-}
-
-/// The user an account stream belongs to (`account-<user id>`).
-pub(crate) fn account_user(event: &RecordedEvent) -> Option<i64> {
-    event
-        .stream_id
-        .as_str()
-        .strip_prefix("account-")
-        .and_then(|id| id.parse().ok())
-}
-
-/// The user and account event of a recorded event; `None` for other streams.
-pub(crate) fn account_event(
-    recorded: &RecordedEvent,
-) -> Result<Option<(i64, AccountEvent)>, ProjectionError> {
-    let Some(user) = account_user(recorded) else {
-        return Ok(None);
-    };
-    let event = codec::decode(
-        &recorded.event_type,
-        recorded.schema_version,
-        recorded.payload.clone(),
-    )?;
-    Ok(Some((user, event)))
-}
-
-fn amount_cents(position: u64, amount: rust_decimal::Decimal) -> Result<i64, ProjectionError> {
-    cents(amount).ok_or_else(|| ProjectionError::Event {
-        position,
-        detail: format!("amount {amount} is not a whole number of cents"),
-    })
-}
-
 #[async_trait]
 impl Projection for Accounts {
     fn name(&self) -> &'static str {
@@ -77,7 +37,7 @@ impl Projection for Accounts {
     }
 
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn schema(&self) -> &'static str {
@@ -85,19 +45,19 @@ impl Projection for Accounts {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["balances", "statement", "holds"]
+        &["balances", "statement"]
     }
 
     async fn apply(
         &self,
         conn: &mut AnyConnection,
         g: &str,
-        events: &[RecordedEvent],
+        batch: &Batch,
     ) -> Result<(), ProjectionError> {
         use AccountEvent as E;
         // Read each user's balance once.
         let mut balances: HashMap<i64, Balance> = HashMap::new();
-        let mut users: Vec<i64> = events.iter().filter_map(account_user).collect();
+        let mut users: Vec<i64> = batch.account_users().collect();
         users.sort_unstable();
         users.dedup();
         for chunk in users.chunks(500) {
@@ -127,12 +87,7 @@ impl Projection for Accounts {
         }
 
         let mut statement: Vec<Vec<Value>> = Vec::new();
-        let mut holds: HashMap<(i64, String), HoldRow> = HashMap::new();
-        let mut closes: Vec<(i64, String, i64, &'static str, i64)> = Vec::new();
-        for recorded in events {
-            let Some((user, event)) = account_event(recorded)? else {
-                continue;
-            };
+        for (recorded, user, event) in batch.account_events() {
             let position = recorded.position;
             let at = recorded.occurred_at.timestamp_micros();
             let balance = balances.entry(user).or_insert_with(|| Balance {
@@ -146,7 +101,7 @@ impl Projection for Accounts {
             balance.position = position as i64;
             let c = |a| amount_cents(position, a);
             // (kind, change of available, change of held, reference)
-            let entry: Option<(&str, i64, i64, String)> = match &event {
+            let entry: Option<(&str, i64, i64, String)> = match event {
                 E::Opened { username, .. } => {
                     balance.username = username.clone().unwrap_or_default();
                     balance.opened_at = at;
@@ -183,22 +138,9 @@ impl Projection for Accounts {
                     format!("adjustment:{adjustment_id}"),
                 )),
                 E::HoldPlaced {
-                    hold_id,
-                    amount,
-                    expires_at,
-                    ..
+                    hold_id, amount, ..
                 } => {
                     let amount = c(amount.get())?;
-                    holds.insert(
-                        (user, hold_id.to_string()),
-                        HoldRow {
-                            amount,
-                            captured: 0,
-                            state: "open",
-                            expires_at: expires_at.timestamp_micros(),
-                            position: position as i64,
-                        },
-                    );
                     Some(("hold_placed", -amount, amount, hold_ref(hold_id)))
                 }
                 E::HoldCaptured {
@@ -207,15 +149,6 @@ impl Projection for Accounts {
                     released,
                 } => {
                     let (captured, released) = (c(captured.get())?, c(*released)?);
-                    close(
-                        &mut holds,
-                        &mut closes,
-                        user,
-                        hold_id.as_str(),
-                        "captured",
-                        captured,
-                        position,
-                    );
                     Some((
                         "hold_captured",
                         released,
@@ -227,28 +160,10 @@ impl Projection for Accounts {
                     hold_id, amount, ..
                 } => {
                     let amount = c(amount.get())?;
-                    close(
-                        &mut holds,
-                        &mut closes,
-                        user,
-                        hold_id.as_str(),
-                        "released",
-                        0,
-                        position,
-                    );
                     Some(("hold_released", amount, -amount, hold_ref(hold_id)))
                 }
                 E::HoldExpired { hold_id, amount } => {
                     let amount = c(amount.get())?;
-                    close(
-                        &mut holds,
-                        &mut closes,
-                        user,
-                        hold_id.as_str(),
-                        "expired",
-                        0,
-                        position,
-                    );
                     Some(("hold_expired", amount, -amount, hold_ref(hold_id)))
                 }
                 E::Refunded {
@@ -331,74 +246,150 @@ impl Projection for Accounts {
             "",
         )
         .await?;
-        let rows: Vec<Vec<Value>> = holds
-            .into_iter()
-            .map(|((user, hold_id), h)| {
-                vec![
-                    user.into(),
-                    hold_id.into(),
-                    h.amount.into(),
-                    h.captured.into(),
-                    h.state.into(),
-                    h.expires_at.into(),
-                    h.position.into(),
-                ]
-            })
-            .collect();
-        insert_rows(
-            conn,
-            &format!("holds{g}"),
-            &[
-                "user_id",
-                "hold_id",
-                "amount_cents",
-                "captured_cents",
-                "state",
-                "expires_at",
-                "position",
-            ],
-            &rows,
-            "",
-        )
-        .await?;
-        for (user, hold_id, captured, state, position) in closes {
-            execute(
-                conn,
-                &format!(
-                    "UPDATE holds{g} SET state = $1, captured_cents = $2, position = $3 \
-                     WHERE user_id = $4 AND hold_id = $5"
-                ),
-                &[
-                    state.into(),
-                    captured.into(),
-                    position.into(),
-                    user.into(),
-                    hold_id.into(),
-                ],
-            )
-            .await?;
-        }
         Ok(())
     }
 }
 
-/// Closes a hold: in this batch's rows if it was placed in this batch, else by an
-/// UPDATE after the batch's inserts.
-fn close(
-    holds: &mut HashMap<(i64, String), HoldRow>,
-    closes: &mut Vec<(i64, String, i64, &'static str, i64)>,
-    user: i64,
-    hold_id: &str,
-    state: &'static str,
-    captured: i64,
-    position: u64,
-) {
-    match holds.get_mut(&(user, hold_id.to_string())) {
-        Some(row) => {
-            row.state = state;
-            row.captured = captured;
-            row.position = position as i64;
+/// One statement entry, as auditors and users read it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StatementEntry {
+    /// Position of the event in the log.
+    pub position: u64,
+    /// `deposit`, `grant`, `debit`, `adjustment`, `hold_placed`, `hold_captured`,
+    /// `hold_released`, `hold_expired` or `refund`.
+    pub kind: String,
+    /// Change of the available credits (signed).
+    pub amount: rust_decimal::Decimal,
+    /// Available credits after it.
+    pub balance_after: rust_decimal::Decimal,
+    /// Held credits after it.
+    pub held_after: rust_decimal::Decimal,
+    /// What it refers to (`payment:…`, `hold:…`, `debit:…` …).
+    pub reference: String,
+    /// Who caused it (`<actor kind>:<id>`).
+    pub actor: String,
+    /// Business time.
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Up to where a statement or balance is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// Everything the read model holds.
+    Latest,
+    /// Events at or before this log position.
+    Position(u64),
+    /// Events that occurred at or before this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl AsOf {
+    /// Whether an event at `position`, occurring at `at`, is included.
+    pub fn includes(self, position: u64, at: chrono::DateTime<chrono::Utc>) -> bool {
+        match self {
+            AsOf::Latest => true,
+            AsOf::Position(p) => position <= p,
+            AsOf::Time(t) => at <= t,
         }
-        None => closes.push((user, hold_id.to_string(), captured, state, position as i64)),
     }
+
+    fn clause(self) -> (&'static str, i64) {
+        match self {
+            AsOf::Latest => ("", 0),
+            AsOf::Position(p) => (" AND position <= $2", crate::runtime::to_i64(p)),
+            AsOf::Time(t) => (" AND occurred_at <= $2", t.timestamp_micros()),
+        }
+    }
+}
+
+/// A user's statement from the read model, oldest first, up to `as_of`.
+pub async fn account_statement(
+    pool: &sqlx::AnyPool,
+    user_id: i64,
+    as_of: AsOf,
+) -> Result<Vec<StatementEntry>, ProjectionError> {
+    let (clause, bound) = as_of.clause();
+    let sql = format!(
+        "SELECT position, kind, amount_cents, balance_after_cents, held_after_cents, reference, \
+         actor, occurred_at FROM statement WHERE user_id = $1{clause} ORDER BY position"
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(user_id);
+    if !clause.is_empty() {
+        query = query.bind(bound);
+    }
+    let rows = query.fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|row| {
+            let position: i64 = row.get(0);
+            let at: i64 = row.get(7);
+            Ok(StatementEntry {
+                position: u64::try_from(position).unwrap_or(0),
+                kind: row.get(1),
+                amount: crate::from_cents(row.get(2)),
+                balance_after: crate::from_cents(row.get(3)),
+                held_after: crate::from_cents(row.get(4)),
+                reference: row.get(5),
+                actor: row.get(6),
+                occurred_at: chrono::DateTime::from_timestamp_micros(at).ok_or_else(|| {
+                    ProjectionError::Event {
+                        position: position as u64,
+                        detail: format!("occurred_at {at} is out of range"),
+                    }
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// A balance as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BalanceRow {
+    /// Credits free to spend.
+    pub available: rust_decimal::Decimal,
+    /// Credits under open holds.
+    pub held: rust_decimal::Decimal,
+    /// `open` or `blocked`; `None` when read from the statement (which has no status).
+    pub status: Option<String>,
+    /// The position of the last event it includes.
+    pub position: u64,
+}
+
+/// A user's balance: the current row for [`AsOf::Latest`], else the balance after the
+/// last statement entry up to `as_of` (point in time). `None`: no such account, or no
+/// credit moved up to then.
+pub async fn account_balance(
+    pool: &sqlx::AnyPool,
+    user_id: i64,
+    as_of: AsOf,
+) -> Result<Option<BalanceRow>, ProjectionError> {
+    if as_of == AsOf::Latest {
+        let row = sqlx::query(
+            "SELECT available_cents, held_cents, status, position FROM balances WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?;
+        return Ok(row.map(|row| BalanceRow {
+            available: crate::from_cents(row.get(0)),
+            held: crate::from_cents(row.get(1)),
+            status: Some(row.get(2)),
+            position: u64::try_from(row.get::<i64, _>(3)).unwrap_or(0),
+        }));
+    }
+    let (clause, bound) = as_of.clause();
+    let sql = format!(
+        "SELECT balance_after_cents, held_after_cents, position FROM statement \
+         WHERE user_id = $1{clause} ORDER BY position DESC LIMIT 1"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(bound)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|row| BalanceRow {
+        available: crate::from_cents(row.get(0)),
+        held: crate::from_cents(row.get(1)),
+        status: None,
+        position: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+    }))
 }

@@ -21,15 +21,35 @@
 //! Read models keep amounts as integer cents, so sums are exact on both backends.
 
 mod accounts;
+mod audit;
+mod daily_stats;
 mod error;
+mod events;
+mod holds;
+mod payments;
+mod posts;
+mod reactors;
+mod refunds;
 mod runtime;
 mod sql;
+mod subscriptions;
 mod trial_balance;
 
-pub use accounts::Accounts;
+pub use accounts::{
+    Accounts, AsOf, BalanceRow, StatementEntry, account_balance, account_statement,
+};
+pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
+pub use daily_stats::DailyStats;
 pub use error::ProjectionError;
+pub use events::Batch;
+pub use holds::Holds;
+pub use payments::Payments;
+pub use posts::Posts;
+pub use reactors::{REACTOR, Reactors, SWEEP_EVERY, Swept};
+pub use refunds::Refunds;
 pub use runtime::{
     BATCH_EVENTS_MAX, POLL_EVERY, Projection, ProjectionStatus, Projector, default_projections,
 };
 pub use sql::{Value, cents, from_cents};
+pub use subscriptions::Subscriptions;
 pub use trial_balance::TrialBalance;

@@ -8,13 +8,22 @@ use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
-use tally_store::{Backend, EventStore, RecordedEvent};
+use tally_store::{Backend, EventStore};
 
+use crate::events::Batch;
 use crate::sql::execute;
-use crate::{Accounts, ProjectionError, TrialBalance};
+use crate::{
+    Accounts, DailyStats, Holds, Payments, Posts, ProjectionError, Refunds, Subscriptions,
+    TrialBalance,
+};
 
+/// Connections of a projector's pool (a rebuild writes each projection on its own).
+const POOL_CONNECTIONS_MAX: u32 = 10;
 /// Most events read and applied in one transaction.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
+/// Most events read and applied in one transaction while rebuilding aside (nobody
+/// waits on those tables; bigger batches fold more of each account in memory).
+pub const REBUILD_BATCH_EVENTS_MAX: usize = 10_000;
 /// How often a running projector looks at the log without a wake-up (another process
 /// appending to a SQLite file sends none).
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -39,13 +48,22 @@ pub trait Projection: Send + Sync + 'static {
         &self,
         conn: &mut AnyConnection,
         g: &str,
-        events: &[RecordedEvent],
+        batch: &Batch,
     ) -> Result<(), ProjectionError>;
 }
 
 /// The projections Tally runs.
 pub fn default_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(Accounts), Arc::new(TrialBalance)]
+    vec![
+        Arc::new(Accounts),
+        Arc::new(Holds),
+        Arc::new(TrialBalance),
+        Arc::new(Payments),
+        Arc::new(Subscriptions),
+        Arc::new(Posts),
+        Arc::new(Refunds),
+        Arc::new(DailyStats),
+    ]
 }
 
 /// Where a projection stands.
@@ -69,25 +87,28 @@ pub struct ProjectionStatus {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Registered {
-    version: i64,
-    generation: i64,
-    checkpoint: u64,
+pub(crate) struct Registered {
+    pub(crate) version: i64,
+    pub(crate) generation: i64,
+    pub(crate) checkpoint: u64,
 }
+
+/// A projection being rebuilt: what it was, its new generation, its deferred indexes.
+type Rebuilding = (Arc<dyn Projection>, Registered, i64, Vec<String>);
 
 /// Runs projections against one database (the log's own).
 pub struct Projector {
-    pool: AnyPool,
-    store: Arc<dyn EventStore>,
+    pub(crate) pool: AnyPool,
+    pub(crate) store: Arc<dyn EventStore>,
     projections: Vec<Arc<dyn Projection>>,
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
-fn suffix(generation: i64) -> String {
+pub(crate) fn suffix(generation: i64) -> String {
     format!("__g{generation}")
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -120,7 +141,7 @@ impl Projector {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(POOL_CONNECTIONS_MAX)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
@@ -135,7 +156,7 @@ impl Projector {
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN
     /// IMMEDIATE`): a transaction that read first could not write after the log's
     /// writer committed (SQLITE_BUSY_SNAPSHOT); waiting for the lock up front can.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, ProjectionError> {
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, ProjectionError> {
         Ok(match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -152,7 +173,7 @@ impl Projector {
         &self.pool
     }
 
-    fn find(&self, name: &str) -> Result<&Arc<dyn Projection>, ProjectionError> {
+    pub(crate) fn find(&self, name: &str) -> Result<&Arc<dyn Projection>, ProjectionError> {
         self.projections
             .iter()
             .find(|p| p.name() == name)
@@ -179,7 +200,10 @@ impl Projector {
         Ok(())
     }
 
-    async fn registered(&self, name: &str) -> Result<Option<Registered>, ProjectionError> {
+    pub(crate) async fn registered(
+        &self,
+        name: &str,
+    ) -> Result<Option<Registered>, ProjectionError> {
         let row =
             sqlx::query("SELECT version, generation, checkpoint FROM projections WHERE name = $1")
                 .bind(name.to_string())
@@ -192,19 +216,51 @@ impl Projector {
         }))
     }
 
+    /// Creates a projection's tables with suffix `g`. `aside`: tables nobody reads
+    /// yet (a rebuild, an audit's scratch copy) are filled faster without their
+    /// secondary indexes; [`Self::settle`] builds them before they are read. Returns
+    /// the deferred index statements.
+    pub(crate) async fn create_tables_with_suffix(
+        conn: &mut AnyConnection,
+        projection: &dyn Projection,
+        g: &str,
+        aside: bool,
+    ) -> Result<Vec<String>, ProjectionError> {
+        for table in projection.tables() {
+            execute(conn, &format!("DROP TABLE IF EXISTS {table}{g}"), &[]).await?;
+        }
+        let mut deferred = Vec::new();
+        for statement in statements(&projection.schema().replace("{g}", g)) {
+            let is_index = statement.starts_with("CREATE INDEX")
+                || statement.starts_with("CREATE UNIQUE INDEX");
+            match aside && is_index {
+                true => deferred.push(statement),
+                false => {
+                    execute(conn, &statement, &[]).await?;
+                }
+            }
+        }
+        Ok(deferred)
+    }
+
+    /// Makes tables filled aside ready to be read: builds their indexes.
+    pub(crate) async fn settle(
+        conn: &mut AnyConnection,
+        deferred: &[String],
+    ) -> Result<(), ProjectionError> {
+        for statement in deferred {
+            execute(conn, statement, &[]).await?;
+        }
+        Ok(())
+    }
+
     async fn create_tables(
         conn: &mut AnyConnection,
         projection: &dyn Projection,
         generation: i64,
-    ) -> Result<(), ProjectionError> {
-        let g = suffix(generation);
-        for table in projection.tables() {
-            execute(conn, &format!("DROP TABLE IF EXISTS {table}{g}"), &[]).await?;
-        }
-        for statement in statements(&projection.schema().replace("{g}", &g)) {
-            execute(conn, &statement, &[]).await?;
-        }
-        Ok(())
+        aside: bool,
+    ) -> Result<Vec<String>, ProjectionError> {
+        Self::create_tables_with_suffix(conn, projection, &suffix(generation), aside).await
     }
 
     async fn point_views(
@@ -242,7 +298,7 @@ impl Projector {
             // Another process created it first.
             return Ok(());
         }
-        Self::create_tables(&mut tx, projection, 1).await?;
+        Self::create_tables(&mut tx, projection, 1, false).await?;
         Self::point_views(&mut tx, projection, 1).await?;
         tx.commit().await?;
         Ok(())
@@ -279,11 +335,12 @@ impl Projector {
         if moved == 0 {
             return Ok(0);
         }
+        let n = events.len();
         projection
-            .apply(&mut tx, &suffix(at.generation), &events)
+            .apply(&mut tx, &suffix(at.generation), &Batch::new(events)?)
             .await?;
         tx.commit().await?;
-        Ok(events.len())
+        Ok(n)
     }
 
     /// Runs every projection up to the log's last committed event as of now; returns
@@ -383,45 +440,155 @@ impl Projector {
     /// read the current one, then swaps views and registry in one transaction and drops
     /// the old tables. Returns the events applied.
     pub async fn rebuild(&self, name: &str) -> Result<u64, ProjectionError> {
-        let projection = self.find(name)?.clone();
-        let Some(current) = self.registered(name).await? else {
-            self.create(projection.as_ref()).await?;
-            return Ok(0);
-        };
-        let generation = current.generation + 1;
-        let g = suffix(generation);
-        {
+        self.rebuild_many(&[name], |_, _| {}).await
+    }
+
+    /// Rebuilds several projections in one pass over the log (each batch read once and
+    /// applied to every new generation in one transaction), then swaps each. Returns the
+    /// events read; `progress` is told `(position, head)` after each batch.
+    pub async fn rebuild_many(
+        &self,
+        names: &[&str],
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ProjectionError> {
+        let mut work = Vec::new();
+        for name in names {
+            let projection = self.find(name)?.clone();
+            let Some(current) = self.registered(name).await? else {
+                self.create(projection.as_ref()).await?;
+                continue;
+            };
+            let generation = current.generation + 1;
             let mut tx = self.begin().await?;
-            Self::create_tables(&mut tx, projection.as_ref(), generation).await?;
+            let deferred =
+                Self::create_tables(&mut tx, projection.as_ref(), generation, true).await?;
             tx.commit().await?;
+            work.push((projection, current, generation, deferred));
+        }
+        if work.is_empty() {
+            return Ok(0);
         }
         // Aside: each batch commits on its own; a crash here leaves unused tables that
         // the next rebuild drops.
         let head = self.store.last_position().await?;
+        let (position, mut applied) = self.fill_aside(&work, head, names, &mut progress).await?;
+        for (projection, current, generation, deferred) in &work {
+            let mut tx = self.begin().await?;
+            Self::settle(&mut tx, deferred).await?;
+            tx.commit().await?;
+            applied += self
+                .swap(projection.as_ref(), current, *generation, position)
+                .await?;
+        }
+        Ok(applied)
+    }
+
+    /// Fills new generations from position 0 up to `head`; returns the position
+    /// reached and the events read. The log is read once, a batch ahead of the writers; on Postgres every
+    /// projection writes on its own connection, so the slowest sets the pace rather
+    /// than the sum of all (SQLite has one writer at a time: one task applies all).
+    async fn fill_aside(
+        &self,
+        work: &[Rebuilding],
+        head: u64,
+        names: &[&str],
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<(u64, u64), ProjectionError> {
+        type Shared = Arc<Batch>;
+        let lanes: Vec<Vec<(Arc<dyn Projection>, String)>> = match self.backend {
+            Backend::Postgres => work
+                .iter()
+                .map(|(p, _, g, _)| vec![(p.clone(), suffix(*g))])
+                .collect(),
+            Backend::Sqlite => vec![
+                work.iter()
+                    .map(|(p, _, g, _)| (p.clone(), suffix(*g)))
+                    .collect(),
+            ],
+        };
+        let mut senders = Vec::new();
+        let mut writers = tokio::task::JoinSet::new();
+        for lane in lanes {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Shared>(2);
+            senders.push(tx);
+            let (pool, backend) = (self.pool.clone(), self.backend);
+            writers.spawn(async move {
+                while let Some(events) = rx.recv().await {
+                    let mut tx = match backend {
+                        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+                        Backend::Postgres => pool.begin().await?,
+                    };
+                    for (projection, g) in &lane {
+                        projection.apply(&mut tx, g, &events).await?;
+                    }
+                    tx.commit().await?;
+                }
+                Ok::<(), ProjectionError>(())
+            });
+        }
         let mut position = 0;
-        let mut applied = 0u64;
+        let mut read = 0u64;
         let started = Instant::now();
-        while position < head {
-            let events = self.store.read_all(position, BATCH_EVENTS_MAX).await?;
-            let Some(last) = events.last() else {
-                if started.elapsed() > CATCH_UP_WAIT_MAX {
-                    return Err(ProjectionError::Lagging {
-                        name: name.to_string(),
-                        reached: position,
-                        wanted: head,
+        let reading = async {
+            while position < head {
+                let events = self
+                    .store
+                    .read_all(position, REBUILD_BATCH_EVENTS_MAX)
+                    .await?;
+                let Some(last) = events.last() else {
+                    if started.elapsed() > CATCH_UP_WAIT_MAX {
+                        return Err(ProjectionError::Lagging {
+                            name: names.join(","),
+                            reached: position,
+                            wanted: head,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                position = last.position;
+                read += events.len() as u64;
+                let batch: Shared = Arc::new(Batch::new(events)?);
+                for sender in &senders {
+                    if sender.send(batch.clone()).await.is_err() {
+                        // A writer stopped: its error is reported below.
+                        return Ok(());
+                    }
+                }
+                progress(position, head);
+            }
+            Ok(())
+        };
+        let outcome = reading.await;
+        drop(senders);
+        while let Some(written) = writers.join_next().await {
+            match written {
+                Ok(result) => result?,
+                Err(panic) => {
+                    return Err(ProjectionError::Event {
+                        position,
+                        detail: format!("a rebuild writer failed: {panic}"),
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            };
-            position = last.position;
-            let mut tx = self.begin().await?;
-            projection.apply(&mut tx, &g, &events).await?;
-            tx.commit().await?;
-            applied += events.len() as u64;
+            }
         }
-        // The swap: take the registry row (the live projector waits on it), apply what
-        // arrived meanwhile, point the views at the new tables.
+        outcome?;
+        Ok((position, read))
+    }
+
+    /// The end of a rebuild: takes the registry row (the live projector waits on it),
+    /// applies what arrived since `position`, points the views at the new tables, then
+    /// drops the old ones. Returns the events applied.
+    async fn swap(
+        &self,
+        projection: &dyn Projection,
+        current: &Registered,
+        generation: i64,
+        mut position: u64,
+    ) -> Result<u64, ProjectionError> {
+        let name = projection.name();
+        let g = suffix(generation);
+        let mut applied = 0u64;
         let mut tx = self.begin().await?;
         execute(
             &mut tx,
@@ -435,8 +602,8 @@ impl Projector {
             let Some(last) = events.last() else { break };
             position = last.position;
             checkpoint_at = last.recorded_at.timestamp_micros();
-            projection.apply(&mut tx, &g, &events).await?;
             applied += events.len() as u64;
+            projection.apply(&mut tx, &g, &Batch::new(events)?).await?;
         }
         if checkpoint_at == 0 && position > 0 {
             checkpoint_at = now_micros();
@@ -455,7 +622,7 @@ impl Projector {
             ],
         )
         .await?;
-        Self::point_views(&mut tx, projection.as_ref(), generation).await?;
+        Self::point_views(&mut tx, projection, generation).await?;
         tx.commit().await?;
         let mut tx = self.begin().await?;
         for table in projection.tables() {

@@ -37,6 +37,9 @@ impl From<&str> for Value {
 
 /// Most bound values in one statement (SQLite allows 32,766; Postgres 65,535).
 const BINDS_MAX: usize = 30_000;
+/// Most rows in one INSERT: statements of the same shape are prepared once and
+/// reused, where a huge VALUES list is parsed and planned anew every time.
+const ROWS_PER_INSERT_MAX: usize = 100;
 
 /// Placeholders for `n` values starting after `bound`: `$k` on Postgres, `?` on SQLite
 /// (SQLite looks named and numbered parameters up by name, which costs time in
@@ -78,7 +81,7 @@ pub async fn insert_rows(
     rows: &[Vec<Value>],
     tail: &str,
 ) -> Result<(), ProjectionError> {
-    let per_statement = (BINDS_MAX / columns.len()).max(1);
+    let per_statement = (BINDS_MAX / columns.len()).clamp(1, ROWS_PER_INSERT_MAX);
     for chunk in rows.chunks(per_statement) {
         let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
         let mut values = Vec::with_capacity(chunk.len() * columns.len());

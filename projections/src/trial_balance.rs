@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::postings;
 use tally_domain::values::UserId;
-use tally_store::RecordedEvent;
 
 use crate::ProjectionError;
-use crate::accounts::account_event;
+use crate::events::Batch;
 use crate::runtime::Projection;
 use crate::sql::{Value, cents, insert_rows};
 
@@ -40,18 +39,15 @@ impl Projection for TrialBalance {
         &self,
         conn: &mut AnyConnection,
         g: &str,
-        events: &[RecordedEvent],
+        batch: &Batch,
     ) -> Result<(), ProjectionError> {
         let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
-        for recorded in events {
-            let Some((user, event)) = account_event(recorded)? else {
-                continue;
-            };
+        for (recorded, user, event) in batch.account_events() {
             let user = UserId::new(user).map_err(|e| ProjectionError::Event {
                 position: recorded.position,
                 detail: e.to_string(),
             })?;
-            for posting in postings::postings(user, &event) {
+            for posting in postings::postings(user, event) {
                 let amount = cents(posting.amount).ok_or_else(|| ProjectionError::Event {
                     position: recorded.position,
                     detail: format!("posting {} is not whole cents", posting.amount),

@@ -14,10 +14,11 @@ use tally_domain::values::{
 };
 use tally_ledger::{Accounts as AccountStreams, Ledger, Request};
 use tally_projections::{
-    Accounts, Projection, ProjectionError, Projector, TrialBalance, default_projections, from_cents,
+    Accounts, Batch, Projection, ProjectionError, Projector, TrialBalance, default_projections,
+    from_cents,
 };
 use tally_store::testing::TestDatabase;
-use tally_store::{Actor, ActorKind, EventStore, Metadata, PostgresOptions, RecordedEvent};
+use tally_store::{Actor, ActorKind, EventStore, Metadata, PostgresOptions};
 
 struct Setup {
     database: TestDatabase,
@@ -380,9 +381,9 @@ impl Projection for DiesMidBatch {
         &self,
         conn: &mut AnyConnection,
         g: &str,
-        events: &[RecordedEvent],
+        batch: &Batch,
     ) -> Result<(), ProjectionError> {
-        Accounts.apply(conn, g, events).await?;
+        Accounts.apply(conn, g, batch).await?;
         if self.armed.load(Ordering::SeqCst) {
             self.reached.notify_one();
             std::future::pending::<()>().await;
@@ -437,7 +438,7 @@ async fn two_projectors_racing_apply_every_event_once(s: &Setup) {
     let race = |p: Arc<Projector>| {
         tokio::spawn(async move {
             for _ in 0..50 {
-                for name in ["accounts", "trial_balance"] {
+                for name in ["accounts", "holds", "trial_balance"] {
                     p.step(name).await.unwrap();
                 }
             }
@@ -477,9 +478,9 @@ impl Projection for TrialBalanceV2 {
         &self,
         conn: &mut AnyConnection,
         g: &str,
-        events: &[RecordedEvent],
+        batch: &Batch,
     ) -> Result<(), ProjectionError> {
-        TrialBalance.apply(conn, g, events).await
+        TrialBalance.apply(conn, g, batch).await
     }
 }
 
@@ -523,7 +524,7 @@ async fn status_reports_lag_and_wait_for_is_bounded(s: &Setup) {
     // New appends are picked up by the running projector.
     activity(&s.ledger, 1).await;
     let head = s.store.last_position().await.unwrap();
-    for name in ["accounts", "trial_balance"] {
+    for name in ["accounts", "holds", "trial_balance"] {
         projector
             .wait_for(name, head, Duration::from_secs(10))
             .await

@@ -1,4 +1,4 @@
--- Read model "accounts": balances, statements and holds, built from account streams.
+-- Read model "accounts": balances and statements, built from account streams.
 -- `{g}` is the generation suffix (e.g. `__g2`); the runtime creates views named after
 -- the tables without it. Amounts are integer cents (credits have at most 2 decimal
 -- places), so sums are exact on SQLite and Postgres alike; times are microseconds
@@ -21,18 +21,7 @@ CREATE TABLE statement{g} (
     held_after_cents    BIGINT NOT NULL,
     reference           TEXT NOT NULL,
     actor               TEXT NOT NULL,
-    occurred_at         BIGINT NOT NULL,
-    PRIMARY KEY (user_id, position)
+    occurred_at         BIGINT NOT NULL
 );
-CREATE TABLE holds{g} (
-    user_id        BIGINT NOT NULL,
-    hold_id        TEXT NOT NULL,
-    amount_cents   BIGINT NOT NULL,
-    captured_cents BIGINT NOT NULL,
-    state          TEXT NOT NULL,
-    expires_at     BIGINT NOT NULL,
-    position       BIGINT NOT NULL,
-    PRIMARY KEY (user_id, hold_id)
-);
-CREATE INDEX holds{g}_open ON holds{g} (state, expires_at);
-CREATE INDEX holds{g}_id ON holds{g} (hold_id);
+-- The key as an index of its own: a rebuild fills the table first and builds it after.
+CREATE UNIQUE INDEX statement{g}_key ON statement{g} (user_id, position);

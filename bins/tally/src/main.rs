@@ -3,9 +3,12 @@
 //! Each subcommand is a thin adapter: parse arguments, open the store, call a library,
 //! print. Business rules live in the crates, never here.
 
+mod audit;
 mod bench;
 mod bench_commands;
 mod bench_projections;
+mod events;
+mod progress;
 mod projections;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +37,13 @@ enum Command {
     /// Read models: status, catch-up, rebuild.
     #[command(subcommand)]
     Projections(projections::ProjectionsCommand),
+    /// What an auditor runs: verify the log and the read models, replay an account,
+    /// export its statement.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// The raw log as JSON lines: export, import.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Measure throughput and latency; prints one JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +63,8 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Migrate(db) => migrate(&db.database_url).await,
         Command::Projections(command) => projections::run(command).await,
+        Command::Audit(command) => audit::run(command).await,
+        Command::Events(command) => events::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     };
     match outcome {

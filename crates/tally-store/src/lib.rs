@@ -25,6 +25,7 @@ pub mod sqlite;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transfer;
 pub mod verify;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use event::{
 pub use postgres::{PostgresEventStore, PostgresOptions};
 pub use sqlite::SqliteEventStore;
 pub use store::{EventStore, Wakeups};
+pub use transfer::{ImportReport, Importer};
 pub use verify::{ChainProblem, VerifyReport, verify_log, verify_stream};
 
 /// The default database: an SQLite file under `./data`, so Tally runs with no server.

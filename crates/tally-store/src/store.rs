@@ -79,6 +79,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// The newest snapshot of a stream, if any.
     async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>>;
 
+    /// Leaves `n` positions unused, as a rolled-back append does, so an import can
+    /// keep a source log's gaps. Returns false where the backend cannot (SQLite logs
+    /// have no gaps: an imported log with gaps is renumbered there).
+    async fn skip_positions(&self, _n: u64) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Which backend this is (`sqlite` or `postgres`), for logs and benchmarks.
     fn backend(&self) -> &'static str;
 }

@@ -1,0 +1,114 @@
+//! Reading recorded events as domain events: which stream kind an event belongs to
+//! (by its stream id's prefix) and its decoded payload. Read models skip the streams
+//! they do not follow before decoding anything.
+
+use serde::de::DeserializeOwned;
+use tally_domain::account::AccountEvent;
+use tally_domain::codec;
+use tally_store::RecordedEvent;
+
+use crate::ProjectionError;
+
+/// The key of a stream of kind `prefix` (`payment` → the payment id); `None` for
+/// streams of other kinds.
+pub(crate) fn stream_key<'a>(event: &'a RecordedEvent, prefix: &str) -> Option<&'a str> {
+    event
+        .stream_id
+        .as_str()
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+}
+
+/// The key and decoded event of a stream of kind `prefix`; `None` for other streams.
+pub(crate) fn stream_event<'a, E: DeserializeOwned>(
+    recorded: &'a RecordedEvent,
+    prefix: &str,
+) -> Result<Option<(&'a str, E)>, ProjectionError> {
+    let Some(key) = stream_key(recorded, prefix) else {
+        return Ok(None);
+    };
+    let event = codec::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        recorded.payload.clone(),
+    )?;
+    Ok(Some((key, event)))
+}
+
+/// The user an account stream belongs to (`account-<user id>`).
+pub(crate) fn account_user(event: &RecordedEvent) -> Option<i64> {
+    stream_key(event, "account").and_then(|id| id.parse().ok())
+}
+
+/// The user and account event of a recorded event; `None` for other streams.
+pub(crate) fn account_event(
+    recorded: &RecordedEvent,
+) -> Result<Option<(i64, AccountEvent)>, ProjectionError> {
+    let Some(user) = account_user(recorded) else {
+        return Ok(None);
+    };
+    let event = codec::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        recorded.payload.clone(),
+    )?;
+    Ok(Some((user, event)))
+}
+
+/// An amount as integer cents, or an error naming the event.
+pub(crate) fn amount_cents(
+    position: u64,
+    amount: rust_decimal::Decimal,
+) -> Result<i64, ProjectionError> {
+    crate::sql::cents(amount).ok_or_else(|| ProjectionError::Event {
+        position,
+        detail: format!("amount {amount} is not a whole number of cents"),
+    })
+}
+
+/// A batch of events as read models see it: the recorded events in log order, with
+/// every account event decoded once for all the projections that read it.
+pub struct Batch {
+    events: Vec<RecordedEvent>,
+    accounts: Vec<Option<(i64, AccountEvent)>>,
+}
+
+impl Batch {
+    /// Decodes the account events of `events` (in log order).
+    pub fn new(events: Vec<RecordedEvent>) -> Result<Self, ProjectionError> {
+        let accounts = events
+            .iter()
+            .map(account_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { events, accounts })
+    }
+
+    /// The recorded events.
+    pub fn events(&self) -> &[RecordedEvent] {
+        &self.events
+    }
+
+    /// The account events, with their user, in log order.
+    pub fn account_events(&self) -> impl Iterator<Item = (&RecordedEvent, i64, &AccountEvent)> {
+        self.events
+            .iter()
+            .zip(&self.accounts)
+            .filter_map(|(recorded, decoded)| {
+                decoded
+                    .as_ref()
+                    .map(|(user, event)| (recorded, *user, event))
+            })
+    }
+
+    /// The user and account event at index `i`, if it is one.
+    pub fn account(&self, i: usize) -> Option<(i64, &AccountEvent)> {
+        self.accounts
+            .get(i)
+            .and_then(|decoded| decoded.as_ref().map(|(user, event)| (*user, event)))
+    }
+
+    /// The users whose accounts this batch touches (unsorted, may repeat).
+    pub fn account_users(&self) -> impl Iterator<Item = i64> + '_ {
+        self.accounts.iter().flatten().map(|(user, _)| *user)
+    }
+}

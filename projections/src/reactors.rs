@@ -1,0 +1,427 @@
+//! Reactors: projectors whose effect is a command, not a row.
+//!
+//! - payment succeeded → deposit the credits it bought, or start/renew the plan;
+//! - refund approved → the credits go back to the account;
+//! - a hold past its ttl → expire it (the credits return: no job stays stuck);
+//! - a subscription past its period → expire it.
+//!
+//! The first two follow the log from a checkpoint; the last two sweep the `holds` and
+//! `subscriptions` read models for what is due. A command cannot share a transaction
+//! with the checkpoint (the ledger commits it), so exactly-once comes from the other
+//! side: every command is idempotent by an id derived from what triggered it (the
+//! payment id, the refund id, the hold id, the period's end, the event id). A reactor
+//! that dies after its commands and before its checkpoint runs them again on restart,
+//! and the log answers each with the original outcome.
+//!
+//! A command the rules refuse (deterministically: retrying changes nothing) is recorded
+//! in `reactor_problems` for an admin and skipped; a failure of the database is retried
+//! without moving the checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+use tally_domain::Config;
+use tally_domain::account::AccountCommand;
+use tally_domain::payment::{PaymentEvent, Purpose};
+use tally_domain::refund::RefundEvent;
+use tally_domain::subscription::SubscriptionCommand;
+use tally_domain::values::{HoldId, PaymentId, RefundId, UserId};
+use tally_ledger::{Accounts, Ledger, LedgerError, Refunds, Request, Subscriptions};
+use tally_store::{Actor, EventStore, Metadata, RecordedEvent};
+
+use crate::ProjectionError;
+use crate::events::stream_event;
+use crate::sql::execute;
+
+/// The registry name of the log-following reactor.
+pub const REACTOR: &str = "reactor";
+/// Most events one reactor step handles.
+pub const REACTOR_BATCH_EVENTS_MAX: usize = 500;
+/// Most due holds or subscriptions one sweep expires.
+pub const SWEEP_MAX: i64 = 500;
+/// How often due holds and subscriptions are looked for.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    /// Holds expired.
+    pub holds_expired: u64,
+    /// Subscriptions expired.
+    pub subscriptions_expired: u64,
+}
+
+/// Runs the reactors against one database (the log's and its read models').
+#[derive(Clone)]
+pub struct Reactors {
+    store: Arc<dyn EventStore>,
+    pool: AnyPool,
+    accounts: Ledger<Accounts>,
+    subscriptions: Ledger<Subscriptions>,
+    refunds: Ledger<Refunds>,
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn metadata(component: &str, cause: Option<&RecordedEvent>) -> Metadata {
+    let mut metadata = Metadata::by(Actor::system(component));
+    if let Some(cause) = cause {
+        metadata.causation_id = Some(cause.event_id);
+        metadata.correlation_id = cause.metadata.correlation_id;
+    }
+    metadata
+}
+
+/// Whether a failed command is a refusal by the rules (skip and record) rather than a
+/// failure to run it (retry).
+fn refused(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Domain(_))
+        || matches!(error.code(), "validation" | "idempotency_conflict")
+}
+
+impl Reactors {
+    /// Reactors over `store` (opened, migrated) whose read models are in `pool`, with
+    /// their own command service instances.
+    pub fn new(store: Arc<dyn EventStore>, pool: AnyPool, config: Arc<Config>) -> Self {
+        Self {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config),
+            store,
+            pool,
+        }
+    }
+
+    async fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        execute_on(
+            &self.pool,
+            "INSERT INTO projections (name, version, generation, checkpoint, updated_at) \
+             VALUES ($1, 1, 1, 0, $2) ON CONFLICT (name) DO NOTHING",
+            &[REACTOR.into(), now_micros().into()],
+        )
+        .await?;
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = $1")
+                .bind(REACTOR)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(checkpoint).unwrap_or(0))
+    }
+
+    /// Reacts to the next batch of events and moves the checkpoint past them; returns
+    /// how many events it read (0: nothing new, or another process moved it first).
+    pub async fn step(&self) -> Result<usize, ProjectionError> {
+        let from = self.checkpoint().await?;
+        let events = self.store.read_all(from, REACTOR_BATCH_EVENTS_MAX).await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        self.react(&events).await?;
+        let moved = execute_on(
+            &self.pool,
+            "UPDATE projections SET checkpoint = $1, checkpoint_at = $2, updated_at = $3 \
+             WHERE name = $4 AND checkpoint = $5",
+            &[
+                (last.position as i64).into(),
+                last.recorded_at.timestamp_micros().into(),
+                now_micros().into(),
+                REACTOR.into(),
+                (from as i64).into(),
+            ],
+        )
+        .await?;
+        Ok(if moved == 0 { 0 } else { events.len() })
+    }
+
+    /// Reacts to every event up to the log's last one (including the events its own
+    /// commands append), waiting at most a minute for Postgres to make them readable;
+    /// returns the checkpoint reached.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let started = std::time::Instant::now();
+        loop {
+            let head = self.store.last_position().await?;
+            let checkpoint = self.checkpoint().await?;
+            if checkpoint >= head {
+                return Ok(checkpoint);
+            }
+            if self.step().await? == 0 {
+                if started.elapsed() > Duration::from_secs(60) {
+                    return Err(ProjectionError::Lagging {
+                        name: REACTOR.into(),
+                        reached: checkpoint,
+                        wanted: head,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// Runs the commands `events` call for, without moving the checkpoint: what a
+    /// reactor that dies before its checkpoint leaves behind. Safe to repeat.
+    pub async fn react(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            let outcome = self.react_to(event).await;
+            match outcome {
+                Ok(()) => {}
+                Err(error) if refused(&error) => self.record_problem(event, &error).await?,
+                Err(LedgerError::Decode(e)) => return Err(e.into()),
+                Err(LedgerError::Store(e)) => return Err(e.into()),
+                Err(other) => {
+                    return Err(ProjectionError::Event {
+                        position: event.position,
+                        detail: other.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn react_to(&self, event: &RecordedEvent) -> Result<(), LedgerError> {
+        if let Some((
+            payment_id,
+            PaymentEvent::Succeeded {
+                user_id, purpose, ..
+            },
+        )) = stream_event::<PaymentEvent>(event, "payment").map_err(decode)?
+        {
+            let payment_id = PaymentId::new(payment_id)?;
+            let metadata = metadata("reactor.payments", Some(event));
+            match purpose {
+                Purpose::Credits(amount) => {
+                    self.open(user_id, metadata.clone()).await?;
+                    self.accounts
+                        .execute(Request {
+                            key: user_id,
+                            command: AccountCommand::Deposit { payment_id, amount },
+                            command_id: None,
+                            metadata,
+                        })
+                        .await?;
+                }
+                Purpose::Plan(plan) => {
+                    self.subscriptions
+                        .execute(Request {
+                            key: user_id,
+                            command: SubscriptionCommand::Pay { payment_id, plan },
+                            command_id: Some(format!("reactor:{}", event.event_id)),
+                            metadata,
+                        })
+                        .await?;
+                }
+            }
+            return Ok(());
+        }
+        if let Some((refund_id, RefundEvent::Approved { .. })) =
+            stream_event::<RefundEvent>(event, "refund").map_err(decode)?
+        {
+            let refund_id = RefundId::new(refund_id)?;
+            let request = self.refunds.load(&refund_id).await?.state;
+            let Some(ask) = request.ask else {
+                return Err(tally_domain::DomainError::RefundNotFound.into());
+            };
+            self.accounts
+                .execute(Request {
+                    key: ask.user_id,
+                    command: AccountCommand::Refund {
+                        refund_id,
+                        reference: ask.reference,
+                        amount: ask.amount,
+                    },
+                    command_id: None,
+                    metadata: metadata("reactor.refunds", Some(event)),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn open(&self, user_id: UserId, metadata: Metadata) -> Result<(), LedgerError> {
+        self.accounts
+            .execute(Request {
+                key: user_id,
+                command: AccountCommand::Open {
+                    username: None,
+                    language: None,
+                },
+                command_id: None,
+                metadata,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_problem(
+        &self,
+        event: &RecordedEvent,
+        error: &LedgerError,
+    ) -> Result<(), ProjectionError> {
+        tracing::error!(
+            position = event.position,
+            event_type = %event.event_type,
+            %error,
+            "a reaction was refused; recorded in reactor_problems"
+        );
+        execute_on(
+            &self.pool,
+            "INSERT INTO reactor_problems (position, reactor, event_id, code, detail, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                (event.position as i64).into(),
+                REACTOR.into(),
+                event.event_id.to_string().into(),
+                error.code().into(),
+                error.to_string().into(),
+                now_micros().into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Expires holds past their ttl and subscriptions past their period, as the read
+    /// models know them at `now`.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Swept, ProjectionError> {
+        let mut swept = Swept::default();
+        let at = now.timestamp_micros();
+        let holds = sqlx::query(
+            "SELECT user_id, hold_id FROM holds WHERE state = 'open' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(at)
+        .bind(SWEEP_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in holds {
+            let (user, hold): (i64, String) = (row.get(0), row.get(1));
+            let result = async {
+                let command = AccountCommand::ExpireHold {
+                    hold_id: HoldId::new(hold.clone())?,
+                };
+                self.accounts
+                    .execute(Request {
+                        key: UserId::new(user)?,
+                        command,
+                        command_id: None,
+                        metadata: metadata("reactor.holds", None),
+                    })
+                    .await
+            }
+            .await;
+            match result {
+                Ok(outcome) if !outcome.replayed => swept.holds_expired += 1,
+                Ok(_) => {}
+                Err(error) if refused(&error) => {
+                    tracing::warn!(user, hold, %error, "hold not expired");
+                }
+                Err(error) => return Err(ledger_failure(error)),
+            }
+        }
+        let due = sqlx::query(
+            "SELECT user_id, period_end FROM subscriptions \
+             WHERE status IN ('active', 'cancelled') AND period_end <= $1 \
+             ORDER BY period_end LIMIT $2",
+        )
+        .bind(at)
+        .bind(SWEEP_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in due {
+            let (user, period_end): (i64, i64) = (row.get(0), row.get(1));
+            let result = async {
+                self.subscriptions
+                    .execute(Request {
+                        key: UserId::new(user)?,
+                        command: SubscriptionCommand::Expire,
+                        command_id: Some(format!("expire:{period_end}")),
+                        metadata: metadata("reactor.subscriptions", None),
+                    })
+                    .await
+            }
+            .await;
+            match result {
+                Ok(outcome) if !outcome.replayed => swept.subscriptions_expired += 1,
+                Ok(_) => {}
+                // Renewed meanwhile (the read model lagged): nothing to expire.
+                Err(error) if refused(&error) => {
+                    tracing::debug!(user, %error, "subscription not expired");
+                }
+                Err(error) => return Err(ledger_failure(error)),
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Reacts and sweeps until `stop` turns true: wakes on the store's wake-ups, polls
+    /// every [`crate::POLL_EVERY`], sweeps every [`SWEEP_EVERY`].
+    pub async fn run(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let mut wakeups = self.store.subscribe();
+        let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            loop {
+                match self.step().await {
+                    Ok(REACTOR_BATCH_EVENTS_MAX) => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "reactor step failed; retrying");
+                        break;
+                    }
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = std::time::Instant::now();
+                if let Err(error) = self.sweep(Utc::now()).await {
+                    tracing::warn!(%error, "reactor sweep failed; retrying");
+                }
+            }
+            tokio::select! {
+                woke = wakeups.wait() => {
+                    if woke.is_err() {
+                        tokio::time::sleep(crate::POLL_EVERY).await;
+                    }
+                }
+                _ = tokio::time::sleep(crate::POLL_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+fn decode(e: ProjectionError) -> LedgerError {
+    match e {
+        ProjectionError::Decode(e) => LedgerError::Decode(e),
+        other => LedgerError::Domain(tally_domain::DomainError::Validation(other.to_string())),
+    }
+}
+
+fn ledger_failure(error: LedgerError) -> ProjectionError {
+    match error {
+        LedgerError::Store(e) => e.into(),
+        LedgerError::Decode(e) => e.into(),
+        other => ProjectionError::Event {
+            position: 0,
+            detail: other.to_string(),
+        },
+    }
+}
+
+async fn execute_on(
+    pool: &AnyPool,
+    sql: &str,
+    values: &[crate::Value],
+) -> Result<u64, ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    execute(&mut conn, sql, values).await
+}
