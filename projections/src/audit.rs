@@ -446,9 +446,13 @@ impl Projector {
             AsOf::Position(p) => p.min(checkpoint),
             _ => last_position,
         };
+        let cents = |mut d: Decimal| {
+            d.rescale(2);
+            d
+        };
         let recomputed = Recomputed {
-            available: state.available,
-            held: state.held,
+            available: cents(state.available),
+            held: cents(state.held),
             status: match state.status {
                 AccountStatus::Open => "open".into(),
                 AccountStatus::Blocked => "blocked".into(),

@@ -102,6 +102,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
                      ids, streams, versions and hashes are unchanged"
                 );
             }
+            eprintln!("next: `tally projections catch-up` builds the read models from it");
             if report.events_imported == 0 && report.events_already_present == 0 {
                 bail!("{file} holds no events");
             }
