@@ -19,6 +19,11 @@
 //! code is rebuilt at start.
 //!
 //! Read models keep amounts as integer cents, so sums are exact on both backends.
+//!
+//! [`Reactors`] are projectors whose effect is a command (payment → credits or plan,
+//! approved refund → credits back, expired holds and subscriptions), idempotent by ids
+//! derived from their triggers. The audit (`audit.rs`) verifies hash chains, the trial
+//! balance and every read model against a fresh replay, and replays one account.
 
 mod accounts;
 mod audit;

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Connections of a projector's pool (a rebuild writes each projection on its own).
-const POOL_CONNECTIONS_MAX: u32 = 10;
+const POOL_CONNECTIONS_MAX: u32 = 12;
 /// Most events read and applied in one transaction.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 /// Most events read and applied in one transaction while rebuilding aside (nobody
@@ -633,27 +633,64 @@ impl Projector {
         Ok(applied)
     }
 
-    /// Keeps every projection caught up until `stop` turns true: wakes on the store's
-    /// wake-ups and every [`POLL_EVERY`]. On Postgres a projection is only run while
+    /// Keeps every projection caught up until `stop` turns true, waking on the store's
+    /// wake-ups and every [`POLL_EVERY`]. On Postgres each projection runs in its own
+    /// task (a slow one never delays the balances); SQLite has one writer at a time, so
+    /// one task runs them all in turn. On Postgres a projection is only run while
     /// this process holds its lease; others stand by and take over when it dies.
     pub async fn run(
+        self: Arc<Self>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ProjectionError> {
+        let lease = match self.backend {
+            Backend::Postgres => Some(Arc::new(tokio::sync::Mutex::new(Lease::new(
+                self.pool.acquire().await?,
+            )))),
+            Backend::Sqlite => None,
+        };
+        let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
+        let groups: Vec<Vec<&'static str>> = match self.backend {
+            Backend::Postgres => names.into_iter().map(|name| vec![name]).collect(),
+            Backend::Sqlite => vec![names],
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for group in groups {
+            let (this, lease, stop) = (self.clone(), lease.clone(), stop.clone());
+            tasks.spawn(async move { this.run_group(&group, lease, stop).await });
+        }
+        let mut outcome = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => outcome = Err(error),
+                Err(failed) => {
+                    outcome = Err(ProjectionError::Event {
+                        position: 0,
+                        detail: format!("a projection task failed: {failed}"),
+                    })
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn run_group(
         &self,
+        names: &[&'static str],
+        lease: Option<Arc<tokio::sync::Mutex<Lease>>>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
         let mut wakeups = self.store.subscribe();
-        let mut lease = match self.backend {
-            Backend::Postgres => Some(Lease::new(self.pool.acquire().await?)),
-            Backend::Sqlite => None,
-        };
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            for projection in &self.projections {
-                let name = projection.name();
-                if let Some(lease) = lease.as_mut()
-                    && !lease.hold(name).await?
-                {
+            for &name in names {
+                let held = match &lease {
+                    Some(lease) => lease.lock().await.hold(name).await?,
+                    None => true,
+                };
+                if !held {
                     continue;
                 }
                 loop {
