@@ -45,12 +45,14 @@ pub const SWEEP_MAX: i64 = 500;
 /// How often due holds and subscriptions are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// What a sweep did.
+/// What a sweep did: the expiries it sent that the ledger accepted. While the read
+/// model has not yet applied an expiry, the next sweep sends it again; the ledger
+/// answers with a no-op (nothing appended), which is counted here once more.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Swept {
-    /// Holds expired.
+    /// Hold expiries accepted.
     pub holds_expired: u64,
-    /// Subscriptions expired.
+    /// Subscription expiries accepted.
     pub subscriptions_expired: u64,
 }
 

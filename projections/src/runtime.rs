@@ -404,12 +404,17 @@ impl Projector {
         }
     }
 
-    /// Checkpoint, head and lag of every projection.
+    /// Checkpoint, head and lag of every projection (and of the reactor, once it ran).
     pub async fn status(&self) -> Result<Vec<ProjectionStatus>, ProjectionError> {
         let head = self.store.last_position().await?;
         let mut all = Vec::new();
-        for projection in &self.projections {
-            let name = projection.name();
+        // The log-following reactor keeps its checkpoint in the same registry.
+        let names = self
+            .projections
+            .iter()
+            .map(|p| p.name())
+            .chain([crate::REACTOR]);
+        for name in names {
             let Some(at) = self.registered(name).await? else {
                 continue;
             };

@@ -226,6 +226,9 @@ async fn a_reactor_killed_between_command_and_checkpoint_pays_once(s: &Setup) {
 
     let state = accounts.load(&alice).await.unwrap().state;
     assert_eq!(state.available, "20".parse().unwrap(), "credited once");
+    let status = projector.status().await.unwrap();
+    let reactor = status.iter().find(|p| p.name == "reactor").unwrap();
+    assert_eq!(reactor.lag_events, 0, "{reactor:?}");
     assert_eq!(count_type(s.store.as_ref(), "credits.deposited").await, 1);
     let plan = subscriptions.load(&bob).await.unwrap().state;
     assert_eq!(plan.plan, Some(PlanId::new("pro").unwrap()));
