@@ -1,12 +1,15 @@
-//! Read model `trial_balance`: every ledger account's balance from the double-entry
-//! postings of every credit-moving event (`tally_domain::postings`). Its rows sum to
-//! zero; an auditor checks that, and that each user's rows equal the balances.
+//! Read model `trial_balance`: the balance of every system account (`@sales`,
+//! `@promotions`, `@consumption`, `@refunds`, `@corrections`) and of all users' credits
+//! together (`users:available`, `users:held`), from the double-entry postings of every
+//! credit-moving event (`tally_domain::postings`). Its rows sum to zero; an auditor
+//! checks that. Each user's own side is the `balances` read model: keeping it here too
+//! would cost a row per user per batch and tell nothing `balances` does not.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use sqlx::AnyConnection;
-use tally_domain::postings;
+use tally_domain::postings::{self, LedgerAccount};
 use tally_domain::values::UserId;
 
 use crate::ProjectionError;
@@ -17,6 +20,11 @@ use crate::sql::{Value, cents, insert_rows};
 /// The trial balance read model.
 pub struct TrialBalance;
 
+/// The row of all users' available credits.
+pub const USERS_AVAILABLE: &str = "users:available";
+/// The row of all users' held credits.
+pub const USERS_HELD: &str = "users:held";
+
 #[async_trait]
 impl Projection for TrialBalance {
     fn name(&self) -> &'static str {
@@ -24,7 +32,7 @@ impl Projection for TrialBalance {
     }
 
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn schema(&self) -> &'static str {
@@ -52,7 +60,12 @@ impl Projection for TrialBalance {
                     position: recorded.position,
                     detail: format!("posting {} is not whole cents", posting.amount),
                 })?;
-                *deltas.entry(posting.account.to_string()).or_default() += amount;
+                let account = match posting.account {
+                    LedgerAccount::Available(_) => USERS_AVAILABLE.to_string(),
+                    LedgerAccount::Held(_) => USERS_HELD.to_string(),
+                    system => system.to_string(),
+                };
+                *deltas.entry(account).or_default() += amount;
             }
         }
         let rows: Vec<Vec<Value>> = deltas

@@ -1,7 +1,7 @@
--- Read model "trial_balance": the balance of every ledger account (users' available and
--- held credits, and the system accounts @sales, @promotions, @consumption, @refunds,
--- @corrections), from the postings of every credit-moving event. The sum over all
--- rows is zero. Integer cents; `{g}` is the generation suffix.
+-- Read model "trial_balance": the balance of the system accounts @sales, @promotions,
+-- @consumption, @refunds, @corrections and of all users' credits together
+-- (users:available, users:held), from the postings of every credit-moving event. The
+-- sum over all rows is zero. Integer cents; `{g}` is the generation suffix.
 CREATE TABLE trial_balance{g} (
     account       TEXT PRIMARY KEY,
     balance_cents BIGINT NOT NULL
