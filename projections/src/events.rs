@@ -47,12 +47,7 @@ pub(crate) fn account_event(
     let Some(user) = account_user(recorded) else {
         return Ok(None);
     };
-    let event = codec::decode(
-        &recorded.event_type,
-        recorded.schema_version,
-        recorded.payload.clone(),
-    )?;
-    Ok(Some((user, event)))
+    Ok(stream_event::<AccountEvent>(recorded, "account")?.map(|(_, event)| (user, event)))
 }
 
 /// An amount as integer cents, or an error naming the event.
