@@ -34,6 +34,7 @@ use tally_store::{Actor, EventStore, Metadata, RecordedEvent};
 
 use crate::ProjectionError;
 use crate::events::stream_event;
+use crate::runtime::Lease;
 use crate::sql::execute;
 
 /// The registry name of the log-following reactor.
@@ -361,18 +362,30 @@ impl Reactors {
     }
 
     /// Reacts and sweeps until `stop` turns true: wakes on the store's wake-ups, polls
-    /// every [`crate::POLL_EVERY`], sweeps every [`SWEEP_EVERY`].
+    /// every [`crate::POLL_EVERY`], sweeps every [`SWEEP_EVERY`]. On Postgres only
+    /// while this process holds the reactor's lease.
     pub async fn run(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
         let mut wakeups = self.store.subscribe();
         let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
+        // On Postgres one process at a time reacts (its commands are idempotent
+        // anyway; the lease saves the others the work); a standby takes over when the
+        // holder's connection ends.
+        let mut lease = match self.store.backend() {
+            "postgres" => Some(Lease::new(self.pool.acquire().await?)),
+            _ => None,
+        };
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            loop {
+            let held = match lease.as_mut() {
+                Some(lease) => lease.hold(REACTOR).await?,
+                None => true,
+            };
+            while held {
                 match self.step().await {
                     Ok(REACTOR_BATCH_EVENTS_MAX) => continue,
                     Ok(_) => break,
@@ -382,7 +395,7 @@ impl Reactors {
                     }
                 }
             }
-            if last_sweep.elapsed() >= SWEEP_EVERY {
+            if held && last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = std::time::Instant::now();
                 if let Err(error) = self.sweep(Utc::now()).await {
                     tracing::warn!(%error, "reactor sweep failed; retrying");

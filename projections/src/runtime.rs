@@ -726,17 +726,17 @@ impl Projector {
 /// Postgres session advisory locks, one per projection, on one connection: held until
 /// the connection ends, so a standby's `pg_try_advisory_lock` succeeds once the holder
 /// dies.
-struct Lease {
+pub(crate) struct Lease {
     conn: PoolConnection<Any>,
     held: Vec<String>,
 }
 
 impl Lease {
-    fn new(conn: PoolConnection<Any>) -> Self {
+    pub(crate) fn new(conn: PoolConnection<Any>) -> Self {
         Self { conn, held: vec![] }
     }
 
-    async fn hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
+    pub(crate) async fn hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
         if self.held.iter().any(|h| h == name) {
             return Ok(true);
         }

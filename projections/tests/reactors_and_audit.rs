@@ -114,6 +114,7 @@ on_both_backends!(
     payments_subscriptions_posts_refunds_and_stats_are_projected,
     audit_verify_reports_a_tampered_read_model_row_and_event,
     export_then_import_gives_the_same_events_hashes_and_read_models,
+    running_reactors_credit_a_payment_and_a_standby_does_nothing_twice,
 );
 
 fn user(id: i64) -> UserId {
@@ -935,4 +936,35 @@ async fn export_then_import_gives_the_same_events_hashes_and_read_models(s: &Set
     drop((rebuilt, imported_store, other_store));
     target.drop_database().await;
     other.drop_database().await;
+}
+
+async fn running_reactors_credit_a_payment_and_a_standby_does_nothing_twice(s: &Setup) {
+    let accounts = s.ledger::<AccountStreams>();
+    let projector = s.projector().await;
+    // Two processes run the reactors (on Postgres one holds the lease, one stands by).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut running = Vec::new();
+    for _ in 0..2 {
+        let (reactors, stopped) = (s.reactors(&projector), stopped.clone());
+        running.push(tokio::spawn(async move { reactors.run(stopped).await }));
+    }
+    let u = user(7_501);
+    pay(s, "live", u, "100", "XTR", Purpose::Credits(amount("20"))).await;
+    let started = std::time::Instant::now();
+    loop {
+        let loaded = accounts.load(&u).await.unwrap();
+        if loaded.state.available == "20".parse().unwrap() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the running reactor credits the payment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    for task in running {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(count_type(s.store.as_ref(), "credits.deposited").await, 1);
 }
