@@ -385,13 +385,15 @@ impl Reactors {
                 Some(lease) => lease.hold(REACTOR).await?,
                 None => true,
             };
-            while held {
-                match self.step().await {
-                    Ok(REACTOR_BATCH_EVENTS_MAX) => continue,
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::warn!(%error, "reactor step failed; retrying");
-                        break;
+            if held {
+                loop {
+                    match self.step().await {
+                        Ok(REACTOR_BATCH_EVENTS_MAX) => continue,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "reactor step failed; retrying");
+                            break;
+                        }
                     }
                 }
             }
