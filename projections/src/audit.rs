@@ -432,10 +432,10 @@ impl Projector {
                 {
                     continue;
                 }
-                let event: AccountEvent = codec::decode(
+                let event: AccountEvent = codec::decode_ref(
                     &recorded.event_type,
                     recorded.schema_version,
-                    recorded.payload.clone(),
+                    &recorded.payload,
                 )?;
                 state = account::evolve(state, &event);
                 recomputed_events += 1;

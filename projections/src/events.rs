@@ -27,10 +27,10 @@ pub(crate) fn stream_event<'a, E: DeserializeOwned>(
     let Some(key) = stream_key(recorded, prefix) else {
         return Ok(None);
     };
-    let event = codec::decode(
+    let event = codec::decode_ref(
         &recorded.event_type,
         recorded.schema_version,
-        recorded.payload.clone(),
+        &recorded.payload,
     )?;
     Ok(Some((key, event)))
 }

@@ -530,7 +530,8 @@ async fn status_reports_lag_and_wait_for_is_bounded(s: &Setup) {
     // New appends are picked up by the running projector.
     activity(&s.ledger, 1).await;
     let head = s.store.last_position().await.unwrap();
-    for name in ["accounts", "holds", "trial_balance"] {
+    for projection in default_projections() {
+        let name = projection.name();
         projector
             .wait_for(name, head, Duration::from_secs(10))
             .await

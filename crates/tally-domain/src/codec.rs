@@ -3,7 +3,8 @@
 //! an event written years ago still folds into today's state.
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapDeserializer;
+use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde_json::{Map, Value};
 
 /// Why a stored event cannot be read as a domain event.
@@ -53,10 +54,37 @@ pub fn decode<E: DeserializeOwned>(
         detail,
     };
     let payload = upcast(event_type, schema_version, payload).map_err(error)?;
-    let mut tagged = Map::new();
-    tagged.insert("type".into(), Value::String(event_type.to_string()));
-    tagged.insert("data".into(), payload);
-    serde_json::from_value(Value::Object(tagged)).map_err(|e| error(e.to_string()))
+    tagged(Value::String(event_type.to_string()), payload).map_err(|e| error(e.to_string()))
+}
+
+/// [`decode`] without taking the payload: a current-version payload is read in
+/// place (an old one is copied to be upcast). For readers that keep the event.
+pub fn decode_ref<E: DeserializeOwned>(
+    event_type: &str,
+    schema_version: u32,
+    payload: &Value,
+) -> Result<E, DecodeError> {
+    if schema_version != current_version(event_type) {
+        return decode(event_type, schema_version, payload.clone());
+    }
+    let tag = Value::String(event_type.to_string());
+    tagged(&tag, payload).map_err(|e| DecodeError {
+        event_type: event_type.to_string(),
+        schema_version,
+        detail: e.to_string(),
+    })
+}
+
+/// Deserialises `{"type": event_type, "data": payload}` with the tag first, so serde
+/// reads the data straight into its variant (a JSON object would put "data" first,
+/// and serde would buffer the whole payload before it knew the variant).
+fn tagged<'de, E, V>(tag: V, payload: V) -> Result<E, serde_json::Error>
+where
+    E: DeserializeOwned,
+    V: IntoDeserializer<'de, serde_json::Error>,
+{
+    let entries = [("type", tag), ("data", payload)];
+    E::deserialize(MapDeserializer::new(entries.into_iter()))
 }
 
 /// Turns a payload of an older schema version into the current one. Every version ever

@@ -621,11 +621,8 @@ async fn recall<A: Aggregate>(
     if !pending.is_empty() {
         let ids = event_ids(stream_id, command_ids);
         for event in pending.iter().filter(|e| ids.contains(&e.event_id)) {
-            let decoded = codec::decode(
-                &event.event_type,
-                event.schema_version,
-                event.payload.clone(),
-            )?;
+            let decoded =
+                codec::decode_ref(&event.event_type, event.schema_version, &event.payload)?;
             past.push((decoded, event.occurred_at));
         }
     }
@@ -801,10 +798,10 @@ fn fold<A: Aggregate>(
     loaded: Loaded<A::State>,
     recorded: &RecordedEvent,
 ) -> Result<Loaded<A::State>, LedgerError> {
-    let event: A::Event = codec::decode(
+    let event: A::Event = codec::decode_ref(
         &recorded.event_type,
         recorded.schema_version,
-        recorded.payload.clone(),
+        &recorded.payload,
     )?;
     Ok(Loaded {
         state: A::evolve(loaded.state, &event, recorded.occurred_at),
