@@ -156,11 +156,13 @@ impl Projector {
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN
     /// IMMEDIATE`): a transaction that read first could not write after the log's
     /// writer committed (SQLITE_BUSY_SNAPSHOT); waiting for the lock up front can.
+    /// On Postgres it does not wait for the disk at commit (`synchronous_commit =
+    /// off`): read models are derived, and their rows and checkpoint commit together,
+    /// so a server crash can only take back the last few batches — rows and checkpoint
+    /// alike — which the projector applies again from the log. The log's own appends
+    /// keep waiting for the disk.
     pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, ProjectionError> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        begin_on(&self.pool, self.backend).await
     }
 
     /// The projections this runs.
@@ -519,10 +521,7 @@ impl Projector {
             let (pool, backend) = (self.pool.clone(), self.backend);
             writers.spawn(async move {
                 while let Some(events) = rx.recv().await {
-                    let mut tx = match backend {
-                        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-                        Backend::Postgres => pool.begin().await?,
-                    };
+                    let mut tx = begin_on(&pool, backend).await?;
                     for (projection, g) in &lane {
                         projection.apply(&mut tx, g, &events).await?;
                     }
@@ -721,6 +720,21 @@ impl Projector {
             }
         }
     }
+}
+
+/// [`Projector::begin`] on a pool.
+async fn begin_on(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, Any>, ProjectionError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => {
+            let mut tx = pool.begin().await?;
+            execute(&mut tx, "SET LOCAL synchronous_commit = off", &[]).await?;
+            tx
+        }
+    })
 }
 
 /// Postgres session advisory locks, one per projection, on one connection: held until

@@ -39,7 +39,7 @@ impl From<&str> for Value {
 const BINDS_MAX: usize = 30_000;
 /// Most rows in one INSERT: statements of the same shape are prepared once and
 /// reused, where a huge VALUES list is parsed and planned anew every time.
-const ROWS_PER_INSERT_MAX: usize = 100;
+const ROWS_PER_INSERT_MAX: usize = 500;
 
 /// Placeholders for `n` values starting after `bound`: `$k` on Postgres, `?` on SQLite
 /// (SQLite looks named and numbered parameters up by name, which costs time in
