@@ -228,24 +228,24 @@ impl Projection for Accounts {
              position = excluded.position",
         )
         .await?;
-        insert_rows(
-            conn,
-            &format!("statement{g}"),
-            &[
-                "user_id",
-                "position",
-                "kind",
-                "amount_cents",
-                "balance_after_cents",
-                "held_after_cents",
-                "reference",
-                "actor",
-                "occurred_at",
-            ],
-            &statement,
-            "",
-        )
-        .await?;
+        batch
+            .insert(
+                conn,
+                &format!("statement{g}"),
+                &[
+                    "user_id",
+                    "position",
+                    "kind",
+                    "amount_cents",
+                    "balance_after_cents",
+                    "held_after_cents",
+                    "reference",
+                    "actor",
+                    "occurred_at",
+                ],
+                statement,
+            )
+            .await?;
         Ok(())
     }
 }

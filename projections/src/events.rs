@@ -2,12 +2,16 @@
 //! (by its stream id's prefix) and its decoded payload. Read models skip the streams
 //! they do not follow before decoding anything.
 
+use std::collections::HashMap;
+
 use serde::de::DeserializeOwned;
+use sqlx::AnyConnection;
 use tally_domain::account::AccountEvent;
 use tally_domain::codec;
 use tally_store::RecordedEvent;
 
 use crate::ProjectionError;
+use crate::sql::{Value, insert_rows};
 
 /// The key of a stream of kind `prefix` (`payment` → the payment id); `None` for
 /// streams of other kinds.
@@ -63,10 +67,19 @@ pub(crate) fn amount_cents(
 
 /// A batch of events as read models see it: the recorded events in log order, with
 /// every account event decoded once for all the projections that read it.
+///
+/// Plain inserts go through [`Batch::insert`]: into the caller's transaction, or —
+/// while tables are rebuilt aside on Postgres — collected per table and written with
+/// `COPY` once the batch's transaction has committed (several times faster than
+/// inserts; nothing reads those tables before the swap, so they need not share it).
 pub struct Batch {
     events: Vec<RecordedEvent>,
     accounts: Vec<Option<(i64, AccountEvent)>>,
+    bulk: Option<std::sync::Mutex<HashMap<String, BulkRows>>>,
 }
+
+/// Rows collected for one table: its columns and the rows.
+pub(crate) type BulkRows = (Vec<String>, Vec<Vec<Value>>);
 
 impl Batch {
     /// Decodes the account events of `events` (in log order).
@@ -75,7 +88,48 @@ impl Batch {
             .iter()
             .map(account_event)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { events, accounts })
+        Ok(Self {
+            events,
+            accounts,
+            bulk: None,
+        })
+    }
+
+    /// A batch whose plain inserts are collected for `COPY` (see the type's notes).
+    pub(crate) fn collecting(events: Vec<RecordedEvent>) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            bulk: Some(Default::default()),
+            ..Self::new(events)?
+        })
+    }
+
+    /// Inserts `rows` into `table` (no conflict clause), now or with the batch's
+    /// `COPY`.
+    pub async fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        table: &str,
+        columns: &[&str],
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), ProjectionError> {
+        match &self.bulk {
+            None => insert_rows(conn, table, columns, &rows, "").await,
+            Some(bulk) => {
+                let mut bulk = bulk.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let entry = bulk.entry(table.to_string()).or_insert_with(|| {
+                    (columns.iter().map(|c| c.to_string()).collect(), Vec::new())
+                });
+                entry.1.extend(rows);
+                Ok(())
+            }
+        }
+    }
+
+    /// The rows collected for `table`, if any.
+    pub(crate) fn take_bulk(&self, table: &str) -> Option<BulkRows> {
+        let bulk = self.bulk.as_ref()?;
+        let mut bulk = bulk.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        bulk.remove(table)
     }
 
     /// The recorded events.

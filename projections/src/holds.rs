@@ -12,7 +12,7 @@ use tally_domain::account::AccountEvent;
 use crate::ProjectionError;
 use crate::events::{Batch, amount_cents};
 use crate::runtime::Projection;
-use crate::sql::{Value, execute, insert_rows};
+use crate::sql::{Value, execute};
 
 /// The holds read model.
 pub struct Holds;
@@ -114,22 +114,22 @@ impl Projection for Holds {
                 ])
             })
             .collect();
-        insert_rows(
-            conn,
-            &format!("holds{g}"),
-            &[
-                "user_id",
-                "hold_id",
-                "amount_cents",
-                "captured_cents",
-                "state",
-                "expires_at",
-                "position",
-            ],
-            &rows,
-            "",
-        )
-        .await?;
+        batch
+            .insert(
+                conn,
+                &format!("holds{g}"),
+                &[
+                    "user_id",
+                    "hold_id",
+                    "amount_cents",
+                    "captured_cents",
+                    "state",
+                    "expires_at",
+                    "position",
+                ],
+                rows,
+            )
+            .await?;
         for (user, hold_id, captured, state, position) in closes {
             execute(
                 conn,

@@ -11,7 +11,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Row};
 use tally_store::{Backend, EventStore};
 
 use crate::events::Batch;
-use crate::sql::execute;
+use crate::sql::{copy_rows, execute};
 use crate::{
     Accounts, DailyStats, Holds, Payments, Posts, ProjectionError, Refunds, Subscriptions,
     TrialBalance,
@@ -102,6 +102,9 @@ pub struct Projector {
     pub(crate) store: Arc<dyn EventStore>,
     projections: Vec<Arc<dyn Projection>>,
     pub(crate) backend: Backend,
+    /// Postgres only: native connections for `COPY` into tables filled aside (the Any
+    /// driver has no `COPY`).
+    copy_pool: Option<sqlx::PgPool>,
 }
 
 pub(crate) fn suffix(generation: i64) -> String {
@@ -145,11 +148,21 @@ impl Projector {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
+        let copy_pool = match backend {
+            Backend::Postgres => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(POOL_CONNECTIONS_MAX)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(url)?,
+            ),
+            Backend::Sqlite => None,
+        };
         Ok(Self {
             pool,
             store,
             projections,
             backend,
+            copy_pool,
         })
     }
 
@@ -519,6 +532,7 @@ impl Projector {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Shared>(2);
             senders.push(tx);
             let (pool, backend) = (self.pool.clone(), self.backend);
+            let copy_pool = self.copy_pool.clone();
             writers.spawn(async move {
                 while let Some(events) = rx.recv().await {
                     let mut tx = begin_on(&pool, backend).await?;
@@ -526,6 +540,16 @@ impl Projector {
                         projection.apply(&mut tx, g, &events).await?;
                     }
                     tx.commit().await?;
+                    if let Some(copy_pool) = &copy_pool {
+                        for (projection, g) in &lane {
+                            for table in projection.tables() {
+                                let table = format!("{table}{g}");
+                                if let Some((columns, rows)) = events.take_bulk(&table) {
+                                    copy_rows(copy_pool, &table, &columns, &rows).await?;
+                                }
+                            }
+                        }
+                    }
                 }
                 Ok::<(), ProjectionError>(())
             });
@@ -552,7 +576,11 @@ impl Projector {
                 };
                 position = last.position;
                 read += events.len() as u64;
-                let batch: Shared = Arc::new(Batch::new(events)?);
+                let batch = match self.copy_pool {
+                    Some(_) => Batch::collecting(events)?,
+                    None => Batch::new(events)?,
+                };
+                let batch: Shared = Arc::new(batch);
                 for sender in &senders {
                     if sender.send(batch.clone()).await.is_err() {
                         // A writer stopped: its error is reported below.

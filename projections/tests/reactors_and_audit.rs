@@ -455,6 +455,20 @@ async fn payments_subscriptions_posts_refunds_and_stats_are_projected(s: &Setup)
         reason: reason("post"),
     };
     exec(&accounts, alice, debit).await;
+    // An actor name with characters COPY must escape, for the rebuild below.
+    accounts
+        .execute(Request {
+            key: alice,
+            command: C::Grant {
+                grant_id: tally_domain::values::GrantId::new("odd-actor").unwrap(),
+                amount: amount("0.01"),
+                reason: reason("escapes"),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::new(ActorKind::Admin, "ops\tab\there\nnew\r\\line")),
+        })
+        .await
+        .unwrap();
     for (id, credits) in [("r-ok", "2"), ("r-no", "1")] {
         let ask = RefundAsk {
             user_id: alice,
