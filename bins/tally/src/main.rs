@@ -10,6 +10,7 @@ mod bench_projections;
 mod events;
 mod progress;
 mod projections;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,12 @@ struct DatabaseArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP API with the projectors and reactors (SQLite by default, no
+    /// configuration needed).
+    Serve(serve::ServeArgs),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
     /// Apply pending schema migrations (they also run on every start) and list them.
     Migrate(DatabaseArgs),
     /// Read models: status, catch-up, rebuild.
@@ -67,6 +74,8 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Keys(command) => serve::keys(command).await,
         Command::Migrate(db) => migrate(&db.database_url).await,
         Command::Projections(command) => projections::run(command).await,
         Command::Audit(command) => audit::run(command).await,

@@ -1,0 +1,472 @@
+//! The API over a real socket, on a real SQLite file and a fresh Postgres database,
+//! with the projectors and reactors running as `tally serve` runs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tally_api::{AppState, Keys};
+use tally_domain::Config;
+use tally_ledger::Ledger;
+use tally_projections::{Projector, default_projections};
+use tally_store::PostgresOptions;
+use tally_store::testing::TestDatabase;
+
+const SERVICE: &str = "service-key-0123456789";
+const ADMIN: &str = "admin-key-0123456789ab";
+const AUDITOR: &str = "auditor-key-0123456789";
+
+struct Server {
+    base: String,
+    client: Client,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    database: TestDatabase,
+}
+
+impl Server {
+    async fn start(postgres: bool) -> Self {
+        let database = if postgres {
+            TestDatabase::postgres().await
+        } else {
+            TestDatabase::sqlite()
+        };
+        let store = tally_store::open(&database.url, PostgresOptions::default())
+            .await
+            .unwrap();
+        let config = Arc::new(Config::default());
+        let projector = Arc::new(
+            Projector::open(store.clone(), &database.url, default_projections())
+                .await
+                .unwrap(),
+        );
+        projector.prepare().await.unwrap();
+        let keys = Keys::new(
+            projector.pool().clone(),
+            &format!("service:bot:{SERVICE},admin:ops-alice:{ADMIN},auditor:aud:{AUDITOR}"),
+        )
+        .unwrap();
+        let state = AppState {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            projector: projector.clone(),
+            keys: Arc::new(keys),
+            config,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut shutdown = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, tally_api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                })
+                .await
+                .unwrap();
+        }));
+        tasks.push(tokio::spawn(async move {
+            projector.run(stopped).await.unwrap();
+        }));
+        Self {
+            base,
+            client: Client::new(),
+            stop,
+            tasks,
+            database,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value, headers)
+    }
+
+    async fn finish(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        self.database.drop_database().await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let server = super::Server::start(false).await;
+                    super::$case(&server).await;
+                    server.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let server = super::Server::start(true).await;
+                    super::$case(&server).await;
+                    server.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    keys_and_roles_are_enforced_with_problem_json,
+    hold_then_partial_capture_shows_in_the_statement,
+    bad_input_is_a_4xx_and_appends_nothing,
+);
+
+async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
+    let (status, body, headers) = s.call("GET", "/v1/accounts/1", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "unauthorized");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let (status, body, _) = s
+        .call("GET", "/v1/accounts/1", Some("not-a-key"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, body, _) = s.call("GET", "/v1/accounts/1", Some(AUDITOR), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let grant = json!({"grant_id": "g1", "amount": "5", "reason": "welcome"});
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/admin/accounts/1/grants",
+            Some(SERVICE),
+            Some(grant),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!((status, body), (StatusCode::OK, Value::String("ok".into())));
+    let (status, _, _) = s.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn hold_then_partial_capture_shows_in_the_statement(s: &Server) {
+    let (status, body, _) = s
+        .call(
+            "PUT",
+            "/v1/accounts/42",
+            Some(SERVICE),
+            Some(json!({"username": "bob"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, _) = s
+        .call("PUT", "/v1/accounts/42", Some(SERVICE), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "opening again is a no-op");
+    let grant = json!({"grant_id": "g1", "amount": "10", "reason": "welcome"});
+    let (status, body, _) = s
+        .call(
+            "POST",
+            "/v1/admin/accounts/42/grants",
+            Some(ADMIN),
+            Some(grant.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["available"], "10.00");
+    let (status, again, headers) = s
+        .call(
+            "POST",
+            "/v1/admin/accounts/42/grants",
+            Some(ADMIN),
+            Some(grant),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replay"], "true");
+    assert_eq!(again["position"], body["position"], "the original answer");
+    let other = json!({"grant_id": "g1", "amount": "11", "reason": "welcome"});
+    let (status, conflict, _) = s
+        .call(
+            "POST",
+            "/v1/admin/accounts/42/grants",
+            Some(ADMIN),
+            Some(other),
+        )
+        .await;
+    assert_eq!(
+        (status, conflict["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+
+    let place = json!({"hold_id": "job-1", "amount": "4", "ttl_seconds": 600, "reason": "render"});
+    let (status, hold, _) = s
+        .call("POST", "/v1/accounts/42/holds", Some(SERVICE), Some(place))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    assert_eq!(
+        (hold["state"].as_str(), hold["available"].as_str()),
+        (Some("open"), Some("6.00"))
+    );
+    let (status, captured, _) = s
+        .call(
+            "POST",
+            "/v1/holds/job-1/capture",
+            Some(SERVICE),
+            Some(json!({"amount": "3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(captured["state"], "captured");
+    assert_eq!(captured["available"], "7.00", "the unused 1 came back");
+    let (status, closed, _) = s
+        .call(
+            "POST",
+            "/v1/holds/job-1/release",
+            Some(SERVICE),
+            Some(json!({"reason": "late"})),
+        )
+        .await;
+    assert_eq!(
+        (status, closed["code"].as_str()),
+        (StatusCode::CONFLICT, Some("hold_not_open"))
+    );
+    assert!(
+        closed["detail"].as_str().unwrap().contains("captured"),
+        "{closed}"
+    );
+
+    let position = captured["position"].as_u64().unwrap();
+    let (status, page, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/42/statement?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let kinds: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["grant", "hold_placed", "hold_captured"]);
+    let (_, first, _) = s
+        .call(
+            "GET",
+            "/v1/accounts/42/statement?limit=2",
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(first["entries"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_u64().unwrap();
+    let (_, rest, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/42/statement?after={next}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(rest["entries"][0]["kind"], "hold_captured");
+    assert!(rest.get("next").is_none());
+    let (_, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/42?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (account["available"].as_str(), account["held"].as_str()),
+        (Some("7.00"), Some("0.00"))
+    );
+    let placed_at = page["entries"][1]["position"].as_u64().unwrap();
+    let (_, then, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/42/balance?at_position={placed_at}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (then["available"].as_str(), then["held"].as_str()),
+        (Some("6.00"), Some("4.00"))
+    );
+    let (_, hold, _) = s.call("GET", "/v1/holds/job-1", Some(SERVICE), None).await;
+    assert_eq!(
+        (hold["state"].as_str(), hold["captured"].as_str()),
+        (Some("captured"), Some("3.00"))
+    );
+    let (status, lagging, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/42?min_position={}", position + 1_000_000),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, lagging["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("projection_lagging"))
+    );
+}
+
+async fn bad_input_is_a_4xx_and_appends_nothing(s: &Server) {
+    s.call("PUT", "/v1/accounts/7", Some(SERVICE), Some(json!({})))
+        .await;
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "-1", "ttl_seconds": 60, "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "0", "ttl_seconds": 60, "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "1.001", "ttl_seconds": 60, "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "99999999999", "ttl_seconds": 60, "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": 5, "ttl_seconds": 60, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "1", "ttl_seconds": 60, "reason": "x", "extra": 1}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "h", "amount": "1", "ttl_seconds": 0, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            json!({"hold_id": "", "amount": "1", "ttl_seconds": 60, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/debits",
+            json!({"debit_id": "d", "amount": "1", "reason": "x"}),
+            "insufficient_credits",
+        ),
+        (
+            "POST",
+            "/v1/accounts/99999999999999999999/debits",
+            json!({"debit_id": "d", "amount": "1", "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/-5/debits",
+            json!({"debit_id": "d", "amount": "1", "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/8/debits",
+            json!({"debit_id": "d", "amount": "1", "reason": "x"}),
+            "account_not_found",
+        ),
+        (
+            "POST",
+            "/v1/holds/nope/capture",
+            json!({}),
+            "hold_not_found",
+        ),
+        (
+            "GET",
+            "/v1/accounts/7/statement?limit=100000",
+            Value::Null,
+            "validation",
+        ),
+        (
+            "GET",
+            "/v1/accounts/7/balance?at=yesterday",
+            Value::Null,
+            "validation",
+        ),
+    ];
+    for (method, path, body, code) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let (status, problem, _) = s.call(method, path, Some(SERVICE), body.clone()).await;
+        assert!(
+            status.is_client_error(),
+            "{method} {path} {body:?}: {status} {problem}"
+        );
+        assert_eq!(problem["code"], code, "{method} {path} {body:?}: {problem}");
+        assert!(!problem["detail"].as_str().unwrap_or("").is_empty());
+    }
+    // Malformed JSON.
+    let response = s
+        .client
+        .post(format!("{}/v1/accounts/7/holds", s.base))
+        .bearer_auth(SERVICE)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Nothing of it was appended: the account has only its opening.
+    let (_, account, _) = s
+        .call("GET", "/v1/accounts/7?min_position=1", Some(SERVICE), None)
+        .await;
+    let (_, page, _) = s
+        .call("GET", "/v1/accounts/7/statement", Some(SERVICE), None)
+        .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 0, "{page}");
+    assert_eq!(account["available"], "0.00");
+}
