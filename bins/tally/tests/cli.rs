@@ -407,3 +407,99 @@ fn without_recorded_at(line: &str) -> serde_json::Value {
     event.as_object_mut().unwrap().remove("recorded_at");
     event
 }
+
+#[test]
+fn keys_and_serve_on_sqlite_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let out = tally(&[
+        "keys",
+        "create",
+        "--role",
+        "service",
+        "--name",
+        "bot",
+        "--database-url",
+        &url,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = stdout(&out).trim().to_string();
+    assert!(key.starts_with("tally_") && key.len() > 60, "{key}");
+    let out = tally(&[
+        "keys",
+        "create",
+        "--role",
+        "service",
+        "--name",
+        "bot",
+        "--database-url",
+        &url,
+    ]);
+    assert!(!out.status.success(), "the same name twice");
+    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    let out = tally(&[
+        "keys",
+        "create",
+        "--role",
+        "root",
+        "--name",
+        "x",
+        "--database-url",
+        &url,
+    ]);
+    assert!(
+        stderr(&out).contains("none of service, admin, auditor"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tally(&["keys", "list", "--database-url", &url]);
+    assert!(stdout(&out).contains(r#""name":"bot""#), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(&key), "keys are never shown again");
+
+    // `tally serve` in the data directory's parent, as a newcomer runs it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env_remove("TALLY_DATABASE_URL")
+        .env_remove("TALLY_API_KEYS")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let client = reqwest::blocking::Client::new();
+    let opened = client
+        .put(format!("{base}/v1/accounts/5"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"username": "eve"}))
+        .send()
+        .unwrap();
+    assert_eq!(opened.status().as_u16(), 201);
+    let denied = client.get(format!("{base}/v1/accounts/5")).send().unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
+    let out = tally(&["keys", "revoke", "bot", "--database-url", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked = client
+        .get(format!("{base}/v1/accounts/5"))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(
+        revoked.status().as_u16(),
+        401,
+        "a revoked key is refused at once"
+    );
+    // SIGTERM: stop accepting, finish, exit 0.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
