@@ -50,7 +50,7 @@ pub use events::Batch;
 pub use holds::Holds;
 pub use payments::Payments;
 pub use posts::Posts;
-pub use reactors::{REACTOR, Reactors, SWEEP_EVERY, Swept};
+pub use reactors::{REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
 pub use refunds::Refunds;
 pub use runtime::{
     BATCH_EVENTS_MAX, POLL_EVERY, Projection, ProjectionStatus, Projector, default_projections,

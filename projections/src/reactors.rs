@@ -194,31 +194,15 @@ impl Reactors {
             },
         )) = stream_event::<PaymentEvent>(event, "payment").map_err(decode)?
         {
-            let payment_id = PaymentId::new(payment_id)?;
-            let metadata = metadata("reactor.payments", Some(event));
-            match purpose {
-                Purpose::Credits(amount) => {
-                    self.open(user_id, metadata.clone()).await?;
-                    self.accounts
-                        .execute(Request {
-                            key: user_id,
-                            command: AccountCommand::Deposit { payment_id, amount },
-                            command_id: None,
-                            metadata,
-                        })
-                        .await?;
-                }
-                Purpose::Plan(plan) => {
-                    self.subscriptions
-                        .execute(Request {
-                            key: user_id,
-                            command: SubscriptionCommand::Pay { payment_id, plan },
-                            command_id: Some(format!("reactor:{}", event.event_id)),
-                            metadata,
-                        })
-                        .await?;
-                }
-            }
+            fulfil_payment(
+                &self.accounts,
+                &self.subscriptions,
+                PaymentId::new(payment_id)?,
+                user_id,
+                purpose,
+                metadata("reactor.payments", Some(event)),
+            )
+            .await?;
             return Ok(());
         }
         if let Some((refund_id, RefundEvent::Approved { .. })) =
@@ -243,21 +227,6 @@ impl Reactors {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn open(&self, user_id: UserId, metadata: Metadata) -> Result<(), LedgerError> {
-        self.accounts
-            .execute(Request {
-                key: user_id,
-                command: AccountCommand::Open {
-                    username: None,
-                    language: None,
-                },
-                command_id: None,
-                metadata,
-            })
-            .await
-            .map(|_| ())
     }
 
     async fn record_problem(
@@ -412,6 +381,56 @@ impl Reactors {
                 _ = tokio::time::sleep(crate::POLL_EVERY) => {}
                 _ = stop.changed() => {}
             }
+        }
+    }
+}
+
+/// What a paid payment buys, given: credits deposited (opening the account if need
+/// be) or the plan started or renewed. Idempotent by the payment id (`deposit:<id>`,
+/// `pay:<id>`), so the webhook that saw the success and the reactor that follows the
+/// log may both run it: it happens once. Returns the position of its last event.
+pub async fn fulfil_payment(
+    accounts: &Ledger<Accounts>,
+    subscriptions: &Ledger<Subscriptions>,
+    payment_id: PaymentId,
+    user_id: UserId,
+    purpose: Purpose,
+    metadata: Metadata,
+) -> Result<u64, LedgerError> {
+    match purpose {
+        Purpose::Credits(amount) => {
+            accounts
+                .execute(Request {
+                    key: user_id,
+                    command: AccountCommand::Open {
+                        username: None,
+                        language: None,
+                    },
+                    command_id: None,
+                    metadata: metadata.clone(),
+                })
+                .await?;
+            let outcome = accounts
+                .execute(Request {
+                    key: user_id,
+                    command: AccountCommand::Deposit { payment_id, amount },
+                    command_id: None,
+                    metadata,
+                })
+                .await?;
+            Ok(outcome.position)
+        }
+        Purpose::Plan(plan) => {
+            let command_id = format!("pay:{payment_id}");
+            let outcome = subscriptions
+                .execute(Request {
+                    key: user_id,
+                    command: SubscriptionCommand::Pay { payment_id, plan },
+                    command_id: Some(command_id),
+                    metadata,
+                })
+                .await?;
+            Ok(outcome.position)
         }
     }
 }

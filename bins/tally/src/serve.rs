@@ -30,6 +30,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     api_keys: String,
+    /// Webhook secrets, `provider:secret` entries separated by commas.
+    #[arg(
+        long,
+        env = "TALLY_WEBHOOK_SECRETS",
+        default_value = "",
+        hide_env_values = true
+    )]
+    webhook_secrets: String,
 }
 
 /// Runs `tally serve` until Ctrl-C or SIGTERM; then stops accepting, finishes the
@@ -45,8 +53,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
     let keys = Keys::new(projector.pool().clone(), &args.api_keys)
         .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
+    let webhook_secrets = tally_api::payments::parse_webhook_secrets(&args.webhook_secrets)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let state = AppState {
         accounts: Ledger::new(store.clone(), config.clone()),
+        payments: Ledger::new(store.clone(), config.clone()),
+        subscriptions: Ledger::new(store.clone(), config.clone()),
+        webhook_secrets: Arc::new(webhook_secrets),
         projector: projector.clone(),
         keys: Arc::new(keys),
         config,

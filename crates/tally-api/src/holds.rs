@@ -59,7 +59,7 @@ struct HoldBody {
 }
 
 /// A write's answer: `status`, or the original's with `Idempotent-Replay: true`.
-fn answer<T: Serialize>(status: StatusCode, replayed: bool, body: T) -> Response {
+pub(crate) fn answer<T: Serialize>(status: StatusCode, replayed: bool, body: T) -> Response {
     let mut response = (status, Json(body)).into_response();
     if replayed {
         response

@@ -8,13 +8,14 @@
 //!
 //! Built so far: health and readiness, keys and roles, accounts (open, read, statement,
 //! point-in-time balance) with `?min_position=N`, holds (place, capture, release,
-//! read), debits and admin grants. The rest of API.md comes next.
+//! read), debits, admin grants, payments and signed webhooks (generic format). The rest of API.md comes next.
 
 pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod holds;
 mod input;
+pub mod payments;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger};
+use tally_ledger::{Accounts, Ledger, Payments, Subscriptions};
 use tally_projections::Projector;
 
 pub use auth::{Caller, Keys, Role};
@@ -38,6 +39,12 @@ pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// Account commands.
     pub accounts: Ledger<Accounts>,
+    /// Payment commands.
+    pub payments: Ledger<Payments>,
+    /// Subscription commands.
+    pub subscriptions: Ledger<Subscriptions>,
+    /// Webhook secrets by provider.
+    pub webhook_secrets: Arc<std::collections::HashMap<String, String>>,
     /// The read models.
     pub projector: Arc<Projector>,
     /// The keys.
@@ -53,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(accounts::routes())
         .merge(holds::routes())
+        .merge(payments::routes())
         .with_state(state)
 }
 

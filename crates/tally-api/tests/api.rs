@@ -16,6 +16,7 @@ use tally_store::testing::TestDatabase;
 const SERVICE: &str = "service-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789ab";
 const AUDITOR: &str = "auditor-key-0123456789";
+const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
 
 struct Server {
     base: String,
@@ -49,6 +50,12 @@ impl Server {
         .unwrap();
         let state = AppState {
             accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            webhook_secrets: Arc::new(
+                tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
+                    .unwrap(),
+            ),
             projector: projector.clone(),
             keys: Arc::new(keys),
             config,
@@ -142,6 +149,7 @@ on_both_backends!(
     keys_and_roles_are_enforced_with_problem_json,
     hold_then_partial_capture_shows_in_the_statement,
     bad_input_is_a_4xx_and_appends_nothing,
+    a_signed_webhook_credits_once_however_often_it_comes,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -469,4 +477,121 @@ async fn bad_input_is_a_4xx_and_appends_nothing(s: &Server) {
         .await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 0, "{page}");
     assert_eq!(account["available"], "0.00");
+}
+
+fn sign(body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+async fn post_webhook(s: &Server, body: &str, signature: &str) -> (StatusCode, Value) {
+    let response = s
+        .client
+        .post(format!("{}/v1/webhooks/stars", s.base))
+        .header("x-tally-signature", signature)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+async fn a_signed_webhook_credits_once_however_often_it_comes(s: &Server) {
+    let create = json!({"payment_id": "p1", "user_id": 77, "provider": "stars", "amount": "100", "currency": "XTR", "purpose": {"credits": "20"}});
+    let (status, payment, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{payment}");
+    assert_eq!(payment["status"], "pending");
+    let (status, _, headers) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    assert_eq!(
+        (status, headers["idempotent-replay"].to_str().unwrap()),
+        (StatusCode::CREATED, "true")
+    );
+    let other = json!({"payment_id": "p1", "user_id": 77, "provider": "stars", "amount": "200", "currency": "XTR", "purpose": {"credits": "20"}});
+    let (status, conflict, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(other))
+        .await;
+    assert_eq!(
+        (status, conflict["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+
+    let body = r#"{"payment_id":"p1","status":"succeeded","amount":"100","currency":"XTR","provider_payment_id":"tg-1"}"#;
+    let (status, problem) = post_webhook(s, body, "sha256=00").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_signature"))
+    );
+    let tampered = body.replace("100", "900");
+    let (status, _) = post_webhook(s, &tampered, &sign(body)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a signature covers the body it came with"
+    );
+    let (_, nothing, _) = s
+        .call("GET", "/v1/payments/p1?min_position=1", Some(SERVICE), None)
+        .await;
+    assert_eq!(
+        nothing["status"], "pending",
+        "a bad signature appends nothing"
+    );
+
+    let mut last = 0;
+    for _ in 0..100 {
+        let (status, answer) = post_webhook(s, body, &sign(body)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        last = last.max(answer["position"].as_u64().unwrap());
+    }
+    let (_, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/77?min_position={last}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(account["available"], "20.00", "credited once: {account}");
+    let (_, page, _) = s
+        .call("GET", "/v1/accounts/77/statement", Some(SERVICE), None)
+        .await;
+    let deposits = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "deposit")
+        .count();
+    assert_eq!(deposits, 1);
+    let (_, payment, _) = s
+        .call(
+            "GET",
+            &format!("/v1/payments/p1?min_position={last}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            payment["status"].as_str(),
+            payment["provider_payment_id"].as_str()
+        ),
+        (Some("succeeded"), Some("tg-1"))
+    );
+    // The same payment id with another amount: a conflict, never a second credit.
+    let other = r#"{"payment_id":"p1","status":"succeeded","amount":"50","currency":"XTR","provider_payment_id":"tg-1"}"#;
+    let (status, conflict) = post_webhook(s, other, &sign(other)).await;
+    assert_eq!(
+        (status, conflict["code"].as_str()),
+        (StatusCode::CONFLICT, Some("payment_conflict"))
+    );
 }

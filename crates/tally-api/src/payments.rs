@@ -1,0 +1,315 @@
+//! Payments and provider webhooks. A payment is created pending; the provider's
+//! webhook says it succeeded or failed. The webhook's signature is checked over the
+//! raw body before anything is parsed; a success is applied once however often it is
+//! delivered (the payment stream refuses a second success, and the reactor credits by
+//! an id derived from the payment).
+//!
+//! The generic format: header `X-Tally-Signature: sha256=<hex HMAC-SHA256 of the raw
+//! body with the provider's secret>` and body `{payment_id, status, amount, currency,
+//! provider_payment_id}`; secrets from `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use sqlx::Row;
+use tally_domain::payment::{Payment, PaymentCommand, PaymentStatus, Purpose, Terms};
+use tally_domain::values::{Amount, PaymentId, PlanId, Reason};
+use tally_ledger::{Outcome, Request};
+use tally_projections::fulfil_payment;
+use tally_store::{Actor, ActorKind, Metadata};
+
+use crate::accounts::{metadata, settle};
+use crate::error::ApiError;
+use crate::holds::answer;
+use crate::{AppState, Role, input};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/payments", post(create))
+        .route("/v1/payments/{payment_id}", get(read))
+        .route("/v1/webhooks/{provider}", post(webhook))
+}
+
+/// Webhook secrets by provider, from `provider:secret,…`.
+pub fn parse_webhook_secrets(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut secrets = HashMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((provider, secret)) = entry.split_once(':') else {
+            return Err(format!(
+                "TALLY_WEBHOOK_SECRETS entry for {:?} is not provider:secret",
+                entry.chars().take(16).collect::<String>()
+            ));
+        };
+        if secret.len() < 16 {
+            return Err(format!(
+                "TALLY_WEBHOOK_SECRETS: the secret of {provider} is shorter than 16 characters"
+            ));
+        }
+        secrets.insert(provider.to_string(), secret.to_string());
+    }
+    Ok(secrets)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum PurposeBody {
+    Credits(String),
+    Plan(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    payment_id: String,
+    user_id: i64,
+    provider: String,
+    amount: String,
+    currency: String,
+    purpose: PurposeBody,
+}
+
+#[derive(Serialize)]
+struct PaymentBody {
+    payment_id: String,
+    user_id: i64,
+    provider: String,
+    amount: String,
+    currency: String,
+    purpose: serde_json::Value,
+    status: String,
+    position: u64,
+}
+
+fn payment_body(id: &PaymentId, outcome: &Outcome<Payment>) -> Result<PaymentBody, ApiError> {
+    let (Some(terms), Some(status)) = (&outcome.view.terms, outcome.view.status) else {
+        return Err(ApiError::internal(
+            "a payment command answered without terms",
+        ));
+    };
+    Ok(PaymentBody {
+        payment_id: id.to_string(),
+        user_id: terms.user_id.get(),
+        provider: terms.provider.clone(),
+        amount: terms.amount.to_string(),
+        currency: terms.currency.clone(),
+        purpose: serde_json::to_value(&terms.purpose).map_err(ApiError::internal)?,
+        status: serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        position: outcome.position,
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = state.keys.require(&headers, Role::Service).await?;
+    let body: CreateBody = input::json(&body)?;
+    let payment_id = PaymentId::new(body.payment_id)?;
+    let purpose = match body.purpose {
+        PurposeBody::Credits(credits) => Purpose::Credits(credits.parse::<Amount>()?),
+        PurposeBody::Plan(plan) => Purpose::Plan(PlanId::new(plan)?),
+    };
+    let terms = Terms {
+        user_id: input::user_id(&body.user_id.to_string())?,
+        provider: body.provider,
+        amount: body.amount.parse::<Amount>()?,
+        currency: body.currency,
+        purpose,
+    };
+    // The same terms again are a no-op for the payment stream: answered as a replay.
+    let before = state.payments.load(&payment_id).await?;
+    let again = before.state.terms.as_ref() == Some(&terms);
+    let outcome = state
+        .payments
+        .execute(Request {
+            key: payment_id.clone(),
+            command: PaymentCommand::Create(terms),
+            command_id: Some("create".into()),
+            metadata: metadata(&caller),
+        })
+        .await?;
+    let replayed = outcome.replayed || again;
+    Ok(answer(
+        StatusCode::CREATED,
+        replayed,
+        payment_body(&payment_id, &outcome)?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    min_position: Option<u64>,
+}
+
+async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(payment_id): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.keys.require(&headers, Role::Service).await?;
+    let payment_id = PaymentId::new(payment_id)?;
+    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    settle(&state, "payments", query.min_position).await?;
+    let row = sqlx::query(
+        "SELECT user_id, provider, amount_cents, currency, purpose, credits_cents, plan, \
+         status, provider_payment_id, reason, position FROM payments WHERE payment_id = $1",
+    )
+    .bind(payment_id.to_string())
+    .fetch_optional(state.projector.pool())
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "payment_not_found",
+            format!("there is no payment {payment_id}"),
+        )
+    })?;
+    let purpose = match row.get::<String, _>(4).as_str() {
+        "credits" => serde_json::json!({"credits": tally_projections::from_cents(row.get(5))}),
+        _ => serde_json::json!({"plan": row.get::<String, _>(6)}),
+    };
+    Ok(Json(serde_json::json!({
+        "payment_id": payment_id.to_string(),
+        "user_id": row.get::<i64, _>(0),
+        "provider": row.get::<String, _>(1),
+        "amount": tally_projections::from_cents(row.get(2)),
+        "currency": row.get::<String, _>(3),
+        "purpose": purpose,
+        "status": row.get::<String, _>(7),
+        "provider_payment_id": row.get::<String, _>(8),
+        "reason": row.get::<String, _>(9),
+        "position": row.get::<i64, _>(10),
+    })))
+}
+
+/// Checks `X-Tally-Signature: sha256=<hex>` over `body` with `secret`.
+fn verify_signature(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<(), ApiError> {
+    let invalid = |detail: &str| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            detail.to_string(),
+        )
+    };
+    let header = headers
+        .get("x-tally-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| invalid("no X-Tally-Signature header"))?;
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or_else(|| invalid("X-Tally-Signature is not sha256=<hex>"))?;
+    let signature = decode_hex(hex).ok_or_else(|| invalid("X-Tally-Signature is not hex"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| ApiError::internal("webhook secret unusable"))?;
+    mac.update(body);
+    mac.verify_slice(&signature)
+        .map_err(|_| invalid("the signature does not match the body"))
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WebhookStatus {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Deserialize)]
+struct WebhookBody {
+    payment_id: String,
+    status: WebhookStatus,
+    amount: String,
+    currency: String,
+    #[serde(default)]
+    provider_payment_id: Option<String>,
+}
+
+async fn webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(secret) = state.webhook_secrets.get(&provider) else {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!(
+                "no webhook secret is configured for provider {provider:?} (TALLY_WEBHOOK_SECRETS)"
+            ),
+        ));
+    };
+    verify_signature(&headers, &body, secret)?;
+    let body: WebhookBody = input::json(&body)?;
+    let payment_id = PaymentId::new(body.payment_id)?;
+    let command = match body.status {
+        WebhookStatus::Succeeded => PaymentCommand::Succeed {
+            provider_payment_id: body.provider_payment_id.ok_or_else(|| {
+                ApiError::validation("a succeeded payment needs provider_payment_id")
+            })?,
+            amount: body.amount.parse::<Amount>()?,
+            currency: body.currency,
+        },
+        WebhookStatus::Failed => PaymentCommand::Fail {
+            reason: Reason::new(format!("{provider} reported the payment failed"))?,
+        },
+    };
+    let outcome = state
+        .payments
+        .execute(Request {
+            key: payment_id.clone(),
+            command,
+            command_id: None,
+            metadata: Metadata::by(Actor::new(ActorKind::Webhook, provider.clone())),
+        })
+        .await?;
+    // Credit at once (the reactor would, a moment later; both are idempotent by the
+    // payment id), so `?min_position` on the answer's position shows the credits.
+    let mut position = outcome.position;
+    if let (Some(PaymentStatus::Succeeded), Some(terms)) =
+        (outcome.view.status, &outcome.view.terms)
+    {
+        position = position.max(
+            fulfil_payment(
+                &state.accounts,
+                &state.subscriptions,
+                payment_id.clone(),
+                terms.user_id,
+                terms.purpose.clone(),
+                Metadata::by(Actor::new(ActorKind::Webhook, provider)),
+            )
+            .await?,
+        );
+    }
+    let status = outcome
+        .view
+        .status
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "payment_id": payment_id.to_string(),
+        "status": status,
+        "position": position,
+    })))
+}
