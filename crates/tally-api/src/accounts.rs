@@ -24,6 +24,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/accounts/{user_id}", get(read).put(open))
         .route("/v1/accounts/{user_id}/statement", get(statement))
         .route("/v1/accounts/{user_id}/balance", get(balance))
+        .route("/v1/accounts/{user_id}/subscription", get(subscription))
 }
 
 /// Metadata of a caller's command.
@@ -284,5 +285,62 @@ async fn balance(
         "available": available,
         "held": held,
         "position": position,
+    })))
+}
+
+async fn subscription(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.keys.require(&headers, Role::Service).await?;
+    let user = input::user_id(&user)?;
+    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    settle(&state, "subscriptions", query.min_position).await?;
+    let pool = state.projector.pool();
+    let row = sqlx::query(
+        "SELECT plan, slots, status, period_end, payments, position FROM subscriptions \
+         WHERE user_id = $1",
+    )
+    .bind(user.get())
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "subscription_not_found",
+            format!("user {user} has no subscription"),
+        )
+    })?;
+    let corrections: Vec<serde_json::Value> = sqlx::query(
+        "SELECT position, plan_before, slots_before, plan_after, slots_after, admin, reason, \
+         occurred_at FROM subscription_corrections WHERE user_id = $1 ORDER BY position",
+    )
+    .bind(user.get())
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        serde_json::json!({
+            "position": r.get::<i64, _>(0),
+            "plan_before": r.get::<String, _>(1),
+            "slots_before": r.get::<i64, _>(2),
+            "plan_after": r.get::<String, _>(3),
+            "slots_after": r.get::<i64, _>(4),
+            "admin": r.get::<String, _>(5),
+            "reason": r.get::<String, _>(6),
+            "occurred_at": chrono::DateTime::from_timestamp_micros(r.get(7)),
+        })
+    })
+    .collect();
+    Ok(Json(serde_json::json!({
+        "user_id": user.get(),
+        "plan": row.get::<String, _>(0),
+        "slots": row.get::<i64, _>(1),
+        "status": row.get::<String, _>(2),
+        "period_end": chrono::DateTime::from_timestamp_micros(row.get(3)),
+        "periods_paid": row.get::<i64, _>(4),
+        "position": row.get::<i64, _>(5),
+        "corrections": corrections,
     })))
 }

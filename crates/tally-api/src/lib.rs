@@ -8,14 +8,19 @@
 //!
 //! Built so far: health and readiness, keys and roles, accounts (open, read, statement,
 //! point-in-time balance) with `?min_position=N`, holds (place, capture, release,
-//! read), debits, admin grants, payments and signed webhooks (generic format). The rest of API.md comes next.
+//! read), debits, admin grants, adjustments, blocks, subscription corrections, stats,
+//! refunds (request, queue, approve, reject), payments and signed webhooks (generic
+//! format), and the auditor's replay, verify and events. The rest of API.md comes next.
 
 pub mod accounts;
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod holds;
 mod input;
 pub mod payments;
+pub mod refunds;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +30,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger, Payments, Subscriptions};
+use tally_ledger::{Accounts, Ledger, Payments, Refunds, Subscriptions};
 use tally_projections::Projector;
 
 pub use auth::{Caller, Keys, Role};
@@ -43,8 +48,12 @@ pub struct AppState {
     pub payments: Ledger<Payments>,
     /// Subscription commands.
     pub subscriptions: Ledger<Subscriptions>,
+    /// Refund request commands.
+    pub refunds: Ledger<Refunds>,
     /// Webhook secrets by provider.
     pub webhook_secrets: Arc<std::collections::HashMap<String, String>>,
+    /// The log (raw events for auditors).
+    pub store: Arc<dyn tally_store::EventStore>,
     /// The read models.
     pub projector: Arc<Projector>,
     /// The keys.
@@ -61,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(holds::routes())
         .merge(payments::routes())
+        .merge(admin::routes())
+        .merge(refunds::routes())
+        .merge(audit::routes())
         .with_state(state)
 }
 

@@ -52,10 +52,12 @@ impl Server {
             accounts: Ledger::new(store.clone(), config.clone()),
             payments: Ledger::new(store.clone(), config.clone()),
             subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
             webhook_secrets: Arc::new(
                 tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
                     .unwrap(),
             ),
+            store: store.clone(),
             projector: projector.clone(),
             keys: Arc::new(keys),
             config,
@@ -150,6 +152,9 @@ on_both_backends!(
     hold_then_partial_capture_shows_in_the_statement,
     bad_input_is_a_4xx_and_appends_nothing,
     a_signed_webhook_credits_once_however_often_it_comes,
+    a_refund_approved_by_an_admin_returns_the_credits_once,
+    a_plan_correction_is_on_record_with_before_and_after,
+    every_route_answers_401_without_a_key_and_403_to_the_wrong_role,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -594,4 +599,223 @@ async fn a_signed_webhook_credits_once_however_often_it_comes(s: &Server) {
         (status, conflict["code"].as_str()),
         (StatusCode::CONFLICT, Some("payment_conflict"))
     );
+}
+
+async fn a_refund_approved_by_an_admin_returns_the_credits_once(s: &Server) {
+    s.call("PUT", "/v1/accounts/90", Some(SERVICE), Some(json!({})))
+        .await;
+    let grant = json!({"grant_id": "g90", "amount": "10", "reason": "welcome"});
+    s.call(
+        "POST",
+        "/v1/admin/accounts/90/grants",
+        Some(ADMIN),
+        Some(grant),
+    )
+    .await;
+    let debit = json!({"debit_id": "d1", "amount": "6", "reason": "post"});
+    let (status, body, _) = s
+        .call("POST", "/v1/accounts/90/debits", Some(SERVICE), Some(debit))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let too_much = json!({"refund_id": "r0", "user_id": 90, "reference": "debit:d1", "amount": "7", "reason": "failed"});
+    let (status, problem, _) = s
+        .call("POST", "/v1/refunds", Some(SERVICE), Some(too_much))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("refund_not_allowed"))
+    );
+    let ask = json!({"refund_id": "r1", "user_id": 90, "reference": "debit:d1", "amount": "4", "reason": "half failed"});
+    let (status, requested, _) = s
+        .call("POST", "/v1/refunds", Some(SERVICE), Some(ask))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{requested}");
+    let position = requested["position"].as_u64().unwrap();
+    let (_, queue, _) = s
+        .call(
+            "GET",
+            &format!("/v1/refunds?status=requested&min_position={position}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(queue["refunds"][0]["refund_id"], "r1", "{queue}");
+    assert_eq!(queue["refunds"][0]["requested_by"], "bot");
+    let (status, approved, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/r1/approve",
+            Some(ADMIN),
+            Some(json!({"reason": "log confirms"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let position = approved["position"].as_u64().unwrap();
+    let (_, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/90?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(account["available"], "8.00", "10 - 6 + 4");
+    let (status, again, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/r1/approve",
+            Some(ADMIN),
+            Some(json!({"reason": "log confirms"})),
+        )
+        .await;
+    assert!(
+        status.is_success() || status == StatusCode::CONFLICT,
+        "{status} {again}"
+    );
+    let (_, account, _) = s.call("GET", "/v1/accounts/90", Some(SERVICE), None).await;
+    assert_eq!(account["available"], "8.00", "credits back once");
+    let (_, done, _) = s
+        .call(
+            "GET",
+            &format!("/v1/refunds?status=approved&min_position={position}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(done["refunds"][0]["decided_by"], "ops-alice");
+}
+
+async fn a_plan_correction_is_on_record_with_before_and_after(s: &Server) {
+    s.call("PUT", "/v1/accounts/91", Some(SERVICE), Some(json!({}))).await;
+    let create = json!({"payment_id": "plan-1", "user_id": 91, "provider": "stars", "amount": "250", "currency": "XTR", "purpose": {"plan": "basic"}});
+    let (status, body, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let paid = r#"{"payment_id":"plan-1","status":"succeeded","amount":"250","currency":"XTR","provider_payment_id":"tg-9"}"#;
+    let (status, answer) = post_webhook(s, paid, &sign(paid)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let position = answer["position"].as_u64().unwrap();
+    let (_, before, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/91/subscription?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (before["plan"].as_str(), before["slots"].as_i64()),
+        (Some("basic"), Some(1)),
+        "{before}"
+    );
+    let fix = json!({"plan": "pro", "reason": "paid for pro, got basic"});
+    let (status, fixed, _) = s
+        .call(
+            "POST",
+            "/v1/admin/subscriptions/91/correction",
+            Some(ADMIN),
+            Some(fix),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fixed}");
+    let position = fixed["position"].as_u64().unwrap();
+    let (_, after, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/91/subscription?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (after["plan"].as_str(), after["slots"].as_i64()),
+        (Some("pro"), Some(3))
+    );
+    let correction = &after["corrections"][0];
+    assert_eq!(
+        (
+            correction["plan_before"].as_str(),
+            correction["slots_before"].as_i64(),
+            correction["plan_after"].as_str(),
+            correction["slots_after"].as_i64()
+        ),
+        (Some("basic"), Some(1), Some("pro"), Some(3))
+    );
+    assert_eq!(
+        (correction["admin"].as_str(), correction["reason"].as_str()),
+        (Some("ops-alice"), Some("paid for pro, got basic"))
+    );
+    let (_, account, _) = s.call("GET", "/v1/accounts/91", Some(SERVICE), None).await;
+    assert_eq!(account["subscription"]["slots"], 3);
+    let unknown = json!({"plan": "platinum", "reason": "x"});
+    let (status, problem, _) = s
+        .call(
+            "POST",
+            "/v1/admin/subscriptions/91/correction",
+            Some(ADMIN),
+            Some(unknown),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation"))
+    );
+}
+
+async fn every_route_answers_401_without_a_key_and_403_to_the_wrong_role(s: &Server) {
+    use Needs::*;
+    #[derive(PartialEq)]
+    enum Needs {
+        Service,
+        Admin,
+        Auditor,
+    }
+    let routes = [
+        ("PUT", "/v1/accounts/1", Service),
+        ("GET", "/v1/accounts/1", Service),
+        ("GET", "/v1/accounts/1/statement", Service),
+        ("GET", "/v1/accounts/1/balance", Service),
+        ("GET", "/v1/accounts/1/subscription", Service),
+        ("POST", "/v1/accounts/1/holds", Service),
+        ("GET", "/v1/holds/h", Service),
+        ("POST", "/v1/holds/h/capture", Service),
+        ("POST", "/v1/holds/h/release", Service),
+        ("POST", "/v1/accounts/1/debits", Service),
+        ("POST", "/v1/payments", Service),
+        ("GET", "/v1/payments/p", Service),
+        ("POST", "/v1/refunds", Service),
+        ("POST", "/v1/admin/accounts/1/grants", Admin),
+        ("POST", "/v1/admin/accounts/1/adjustments", Admin),
+        ("POST", "/v1/admin/accounts/1/block", Admin),
+        ("POST", "/v1/admin/accounts/1/unblock", Admin),
+        ("POST", "/v1/admin/subscriptions/1/correction", Admin),
+        ("GET", "/v1/refunds", Admin),
+        ("POST", "/v1/refunds/r/approve", Admin),
+        ("POST", "/v1/refunds/r/reject", Admin),
+        ("GET", "/v1/admin/stats", Admin),
+        ("GET", "/v1/audit/accounts/1/replay", Auditor),
+        ("GET", "/v1/audit/verify", Auditor),
+        ("GET", "/v1/events", Auditor),
+    ];
+    for (method, path, needs) in routes {
+        let body = (method != "GET").then(|| json!({}));
+        let (status, _, _) = s.call(method, path, None, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a key"
+        );
+        for (key, role) in [(SERVICE, Service), (ADMIN, Admin), (AUDITOR, Auditor)] {
+            let allowed = role == needs || (role == Admin && needs == Auditor);
+            let (status, problem, _) = s.call(method, path, Some(key), body.clone()).await;
+            match allowed {
+                true => assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} with its role: {status} {problem}"
+                ),
+                false => assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {problem}"),
+            }
+        }
+    }
 }
