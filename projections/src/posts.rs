@@ -1,7 +1,7 @@
 //! Read model `posts`: ad slots (owner, content, destinations) and what became of every
 //! post attempt — attempts, successes and failures per slot and destination, failures
-//! per error kind, the last error. Counters of a batch are summed in memory and added
-//! with one upsert per slot and destination.
+//! per error kind, the last error — and which destinations each cycle reached. Counters
+//! of a batch are summed in memory and added with one upsert per slot and destination.
 
 use std::collections::BTreeMap;
 
@@ -37,7 +37,7 @@ impl Projection for Posts {
     }
 
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn schema(&self) -> &'static str {
@@ -45,7 +45,13 @@ impl Projection for Posts {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["slots", "slot_destinations", "post_stats", "post_failures"]
+        &[
+            "slots",
+            "slot_destinations",
+            "post_stats",
+            "post_failures",
+            "slot_posts",
+        ]
     }
 
     async fn apply(
@@ -57,6 +63,7 @@ impl Projection for Posts {
         // (slot, chat, topic) → counters; (slot, chat, topic, error kind) → failures.
         let mut stats: BTreeMap<(String, i64, i64), Counters> = BTreeMap::new();
         let mut failures: BTreeMap<(String, i64, i64, String), i64> = BTreeMap::new();
+        let mut posted: Vec<Vec<Value>> = Vec::new();
         for recorded in batch.events() {
             let Some((slot_id, event)) = stream_event::<SlotEvent>(recorded, "slot")? else {
                 continue;
@@ -117,7 +124,16 @@ impl Projection for Posts {
                     counters.attempts += 1;
                     counters.last_attempt_at = at;
                     match attempt.outcome {
-                        Outcome::Succeeded => counters.successes += 1,
+                        Outcome::Succeeded => {
+                            counters.successes += 1;
+                            posted.push(vec![
+                                key.0.clone().into(),
+                                i64::try_from(attempt.cycle).unwrap_or(i64::MAX).into(),
+                                key.1.into(),
+                                key.2.into(),
+                                at.into(),
+                            ]);
+                        }
                         Outcome::Failed => {
                             let kind = attempt
                                 .error_kind
@@ -131,6 +147,14 @@ impl Projection for Posts {
                 }
             }
         }
+        batch
+            .insert(
+                conn,
+                &format!("slot_posts{g}"),
+                &["slot_id", "cycle", "chat_id", "topic_id", "posted_at"],
+                posted,
+            )
+            .await?;
         let rows: Vec<Vec<Value>> = stats
             .into_iter()
             .map(|((slot, chat, topic), c)| {

@@ -1,5 +1,6 @@
 -- Read model "posts": ad slots, their destinations, and post analytics per slot and
--- destination (attempts, successes, failures, failures by error kind, last error).
+-- destination (attempts, successes, failures, failures by error kind, last error),
+-- and which destinations each cycle already reached (`slot_posts`).
 -- Success rate = successes / attempts. `topic_id` 0 means no forum topic. Times are
 -- microseconds since the Unix epoch; `{g}` is the generation suffix.
 CREATE TABLE slots{g} (
@@ -37,4 +38,12 @@ CREATE TABLE post_failures{g} (
     error_kind TEXT NOT NULL,
     failures   BIGINT NOT NULL,
     PRIMARY KEY (slot_id, chat_id, topic_id, error_kind)
+);
+CREATE TABLE slot_posts{g} (
+    slot_id  TEXT NOT NULL,
+    cycle    BIGINT NOT NULL,
+    chat_id  BIGINT NOT NULL,
+    topic_id BIGINT NOT NULL,
+    posted_at BIGINT NOT NULL,
+    PRIMARY KEY (slot_id, cycle, chat_id, topic_id)
 );

@@ -10,7 +10,8 @@
 //! point-in-time balance) with `?min_position=N`, holds (place, capture, release,
 //! read), debits, admin grants, adjustments, blocks, subscription corrections, stats,
 //! refunds (request, queue, approve, reject), payments and signed webhooks (generic
-//! format), and the auditor's replay, verify and events. The rest of API.md comes next.
+//! format), ad slots (configure, attempts, due), and the auditor's replay, verify and
+//! events. The rest of API.md comes next.
 
 pub mod accounts;
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod holds;
 mod input;
 pub mod payments;
 pub mod refunds;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger, Payments, Refunds, Subscriptions};
+use tally_ledger::{Accounts, Ledger, Payments, Refunds, Slots, Subscriptions};
 use tally_projections::Projector;
 
 pub use auth::{Caller, Keys, Role};
@@ -50,6 +52,8 @@ pub struct AppState {
     pub subscriptions: Ledger<Subscriptions>,
     /// Refund request commands.
     pub refunds: Ledger<Refunds>,
+    /// Ad slot commands.
+    pub slots: Ledger<Slots>,
     /// Webhook secrets by provider.
     pub webhook_secrets: Arc<std::collections::HashMap<String, String>>,
     /// The log (raw events for auditors).
@@ -73,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(refunds::routes())
         .merge(audit::routes())
+        .merge(slots::routes())
         .with_state(state)
 }
 

@@ -53,6 +53,7 @@ impl Server {
             payments: Ledger::new(store.clone(), config.clone()),
             subscriptions: Ledger::new(store.clone(), config.clone()),
             refunds: Ledger::new(store.clone(), config.clone()),
+            slots: Ledger::new(store.clone(), config.clone()),
             webhook_secrets: Arc::new(
                 tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
                     .unwrap(),
@@ -155,6 +156,7 @@ on_both_backends!(
     a_refund_approved_by_an_admin_returns_the_credits_once,
     a_plan_correction_is_on_record_with_before_and_after,
     every_route_answers_401_without_a_key_and_403_to_the_wrong_role,
+    slots_post_once_per_destination_and_cycle_within_the_plan,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -686,7 +688,8 @@ async fn a_refund_approved_by_an_admin_returns_the_credits_once(s: &Server) {
 }
 
 async fn a_plan_correction_is_on_record_with_before_and_after(s: &Server) {
-    s.call("PUT", "/v1/accounts/91", Some(SERVICE), Some(json!({}))).await;
+    s.call("PUT", "/v1/accounts/91", Some(SERVICE), Some(json!({})))
+        .await;
     let create = json!({"payment_id": "plan-1", "user_id": 91, "provider": "stars", "amount": "250", "currency": "XTR", "purpose": {"plan": "basic"}});
     let (status, body, _) = s
         .call("POST", "/v1/payments", Some(SERVICE), Some(create))
@@ -785,6 +788,9 @@ async fn every_route_answers_401_without_a_key_and_403_to_the_wrong_role(s: &Ser
         ("POST", "/v1/payments", Service),
         ("GET", "/v1/payments/p", Service),
         ("POST", "/v1/refunds", Service),
+        ("PUT", "/v1/slots/s", Service),
+        ("POST", "/v1/slots/s/attempts", Service),
+        ("GET", "/v1/slots/due?cycle=1", Service),
         ("POST", "/v1/admin/accounts/1/grants", Admin),
         ("POST", "/v1/admin/accounts/1/adjustments", Admin),
         ("POST", "/v1/admin/accounts/1/block", Admin),
@@ -818,4 +824,119 @@ async fn every_route_answers_401_without_a_key_and_403_to_the_wrong_role(s: &Ser
             }
         }
     }
+}
+
+async fn slots_post_once_per_destination_and_cycle_within_the_plan(s: &Server) {
+    let create = json!({"payment_id": "plan-s", "user_id": 92, "provider": "stars", "amount": "250", "currency": "XTR", "purpose": {"plan": "basic"}});
+    s.call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    let paid = r#"{"payment_id":"plan-s","status":"succeeded","amount":"250","currency":"XTR","provider_payment_id":"tg-s"}"#;
+    let (status, _) = post_webhook(s, paid, &sign(paid)).await;
+    assert_eq!(status, StatusCode::OK);
+    let slot = json!({"user_id": 92, "content": "Buy stickers", "destinations": [{"chat_id": -1001}, {"chat_id": -1002, "topic_id": 7}]});
+    let (status, body, _) = s
+        .call("PUT", "/v1/slots/s1", Some(SERVICE), Some(slot.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, _) = s
+        .call("PUT", "/v1/slots/s1", Some(SERVICE), Some(slot))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let second = json!({"user_id": 92, "content": "More", "destinations": [{"chat_id": -1003}]});
+    let (status, body, _) = s
+        .call("PUT", "/v1/slots/s2", Some(SERVICE), Some(second))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["position"].as_u64().unwrap();
+
+    let (_, due, _) = s
+        .call(
+            "GET",
+            &format!("/v1/slots/due?cycle=1&min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    let due_slots: Vec<&str> = due["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["slot_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(due_slots, ["s1"], "basic has one slot: {due}");
+    assert_eq!(due["slots"][0]["destinations"].as_array().unwrap().len(), 2);
+
+    let beyond = json!({"attempt_id": "x1", "cycle": 1, "chat_id": -1003, "outcome": "succeeded", "message_id": 5});
+    let (status, problem, _) = s
+        .call("POST", "/v1/slots/s2/attempts", Some(SERVICE), Some(beyond))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::CONFLICT, Some("slot_not_active")),
+        "{problem}"
+    );
+    let failed = json!({"attempt_id": "a1", "cycle": 1, "chat_id": -1001, "outcome": "failed", "error_kind": "rate_limited", "retry_after": 3});
+    let (status, body, _) = s
+        .call("POST", "/v1/slots/s1/attempts", Some(SERVICE), Some(failed))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let posted = json!({"attempt_id": "a2", "cycle": 1, "chat_id": -1001, "outcome": "succeeded", "message_id": 10});
+    let (status, first, _) = s
+        .call(
+            "POST",
+            "/v1/slots/s1/attempts",
+            Some(SERVICE),
+            Some(posted.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, headers) = s
+        .call("POST", "/v1/slots/s1/attempts", Some(SERVICE), Some(posted))
+        .await;
+    assert_eq!(
+        (
+            status,
+            headers
+                .get("idempotent-replay")
+                .map(|v| v.to_str().unwrap())
+        ),
+        (StatusCode::CREATED, Some("true"))
+    );
+    let twice = json!({"attempt_id": "a3", "cycle": 1, "chat_id": -1001, "outcome": "succeeded", "message_id": 11});
+    let (status, problem, _) = s
+        .call("POST", "/v1/slots/s1/attempts", Some(SERVICE), Some(twice))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_posted"))
+    );
+    let position = first["position"].as_u64().unwrap();
+    let (_, due, _) = s
+        .call(
+            "GET",
+            &format!("/v1/slots/due?cycle=1&min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        due["slots"][0]["destinations"],
+        json!([{"chat_id": -1002, "topic_id": 7}]),
+        "{due}"
+    );
+    let (_, next_cycle, _) = s
+        .call("GET", "/v1/slots/due?cycle=2", Some(SERVICE), None)
+        .await;
+    assert_eq!(
+        next_cycle["slots"][0]["destinations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (status, problem, _) = s.call("GET", "/v1/slots/due", Some(SERVICE), None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation"))
+    );
 }
