@@ -33,7 +33,9 @@ pub(crate) fn metadata(caller: &Caller) -> Metadata {
         Role::Service => ActorKind::Service,
         Role::Admin | Role::Auditor => ActorKind::Admin,
     };
-    Metadata::by(Actor::new(kind, caller.name.clone()))
+    let mut metadata = Metadata::by(Actor::new(kind, caller.name.clone()));
+    metadata.correlation_id = caller.request_id;
+    metadata
 }
 
 /// Waits for the read model `projection` to reach `?min_position`, if asked.

@@ -69,6 +69,8 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The request's id: the correlation id of the events it causes.
+    pub request_id: Option<uuid::Uuid>,
 }
 
 /// The SHA-256 of a key, hex.
@@ -142,6 +144,10 @@ impl Keys {
 
     /// The caller of a request, or 401.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let request_id = headers
+            .get(crate::observe::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| uuid::Uuid::parse_str(v).ok());
         let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
                 "no Authorization header; send `Authorization: Bearer <key>`",
@@ -163,6 +169,7 @@ impl Keys {
                 found = Some(Caller {
                     name: entry.name.clone(),
                     role: entry.role,
+                    request_id,
                 });
             }
         }
@@ -182,6 +189,7 @@ impl Keys {
                     .get::<String, _>(1)
                     .parse()
                     .map_err(ApiError::internal)?,
+                request_id,
             }),
             None => Err(ApiError::unauthorized("unknown or revoked key")),
         }

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod error;
 pub mod holds;
 mod input;
+pub mod observe;
 pub mod payments;
 pub mod refunds;
 pub mod slots;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(observe::metrics_text))
         .merge(accounts::routes())
         .merge(holds::routes())
         .merge(payments::routes())
@@ -78,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .merge(refunds::routes())
         .merge(audit::routes())
         .merge(slots::routes())
+        .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 

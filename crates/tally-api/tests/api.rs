@@ -157,6 +157,7 @@ on_both_backends!(
     a_plan_correction_is_on_record_with_before_and_after,
     every_route_answers_401_without_a_key_and_403_to_the_wrong_role,
     slots_post_once_per_destination_and_cycle_within_the_plan,
+    request_ids_reach_the_events_and_metrics_are_served,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -939,4 +940,43 @@ async fn slots_post_once_per_destination_and_cycle_within_the_plan(s: &Server) {
         (status, problem["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("validation"))
     );
+}
+
+async fn request_ids_reach_the_events_and_metrics_are_served(s: &Server) {
+    let id = "0196a4d2-7c1e-7000-8000-000000000042";
+    let response = s
+        .client
+        .put(format!("{}/v1/accounts/93", s.base))
+        .bearer_auth(SERVICE)
+        .header("x-request-id", id)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-request-id"], id, "echoed");
+    let (_, _, headers) = s.call("GET", "/healthz", None, None).await;
+    let fresh = headers["x-request-id"].to_str().unwrap();
+    assert!(
+        uuid::Uuid::parse_str(fresh).is_ok(),
+        "one is made when none is given"
+    );
+    let (_, page, _) = s
+        .call("GET", "/v1/events?limit=100", Some(AUDITOR), None)
+        .await;
+    let opened = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stream_id"] == "account-93")
+        .expect("the account's event");
+    assert_eq!(opened["metadata"]["correlation_id"], id);
+    assert_eq!(opened["metadata"]["actor"]["id"], "bot");
+
+    let (status, text, _) = s.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("tally_http_requests_total"), "{text}");
+    assert!(text.contains(r#"route="/v1/accounts/{user_id}""#), "{text}");
+    assert!(text.contains("tally_projection_lag_events"), "{text}");
 }

@@ -1,0 +1,78 @@
+//! Request ids and metrics. Every request gets an id (the caller's `X-Request-Id` if it
+//! is a UUID, else a new UUIDv7), echoed in the response and carried into the events
+//! it causes as their correlation id. `/metrics` serves Prometheus text: requests and
+//! latencies per route and status, and each projection's checkpoint, head and lag.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder (installed on first use; `None` if another
+/// recorder was installed first).
+fn recorder() -> Option<&'static PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        })
+        .as_ref()
+}
+
+/// Gives the request its id and records its route, status and latency.
+pub async fn track(mut request: Request, next: Next) -> Response {
+    let _ = recorder();
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v).ok())
+        .unwrap_or_else(uuid::Uuid::now_v7);
+    let value = HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static(""));
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("tally_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status).increment(1);
+    metrics::histogram!("tally_http_request_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn metrics_text(State(state): State<AppState>) -> Result<String, ApiError> {
+    let Some(handle) = recorder() else {
+        return Err(ApiError::internal("another metrics recorder is installed"));
+    };
+    for status in state.projector.status().await? {
+        let name = status.name.clone();
+        metrics::gauge!("tally_projection_checkpoint", "projection" => name.clone())
+            .set(status.checkpoint as f64);
+        metrics::gauge!("tally_projection_head", "projection" => name.clone())
+            .set(status.head as f64);
+        metrics::gauge!("tally_projection_lag_events", "projection" => name.clone())
+            .set(status.lag_events as f64);
+        metrics::gauge!("tally_projection_lag_seconds", "projection" => name)
+            .set(status.lag_seconds);
+    }
+    Ok(handle.render())
+}
