@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Read models: rebuild throughput over a log of mixed ledger events, and the time
     /// from append to visible in the balances while commands run at a steady rate.
     Projections(crate::bench_projections::ProjectionsArgs),
+    /// The HTTP API over loopback keep-alive connections: 1,000 accounts funded by
+    /// admin grants, then hold + partial capture pairs.
+    Http(crate::bench_http::HttpArgs),
 }
 
 /// The backend to measure.
@@ -90,6 +93,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Commands(args) => crate::bench_commands::run(args).await,
         BenchCommand::Load(args) => crate::bench_commands::load(args).await,
         BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
+        BenchCommand::Http(args) => crate::bench_http::run(args).await,
     }
 }
 

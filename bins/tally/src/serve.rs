@@ -60,6 +60,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         payments: Ledger::new(store.clone(), config.clone()),
         subscriptions: Ledger::new(store.clone(), config.clone()),
         refunds: Ledger::new(store.clone(), config.clone()),
+        hold_owners: Default::default(),
         slots: Ledger::new(store.clone(), config.clone()),
         webhook_secrets: Arc::new(webhook_secrets),
         store: store.clone(),

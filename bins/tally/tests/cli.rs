@@ -503,3 +503,50 @@ fn keys_and_serve_on_sqlite_with_no_configuration() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
+
+#[test]
+fn bench_http_against_a_running_server_prints_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("tally.db").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .env_remove("TALLY_DATABASE_URL")
+        .env(
+            "TALLY_API_KEYS",
+            "service:bench:service-key-0123456789,admin:ops:admin-key-0123456789ab",
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let out = tally(&[
+        "bench",
+        "http",
+        "--url",
+        &base,
+        "--key",
+        "service-key-0123456789",
+        "--admin-key",
+        "admin-key-0123456789ab",
+        "--concurrency",
+        "2",
+        "--seconds",
+        "1",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for key in ["requests_per_sec", "p50_ms", "p99_ms", "errors"] {
+        assert!(report.get(key).is_some(), "{key} missing from {report}");
+    }
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+}

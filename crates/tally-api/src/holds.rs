@@ -131,16 +131,17 @@ async fn place(
         reason: reason(&body.reason)?,
     };
     let outcome = run(&state, &caller, user, command).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        outcome.replayed,
-        hold_body(&outcome)?,
-    ))
+    let body = hold_body(&outcome)?;
+    state.hold_owners.insert(&body.hold_id, user);
+    Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
 /// The account a hold belongs to, from the holds read model (waiting, bounded, for
 /// it to catch up with the log when the hold is not there yet).
 async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiError> {
+    if let Some(user) = state.hold_owners.get(hold_id.as_str()) {
+        return Ok(user);
+    }
     for attempt in 0..2 {
         let rows = sqlx::query("SELECT user_id FROM holds WHERE hold_id = $1 LIMIT 2")
             .bind(hold_id.to_string())
@@ -149,8 +150,11 @@ async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiErr
         match rows.len() {
             1 => return Ok(UserId::new(rows[0].get(0))?),
             0 if attempt == 0 => {
-                let head = state.projector.status().await?;
-                let head = head.first().map_or(0, |s| s.head);
+                let head = state
+                    .store
+                    .last_position()
+                    .await
+                    .map_err(ApiError::internal)?;
                 state
                     .projector
                     .wait_for("holds", head, MIN_POSITION_WAIT)
@@ -344,4 +348,30 @@ async fn grant(
         outcome.replayed,
         balance_body(&outcome),
     ))
+}
+
+/// Which account the holds this process placed belong to, so a capture right after a
+/// placement need not wait for the holds read model. Bounded: when full it starts
+/// over (the read model answers for older holds).
+#[derive(Default)]
+pub struct HoldOwners {
+    owners: std::sync::Mutex<std::collections::HashMap<String, UserId>>,
+}
+
+/// Most holds remembered.
+pub const HOLD_OWNERS_MAX: usize = 100_000;
+
+impl HoldOwners {
+    fn get(&self, hold_id: &str) -> Option<UserId> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.get(hold_id).copied()
+    }
+
+    fn insert(&self, hold_id: &str, user: UserId) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.len() >= HOLD_OWNERS_MAX {
+            owners.clear();
+        }
+        owners.insert(hold_id.to_string(), user);
+    }
 }

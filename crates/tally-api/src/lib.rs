@@ -65,6 +65,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Plans, packs, limits.
     pub config: Arc<Config>,
+    /// Owners of the holds this process placed.
+    pub hold_owners: Arc<holds::HoldOwners>,
 }
 
 /// The API's routes.

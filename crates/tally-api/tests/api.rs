@@ -53,6 +53,7 @@ impl Server {
             payments: Ledger::new(store.clone(), config.clone()),
             subscriptions: Ledger::new(store.clone(), config.clone()),
             refunds: Ledger::new(store.clone(), config.clone()),
+            hold_owners: Default::default(),
             slots: Ledger::new(store.clone(), config.clone()),
             webhook_secrets: Arc::new(
                 tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
