@@ -343,7 +343,14 @@ async fn hold_then_partial_capture_shows_in_the_statement(s: &Server) {
         (then["available"].as_str(), then["held"].as_str()),
         (Some("6.00"), Some("4.00"))
     );
-    let (_, hold, _) = s.call("GET", "/v1/holds/job-1", Some(SERVICE), None).await;
+    let (_, hold, _) = s
+        .call(
+            "GET",
+            &format!("/v1/holds/job-1?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
     assert_eq!(
         (hold["state"].as_str(), hold["captured"].as_str()),
         (Some("captured"), Some("3.00"))
@@ -519,6 +526,7 @@ async fn a_signed_webhook_credits_once_however_often_it_comes(s: &Server) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{payment}");
     assert_eq!(payment["status"], "pending");
+    let created_at = payment["position"].as_u64().unwrap();
     let (status, _, headers) = s
         .call("POST", "/v1/payments", Some(SERVICE), Some(create))
         .await;
@@ -549,7 +557,12 @@ async fn a_signed_webhook_credits_once_however_often_it_comes(s: &Server) {
         "a signature covers the body it came with"
     );
     let (_, nothing, _) = s
-        .call("GET", "/v1/payments/p1?min_position=1", Some(SERVICE), None)
+        .call(
+            "GET",
+            &format!("/v1/payments/p1?min_position={created_at}"),
+            Some(SERVICE),
+            None,
+        )
         .await;
     assert_eq!(
         nothing["status"], "pending",
@@ -962,15 +975,25 @@ async fn request_ids_reach_the_events_and_metrics_are_served(s: &Server) {
         uuid::Uuid::parse_str(fresh).is_ok(),
         "one is made when none is given"
     );
-    let (_, page, _) = s
-        .call("GET", "/v1/events?limit=100", Some(AUDITOR), None)
-        .await;
-    let opened = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["stream_id"] == "account-93")
-        .expect("the account's event");
+    // The log is readable once every older transaction in the cluster has ended
+    // (gap-safe reads on Postgres): ask until it shows the event.
+    let mut opened = None;
+    for _ in 0..250 {
+        let (_, page, _) = s
+            .call("GET", "/v1/events?limit=1000", Some(AUDITOR), None)
+            .await;
+        opened = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stream_id"] == "account-93")
+            .cloned();
+        if opened.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opened = opened.expect("the account's event");
     assert_eq!(opened["metadata"]["correlation_id"], id);
     assert_eq!(opened["metadata"]["actor"]["id"], "bot");
 
