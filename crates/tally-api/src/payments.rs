@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
@@ -251,8 +251,8 @@ async fn webhook(
     headers: HeaderMap,
     Path(provider): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some(secret) = state.webhook_secrets.get(&provider) else {
+) -> Result<Response, ApiError> {
+    let Some(secret) = state.webhook_secrets.get(&provider).cloned() else {
         return Err(ApiError::not_found(
             "not_found",
             format!(
@@ -260,6 +260,22 @@ async fn webhook(
             ),
         ));
     };
+    match provider.as_str() {
+        "oxapay" => oxapay(state, headers, body, &secret).await,
+        _ => Ok(generic(state, headers, provider, body, &secret)
+            .await?
+            .into_response()),
+    }
+}
+
+/// The generic format (see the module notes).
+async fn generic(
+    state: AppState,
+    headers: HeaderMap,
+    provider: String,
+    body: Bytes,
+    secret: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
     verify_signature(&headers, &body, secret)?;
     let body: WebhookBody = input::json(&body)?;
     let payment_id = PaymentId::new(body.payment_id)?;
@@ -312,4 +328,103 @@ async fn webhook(
         "status": status,
         "position": position,
     })))
+}
+
+/// OxaPay's callback, as OxaPay sends it: header `HMAC` = hex HMAC-SHA512 of the raw
+/// body with the merchant API key (the provider's secret); the body names the payment
+/// by `order_id` (the id the invoice was created with; `orderId` in its legacy format)
+/// and its `track_id`; `status` `paid` means the invoice is paid in full, `failed` or
+/// `expired` that it will not be; `paying`, `waiting`, `confirming` are progress. OxaPay
+/// retries until it gets a 200 with the body `ok`, so every accepted callback — also a
+/// repeated one — is answered so.
+async fn oxapay(
+    state: AppState,
+    headers: HeaderMap,
+    body: Bytes,
+    secret: &str,
+) -> Result<Response, ApiError> {
+    let invalid = |detail: &str| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            detail.to_string(),
+        )
+    };
+    let signature = headers
+        .get("hmac")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| decode_hex(v.trim()))
+        .ok_or_else(|| invalid("no HMAC header with a hex signature"))?;
+    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes())
+        .map_err(|_| ApiError::internal("webhook secret unusable"))?;
+    mac.update(&body);
+    mac.verify_slice(&signature)
+        .map_err(|_| invalid("the HMAC does not match the body"))?;
+    let callback: serde_json::Value = input::json(&body)?;
+    let text = |keys: &[&str]| {
+        keys.iter().find_map(|k| match &callback[*k] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let order = text(&["order_id", "orderId"])
+        .ok_or_else(|| ApiError::validation("the callback names no order_id"))?;
+    let track = text(&["track_id", "trackId"])
+        .ok_or_else(|| ApiError::validation("the callback names no track_id"))?;
+    let status = text(&["status"]).unwrap_or_default().to_ascii_lowercase();
+    let payment_id = PaymentId::new(order)?;
+    let metadata = Metadata::by(Actor::new(ActorKind::Webhook, "oxapay"));
+    let command = match status.as_str() {
+        "paid" => {
+            let payment = state.payments.load(&payment_id).await?.state;
+            let Some(terms) = payment.terms else {
+                return Err(ApiError::not_found(
+                    "payment_not_found",
+                    format!("there is no payment {payment_id}; create it before its invoice"),
+                ));
+            };
+            PaymentCommand::Succeed {
+                provider_payment_id: track,
+                amount: terms.amount,
+                currency: terms.currency,
+            }
+        }
+        "failed" | "expired" => PaymentCommand::Fail {
+            reason: Reason::new(format!("oxapay reported the invoice {status}"))?,
+        },
+        _ => return Ok(ok_body()),
+    };
+    let outcome = state
+        .payments
+        .execute(Request {
+            key: payment_id.clone(),
+            command,
+            command_id: None,
+            metadata: metadata.clone(),
+        })
+        .await?;
+    if let (Some(PaymentStatus::Succeeded), Some(terms)) =
+        (outcome.view.status, &outcome.view.terms)
+    {
+        fulfil_payment(
+            &state.accounts,
+            &state.subscriptions,
+            payment_id,
+            terms.user_id,
+            terms.purpose.clone(),
+            metadata,
+        )
+        .await?;
+    }
+    Ok(ok_body())
+}
+
+fn ok_body() -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        "ok",
+    )
+        .into_response()
 }

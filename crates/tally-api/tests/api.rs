@@ -17,6 +17,7 @@ const SERVICE: &str = "service-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789ab";
 const AUDITOR: &str = "auditor-key-0123456789";
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
+const OXAPAY_KEY: &str = "oxapay-merchant-key-0123456789";
 
 struct Server {
     base: String,
@@ -56,8 +57,10 @@ impl Server {
             hold_owners: Default::default(),
             slots: Ledger::new(store.clone(), config.clone()),
             webhook_secrets: Arc::new(
-                tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
-                    .unwrap(),
+                tally_api::payments::parse_webhook_secrets(&format!(
+                    "stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"
+                ))
+                .unwrap(),
             ),
             store: store.clone(),
             projector: projector.clone(),
@@ -159,6 +162,7 @@ on_both_backends!(
     every_route_answers_401_without_a_key_and_403_to_the_wrong_role,
     slots_post_once_per_destination_and_cycle_within_the_plan,
     request_ids_reach_the_events_and_metrics_are_served,
+    oxapay_callbacks_as_oxapay_signs_and_retries_them,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -1003,4 +1007,89 @@ async fn request_ids_reach_the_events_and_metrics_are_served(s: &Server) {
     assert!(text.contains("tally_http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/v1/accounts/{user_id}""#), "{text}");
     assert!(text.contains("tally_projection_lag_events"), "{text}");
+}
+
+async fn oxapay_callback(s: &Server, body: &str, key: &str) -> (StatusCode, String) {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let hmac: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let response = s
+        .client
+        .post(format!("{}/v1/webhooks/oxapay", s.base))
+        .header("HMAC", hmac)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn oxapay_callbacks_as_oxapay_signs_and_retries_them(s: &Server) {
+    let create = json!({"payment_id": "ox1", "user_id": 94, "provider": "oxapay", "amount": "9.99", "currency": "USD", "purpose": {"credits": "50"}});
+    let (status, body, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let paying = r#"{"track_id":"151811887","status":"Paying","amount":9.99,"currency":"USD","order_id":"ox1"}"#;
+    assert_eq!(
+        oxapay_callback(s, paying, OXAPAY_KEY).await,
+        (StatusCode::OK, "ok".to_string())
+    );
+    let paid = r#"{"track_id":"151811887","status":"Paid","amount":9.99,"currency":"USD","order_id":"ox1","txs":[{"currency":"USDT","amount":9.99}]}"#;
+    let (status, _) = oxapay_callback(s, paid, "another-merchant-key-000").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "signed with another key");
+    for _ in 0..5 {
+        assert_eq!(
+            oxapay_callback(s, paid, OXAPAY_KEY).await,
+            (StatusCode::OK, "ok".to_string())
+        );
+    }
+    let mut account = Value::Null;
+    for _ in 0..250 {
+        let (_, a, _) = s.call("GET", "/v1/accounts/94", Some(SERVICE), None).await;
+        account = a;
+        if account["available"] == "50.00" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(account["available"], "50.00", "credited once: {account}");
+    let (_, page, _) = s
+        .call(
+            "GET",
+            &format!(
+                "/v1/accounts/94/statement?min_position={}",
+                account["position"]
+            ),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page}");
+    let (_, payment, _) = s
+        .call(
+            "GET",
+            &format!("/v1/payments/ox1?min_position={}", account["position"]),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            payment["status"].as_str(),
+            payment["provider_payment_id"].as_str()
+        ),
+        (Some("succeeded"), Some("151811887"))
+    );
+    let unknown =
+        r#"{"track_id":"1","status":"Paid","amount":1,"currency":"USD","order_id":"nope"}"#;
+    let (status, _) = oxapay_callback(s, unknown, OXAPAY_KEY).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
