@@ -80,11 +80,6 @@ struct SubscriptionBody {
     period_end: chrono::DateTime<chrono::Utc>,
 }
 
-fn money(mut amount: Decimal) -> Decimal {
-    amount.rescale(2);
-    amount
-}
-
 async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -123,8 +118,8 @@ async fn open(
         status,
         Json(AccountBody {
             user_id: user.get(),
-            available: money(view.available),
-            held: money(view.held),
+            available: input::money(view.available),
+            held: input::money(view.held),
             status: status_name(view.status),
             subscription: None,
             position: outcome.position,
@@ -153,7 +148,7 @@ async fn read(
 ) -> Result<Json<AccountBody>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     settle(&state, "accounts", query.min_position).await?;
     let Some(row) = account_balance(state.projector.pool(), user.get(), AsOf::Latest).await? else {
         return Err(ApiError::not_found(
@@ -206,7 +201,7 @@ async fn statement(
 ) -> Result<Json<StatementPage>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > STATEMENT_LIMIT_MAX {
         return Err(ApiError::validation(format!(
@@ -259,28 +254,13 @@ async fn balance(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
-    let as_of = match (query.at, query.at_position) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::validation("give at or at_position, not both"));
-        }
-        (Some(at), None) => AsOf::Time(
-            chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|_| {
-                    ApiError::validation(format!(
-                        "at {at:?} is not an RFC 3339 time like 2026-11-21T12:00:00Z"
-                    ))
-                })?
-                .with_timezone(&chrono::Utc),
-        ),
-        (None, Some(position)) => AsOf::Position(position),
-        (None, None) => AsOf::Latest,
-    };
+    let query = input::query(query)?;
+    let as_of = input::as_of(query.at, query.at_position)?;
     settle(&state, "accounts", query.min_position).await?;
     let row = account_balance(state.projector.pool(), user.get(), as_of).await?;
     let (available, held, position) = match row {
         Some(r) => (r.available, r.held, r.position),
-        None => (money(Decimal::ZERO), money(Decimal::ZERO), 0),
+        None => (input::money(Decimal::ZERO), input::money(Decimal::ZERO), 0),
     };
     Ok(Json(serde_json::json!({
         "user_id": user.get(),
@@ -298,7 +278,7 @@ async fn subscription(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     settle(&state, "subscriptions", query.min_position).await?;
     let pool = state.projector.pool();
     let row = sqlx::query(

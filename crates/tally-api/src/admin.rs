@@ -199,7 +199,7 @@ async fn stats(
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Admin).await?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     let (from, to) = (day(query.from, "0001-01-01")?, day(query.to, "9999-12-31")?);
     crate::accounts::settle(&state, "daily_stats", query.min_position).await?;
     let rows = sqlx::query(

@@ -7,7 +7,6 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tally_projections::AsOf;
 
 use crate::error::ApiError;
 use crate::{AppState, Role, input};
@@ -37,17 +36,8 @@ async fn replay(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Auditor).await?;
     let user = input::user_id(&user)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
-    let as_of = match (query.at, query.at_position) {
-        (Some(_), Some(_)) => return Err(ApiError::validation("give at or at_position, not both")),
-        (Some(at), None) => AsOf::Time(
-            chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|_| ApiError::validation(format!("at {at:?} is not an RFC 3339 time")))?
-                .with_timezone(&chrono::Utc),
-        ),
-        (None, Some(p)) => AsOf::Position(p),
-        (None, None) => AsOf::Latest,
-    };
+    let query = input::query(query)?;
+    let as_of = input::as_of(query.at, query.at_position)?;
     let replay = state.projector.replay_account(user, as_of).await?;
     Ok(Json(serde_json::json!({
         "user_id": replay.user_id,
@@ -82,7 +72,7 @@ async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Auditor).await?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     let limit = query.limit.unwrap_or(1_000);
     if limit == 0 || limit > EVENTS_LIMIT_MAX {
         return Err(ApiError::validation(format!(

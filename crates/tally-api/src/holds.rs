@@ -39,11 +39,6 @@ fn reason(text: &str) -> Result<Reason, ApiError> {
     Ok(Reason::new(text)?)
 }
 
-fn money(mut amount: Decimal) -> Decimal {
-    amount.rescale(2);
-    amount
-}
-
 /// A hold as the API shows it.
 #[derive(Serialize)]
 struct HoldBody {
@@ -79,12 +74,12 @@ fn hold_body(outcome: &Outcome<AccountView>) -> Result<HoldBody, ApiError> {
     Ok(HoldBody {
         hold_id: hold_id.to_string(),
         user_id: view.user_id.get(),
-        amount: money(hold.amount.get()),
-        captured: money(hold.captured),
+        amount: input::money(hold.amount.get()),
+        captured: input::money(hold.captured),
         state: hold.state.to_string(),
         expires_at: hold.expires_at,
-        available: money(view.available),
-        held: money(view.held),
+        available: input::money(view.available),
+        held: input::money(view.held),
         position: outcome.position,
     })
 }
@@ -251,7 +246,7 @@ async fn read(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let hold_id = HoldId::new(hold_id)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     settle(&state, "holds", query.min_position).await?;
     let row = sqlx::query(
         "SELECT user_id, amount_cents, captured_cents, state, expires_at, position \
@@ -292,8 +287,8 @@ struct BalanceBody {
 fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
     BalanceBody {
         user_id: outcome.view.user_id.get(),
-        available: money(outcome.view.available),
-        held: money(outcome.view.held),
+        available: input::money(outcome.view.available),
+        held: input::money(outcome.view.held),
         position: outcome.position,
     }
 }

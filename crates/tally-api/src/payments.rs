@@ -162,7 +162,7 @@ async fn read(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let payment_id = PaymentId::new(payment_id)?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     settle(&state, "payments", query.min_position).await?;
     let row = sqlx::query(
         "SELECT user_id, provider, amount_cents, currency, purpose, credits_cents, plan, \

@@ -87,7 +87,7 @@ async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.keys.require(&headers, Role::Admin).await?;
-    let Query(query) = query.map_err(|e| ApiError::validation(e.body_text()))?;
+    let query = input::query(query)?;
     let status = query.status.unwrap_or_else(|| "requested".into());
     if !matches!(status.as_str(), "requested" | "approved" | "rejected") {
         return Err(ApiError::validation(format!(
