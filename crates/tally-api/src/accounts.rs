@@ -149,7 +149,9 @@ async fn read(
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
+    // The account and its subscription come from two read models.
     settle(&state, "accounts", query.min_position).await?;
+    settle(&state, "subscriptions", query.min_position).await?;
     let Some(row) = account_balance(state.projector.pool(), user.get(), AsOf::Latest).await? else {
         return Err(ApiError::not_found(
             "account_not_found",

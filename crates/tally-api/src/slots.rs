@@ -148,7 +148,13 @@ async fn attempt(
             "attempt_id must be 1 to 128 characters",
         ));
     }
-    let slot = state.slots.load(&slot_id).await?.state;
+    let loaded = state.slots.load(&slot_id).await?;
+    // Coverage ranks the owner's slots from the read model: it must know this one.
+    state
+        .projector
+        .wait_for("posts", loaded.position, crate::MIN_POSITION_WAIT)
+        .await?;
+    let slot = loaded.state;
     // A recorded attempt id again is a no-op for the slot: answered as a replay.
     let again = slot.attempt_ids.contains(&body.attempt_id);
     let Some(config) = slot.config else {
@@ -210,7 +216,9 @@ async fn due(
     state.keys.require(&headers, Role::Service).await?;
     let Query(query) =
         query.map_err(|e| ApiError::validation(format!("{}; give ?cycle=N", e.body_text())))?;
+    // Due slots come from two read models: both must have reached the position.
     settle(&state, "posts", query.min_position).await?;
+    settle(&state, "subscriptions", query.min_position).await?;
     let cycle =
         i64::try_from(query.cycle).map_err(|_| ApiError::validation("cycle is too large"))?;
     // Slots beyond their owner's plan are not due: rank each owner's slots by age.
