@@ -768,7 +768,14 @@ async fn a_plan_correction_is_on_record_with_before_and_after(s: &Server) {
         (correction["admin"].as_str(), correction["reason"].as_str()),
         (Some("ops-alice"), Some("paid for pro, got basic"))
     );
-    let (_, account, _) = s.call("GET", "/v1/accounts/91", Some(SERVICE), None).await;
+    let (_, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/91?min_position={position}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
     assert_eq!(account["subscription"]["slots"], 3);
     let unknown = json!({"plan": "platinum", "reason": "x"});
     let (status, problem, _) = s
