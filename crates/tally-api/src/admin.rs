@@ -17,7 +17,7 @@ use tally_ledger::Request;
 
 use crate::accounts::metadata;
 use crate::error::ApiError;
-use crate::holds::answer;
+use crate::holds::{answer, balance_body, run};
 use crate::{AppState, Caller, Role, input};
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -62,21 +62,8 @@ async fn adjust(
         admin: admin_id(&caller)?,
         allow_negative: body.allow_negative,
     };
-    let outcome = state
-        .accounts
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(&caller),
-        })
-        .await?;
-    let body = serde_json::json!({
-        "user_id": user.get(),
-        "available": outcome.view.available,
-        "held": outcome.view.held,
-        "position": outcome.position,
-    });
+    let outcome = run(&state, &caller, user, command).await?;
+    let body = balance_body(&outcome);
     Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
@@ -101,15 +88,7 @@ async fn block_or_unblock(
         true => AccountCommand::Block { reason, admin },
         false => AccountCommand::Unblock { reason, admin },
     };
-    let outcome = state
-        .accounts
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(&caller),
-        })
-        .await?;
+    let outcome = run(&state, &caller, user, command).await?;
     Ok(Json(serde_json::json!({
         "user_id": user.get(),
         "status": match outcome.view.status {

@@ -84,7 +84,7 @@ fn hold_body(outcome: &Outcome<AccountView>) -> Result<HoldBody, ApiError> {
     })
 }
 
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     caller: &Caller,
     user: UserId,
@@ -277,14 +277,14 @@ struct DebitBody {
 
 /// The balance after a credit command.
 #[derive(Serialize)]
-struct BalanceBody {
+pub(crate) struct BalanceBody {
     user_id: i64,
     available: Decimal,
     held: Decimal,
     position: u64,
 }
 
-fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
+pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
     BalanceBody {
         user_id: outcome.view.user_id.get(),
         available: input::money(outcome.view.available),
