@@ -322,14 +322,27 @@ impl Projector {
     /// Applies the next batch of one projection; returns how many events it applied
     /// (0: nothing new, or another process moved the checkpoint first).
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
-        let projection = self.find(name)?;
         let Some(at) = self.registered(name).await? else {
             return Err(ProjectionError::Unknown(name.to_string()));
         };
+        Ok(self.step_from(name, at).await?.0)
+    }
+
+    /// [`Self::step`] from a registry row read earlier (the runner keeps it between
+    /// steps rather than reading it back each time). Returns the events applied and
+    /// the row after them, or `None` when the row was not as given (another process
+    /// or a rebuild moved it): read it again.
+    pub(crate) async fn step_from(
+        &self,
+        name: &str,
+        at: Registered,
+    ) -> Result<(usize, Option<Registered>), ProjectionError> {
+        let projection = self.find(name)?;
         let events = self.store.read_all(at.checkpoint, BATCH_EVENTS_MAX).await?;
         let Some(last) = events.last() else {
-            return Ok(0);
+            return Ok((0, Some(at)));
         };
+        let checkpoint = last.position;
         let mut tx = self.begin().await?;
         // Compare-and-set first: a racing process waits on this row, then finds the
         // checkpoint moved and applies nothing.
@@ -348,14 +361,14 @@ impl Projector {
         )
         .await?;
         if moved == 0 {
-            return Ok(0);
+            return Ok((0, None));
         }
         let n = events.len();
         projection
             .apply(&mut tx, &suffix(at.generation), &Batch::new(events)?)
             .await?;
         tx.commit().await?;
-        Ok(n)
+        Ok((n, Some(Registered { checkpoint, ..at })))
     }
 
     /// Runs every projection up to the log's last committed event as of now; returns
@@ -713,10 +726,14 @@ impl Projector {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
         let mut wakeups = self.store.subscribe();
+        let mut rows: std::collections::HashMap<&str, Registered> = Default::default();
+        let mut last_wake = std::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
+            // Whether appends came faster than this runner's rounds.
+            let mut busy = false;
             for &name in names {
                 let held = match &lease {
                     Some(lease) => lease.lock().await.hold(name).await?,
@@ -726,9 +743,28 @@ impl Projector {
                     continue;
                 }
                 loop {
-                    match self.step(name).await {
-                        Ok(BATCH_EVENTS_MAX) => continue,
-                        Ok(_) => break,
+                    let at = match rows.remove(name) {
+                        Some(at) => at,
+                        None => match self.registered(name).await {
+                            Ok(Some(at)) => at,
+                            Ok(None) => return Err(ProjectionError::Unknown(name.to_string())),
+                            Err(error) => {
+                                tracing::warn!(%error, projection = name, "projection registry unreadable; retrying");
+                                break;
+                            }
+                        },
+                    };
+                    match self.step_from(name, at).await {
+                        Ok((n, row)) => {
+                            busy |= n > 1;
+                            let moved_elsewhere = row.is_none();
+                            if let Some(row) = row {
+                                rows.insert(name, row);
+                            }
+                            if n < BATCH_EVENTS_MAX && !moved_elsewhere {
+                                break;
+                            }
+                        }
                         Err(error) => {
                             tracing::warn!(%error, projection = name, "projection step failed; retrying");
                             break;
@@ -741,7 +777,13 @@ impl Projector {
                     if woke.is_err() {
                         // The store closed its wake-ups: polling only.
                         tokio::time::sleep(POLL_EVERY).await;
+                    } else if busy || last_wake.elapsed() < BUSY_WAKES_WITHIN {
+                        // Appends come faster than rounds: let a few gather into one
+                        // batch, so each read model commits once per few ms rather than
+                        // once per append. At a calm rate, each append is applied at once.
+                        tokio::time::sleep(GATHER_FOR).await;
                     }
+                    last_wake = std::time::Instant::now();
                 }
                 _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = stop.changed() => {}
@@ -749,6 +791,13 @@ impl Projector {
         }
     }
 }
+
+/// How long a busy runner, once woken, waits for more appends before it reads the log.
+pub const GATHER_FOR: Duration = Duration::from_millis(3);
+
+/// A runner woken again this soon after its last wake-up is busy (appends come at
+/// more than ~500 a second).
+pub const BUSY_WAKES_WITHIN: Duration = Duration::from_millis(2);
 
 /// [`Projector::begin`] on a pool.
 async fn begin_on(

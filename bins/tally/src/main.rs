@@ -63,25 +63,45 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Log lines to stderr, as text or JSON; the level from RUST_LOG (default info).
+fn init_logs(format: serve::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // sqlx reports Postgres NOTICEs such as "already exists, skipping" at info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // The first call sets them up; a later one keeps them.
+    let _ = match format {
+        serve::LogFormat::Text => logs.try_init(),
+        serve::LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
+}
+
+/// `TALLY_LOG_FORMAT` for the commands other than serve.
+fn log_format_from_env() -> serve::LogFormat {
+    match std::env::var("TALLY_LOG_FORMAT").as_deref() {
+        Ok("json") => serve::LogFormat::Json,
+        _ => serve::LogFormat::Text,
+    }
+}
+
+/// `tally serve`: settings first, then its logs in the format they name.
+async fn serve_command(args: serve::ServeArgs) -> anyhow::Result<()> {
+    let settings = serve::Settings::resolve(args)?;
+    init_logs(settings.log_format);
+    serve::serve(settings).await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // sqlx reports Postgres NOTICEs such as "already exists, skipping" at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
-        Command::Keys(command) => serve::keys(command).await,
-        Command::Migrate(db) => migrate(&db.database_url).await,
-        Command::Projections(command) => projections::run(command).await,
-        Command::Audit(command) => audit::run(command).await,
-        Command::Events(command) => events::run(command).await,
-        Command::Bench(command) => bench::run(command).await,
+        Command::Serve(args) => serve_command(args).await,
+        command => {
+            init_logs(log_format_from_env());
+            run(command).await
+        }
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -89,6 +109,18 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve_command(args).await,
+        Command::Keys(command) => serve::keys(command).await,
+        Command::Migrate(db) => migrate(&db.database_url).await,
+        Command::Projections(command) => projections::run(command).await,
+        Command::Audit(command) => audit::run(command).await,
+        Command::Events(command) => events::run(command).await,
+        Command::Bench(command) => bench::run(command).await,
     }
 }
 

@@ -1,101 +1,267 @@
-//! `tally serve`: the HTTP API, the projectors and the reactors in one process; and
-//! `tally keys create|list|revoke`.
+//! `tally serve`: the HTTP API, the projectors and the reactors in one process (or
+//! split across processes with `--roles`); and `tally keys create|list|revoke`.
+//!
+//! Settings come from, first to last: the command line, the environment, `tally.toml`
+//! (or `--config PATH`), the defaults. With none at all Tally runs on SQLite at
+//! `./data/tally.db` and listens on 127.0.0.1:8080.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use serde::Deserialize;
 use tally_api::auth::{Role, create_key, list_keys, revoke_key};
+use tally_api::limits::{DEFAULT_PER_IP, DEFAULT_PER_KEY, Limit, Limits, RateLimiter};
 use tally_api::{AppState, Keys};
 use tally_domain::Config;
 use tally_ledger::Ledger;
 use tally_projections::{Projector, Reactors, default_projections};
-use tally_store::PostgresOptions;
+use tally_store::{DEFAULT_DATABASE_URL, PostgresOptions};
 
 use crate::DatabaseArgs;
 
-/// Options of `tally serve`.
-#[derive(Args)]
+/// The address `tally serve` listens on unless told.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Options of `tally serve`. Each can also be given in the environment (the name in
+/// brackets) or in `tally.toml` (the same name, lower case, without `TALLY_`).
+#[derive(Args, Default)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    db: DatabaseArgs,
-    /// Address to listen on.
-    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Bootstrap keys, `role:name:key` entries separated by commas.
-    #[arg(
-        long,
-        env = "TALLY_API_KEYS",
-        default_value = "",
-        hide_env_values = true
-    )]
-    api_keys: String,
-    /// Webhook secrets, `provider:secret` entries separated by commas.
-    #[arg(
-        long,
-        env = "TALLY_WEBHOOK_SECRETS",
-        default_value = "",
-        hide_env_values = true
-    )]
-    webhook_secrets: String,
+    /// A TOML file with any of the settings below [default: ./tally.toml if present].
+    #[arg(long, env = "TALLY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// sqlite://PATH (embedded) or postgres://user@host/db [default: sqlite://./data/tally.db].
+    #[arg(long, env = "TALLY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TALLY_LISTEN")]
+    pub listen: Option<String>,
+    /// What this process runs, comma-separated: api, projector, reactor
+    /// [default: api,projector,reactor]. Run one projector and one reactor per database
+    /// (a second reactor on Postgres waits as a standby); as many api as you like.
+    #[arg(long, env = "TALLY_ROLES")]
+    pub roles: Option<String>,
+    /// Bootstrap keys, `role:name:key` entries separated by commas (role: service,
+    /// admin or auditor; key at least 16 characters).
+    #[arg(long, env = "TALLY_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// Webhook secrets, `provider:secret` entries separated by commas (`oxapay`: the
+    /// merchant API key; any other provider: the generic X-Tally-Signature secret).
+    #[arg(long, env = "TALLY_WEBHOOK_SECRETS", hide_env_values = true)]
+    pub webhook_secrets: Option<String>,
+    /// Requests per second per API key, burst twice that; 0: no limit [default: 5000].
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_KEY")]
+    pub rate_limit_per_key: Option<u32>,
+    /// Requests per second per client address without a key (health, metrics,
+    /// webhooks), burst twice that; 0: no limit [default: 100].
+    #[arg(long, env = "TALLY_RATE_LIMIT_PER_IP")]
+    pub rate_limit_per_ip: Option<u32>,
+    /// Log lines as `text` or `json` (one JSON object per line) [default: text]; the
+    /// level comes from RUST_LOG (default info).
+    #[arg(long, env = "TALLY_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// `tally.toml`: the same settings as the environment.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    database_url: Option<String>,
+    listen: Option<String>,
+    roles: Option<String>,
+    api_keys: Option<String>,
+    webhook_secrets: Option<String>,
+    rate_limit_per_key: Option<u32>,
+    rate_limit_per_ip: Option<u32>,
+    log_format: Option<String>,
+}
+
+/// What a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Roles {
+    /// The HTTP API.
+    pub api: bool,
+    /// The projectors (read models).
+    pub projector: bool,
+    /// The reactors (payments → credits, refunds, expiries).
+    pub reactor: bool,
+}
+
+impl std::str::FromStr for Roles {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut roles = Roles::default();
+        for role in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "api" => roles.api = true,
+                "projector" => roles.projector = true,
+                "reactor" => roles.reactor = true,
+                other => bail!("role {other:?} is none of api, projector, reactor"),
+            }
+        }
+        if roles == Roles::default() {
+            bail!("--roles names nothing to run; give some of api, projector, reactor");
+        }
+        Ok(roles)
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `tally serve`'s settings, resolved.
+pub struct Settings {
+    /// The database.
+    pub database_url: String,
+    /// Where the API listens.
+    pub listen: String,
+    /// What runs.
+    pub roles: Roles,
+    /// Bootstrap keys.
+    pub api_keys: String,
+    /// Webhook secrets.
+    pub webhook_secrets: String,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Command line and environment over the file over the defaults.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new("tally.toml").exists() => read_file(Path::new("tally.toml"))?,
+            None => File::default(),
+        };
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log format {other:?} is neither text nor json"),
+        };
+        let limit = |given: Option<u32>, default: u32| Limit::per_second(given.unwrap_or(default));
+        Ok(Self {
+            database_url: args
+                .database_url
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            roles: args
+                .roles
+                .or(file.roles)
+                .as_deref()
+                .unwrap_or("api,projector,reactor")
+                .parse()?,
+            api_keys: args.api_keys.or(file.api_keys).unwrap_or_default(),
+            webhook_secrets: args
+                .webhook_secrets
+                .or(file.webhook_secrets)
+                .unwrap_or_default(),
+            limits: Limits {
+                per_key: limit(
+                    args.rate_limit_per_key.or(file.rate_limit_per_key),
+                    DEFAULT_PER_KEY,
+                ),
+                per_ip: limit(
+                    args.rate_limit_per_ip.or(file.rate_limit_per_ip),
+                    DEFAULT_PER_IP,
+                ),
+            },
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<File> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
 }
 
 /// Runs `tally serve` until Ctrl-C or SIGTERM; then stops accepting, finishes the
 /// requests in flight and the projectors' batches, and exits 0.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let url = &args.db.database_url;
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let url = &settings.database_url;
     let store = tally_store::open(url, PostgresOptions::default())
         .await
         .with_context(|| format!("opening {}", crate::redact(url)))?;
     let config = Arc::new(Config::default());
     let projector = Arc::new(Projector::open(store.clone(), url, default_projections()).await?);
     projector.prepare().await?;
-    let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
-    let keys = Keys::new(projector.pool().clone(), &args.api_keys)
-        .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
-    let webhook_secrets = tally_api::payments::parse_webhook_secrets(&args.webhook_secrets)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let state = AppState {
-        accounts: Ledger::new(store.clone(), config.clone()),
-        payments: Ledger::new(store.clone(), config.clone()),
-        subscriptions: Ledger::new(store.clone(), config.clone()),
-        refunds: Ledger::new(store.clone(), config.clone()),
-        hold_owners: Default::default(),
-        slots: Ledger::new(store.clone(), config.clone()),
-        webhook_secrets: Arc::new(webhook_secrets),
-        store: store.clone(),
-        projector: projector.clone(),
-        keys: Arc::new(keys),
-        config,
-    };
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let address = listener.local_addr()?;
-    println!(
-        "tally listens on http://{address} (database {})",
-        crate::redact(url)
-    );
-    println!("create a key: tally keys create --role service --name my-bot");
-
+    let roles = settings.roles;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projecting = tokio::spawn(projector.clone().run(stopped.clone()));
-    let reacting = {
-        let stopped = stopped.clone();
-        tokio::spawn(async move { reactors.run(stopped).await })
-    };
-    let mut shutdown = stopped.clone();
-    let server =
-        axum::serve(listener, tally_api::router(state)).with_graceful_shutdown(async move {
+    let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    if roles.api {
+        let keys = Keys::new(projector.pool().clone(), &settings.api_keys)
+            .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
+        let webhook_secrets = tally_api::payments::parse_webhook_secrets(&settings.webhook_secrets)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let state = AppState {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
+            hold_owners: Default::default(),
+            slots: Ledger::new(store.clone(), config.clone()),
+            webhook_secrets: Arc::new(webhook_secrets),
+            store: store.clone(),
+            projector: projector.clone(),
+            keys: Arc::new(keys),
+            config: config.clone(),
+            limiter: Arc::new(RateLimiter::new(settings.limits)),
+        };
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        println!(
+            "tally listens on http://{address} (database {})",
+            crate::redact(url)
+        );
+        println!("create a key: tally keys create --role service --name my-bot");
+        let mut shutdown = stopped.clone();
+        let app = tally_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         });
-    let serving = tokio::spawn(async move { server.await });
+        tasks.push(("api", tokio::spawn(async move { Ok(server.await?) })));
+    }
+    if roles.projector {
+        let running = tokio::spawn(projector.clone().run(stopped.clone()));
+        tasks.push((
+            "projector",
+            tokio::spawn(async move { Ok(running.await??) }),
+        ));
+    }
+    if roles.reactor {
+        let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
+        let stopped = stopped.clone();
+        tasks.push((
+            "reactor",
+            tokio::spawn(async move { Ok(reactors.run(stopped).await?) }),
+        ));
+    }
+    let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();
+    tracing::info!(roles = %names.join(","), "running");
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down: finishing requests in flight and batches");
     stop.send(true)?;
-    serving.await??;
-    projecting.await??;
-    reacting.await??;
+    for (name, task) in tasks {
+        task.await?
+            .with_context(|| format!("the {name} stopped with an error"))?;
+    }
     Ok(())
 }
 

@@ -550,3 +550,112 @@ fn bench_http_against_a_running_server_prints_its_figures() {
     assert_eq!(report["errors"], 0, "{report}");
     assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// Starts `tally serve ARGS` in `dir` with a clean environment; returns the child and,
+/// when it runs the API, the address it printed.
+fn serve_in(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, Option<String>) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+    command.arg("serve").args(args).current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TALLY_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let api = !args.contains(&"--roles");
+    let base = api.then(|| {
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let first = lines.next().unwrap().unwrap();
+        first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string()
+    });
+    (child, base)
+}
+
+fn terminate(mut child: std::process::Child) -> String {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}: {logs}");
+    logs
+}
+
+#[test]
+fn serve_reads_tally_toml_and_runs_its_roles_in_separate_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tally.toml"),
+        r#"
+database_url = "sqlite://./ledger.db"
+listen = "127.0.0.1:0"
+roles = "api"
+api_keys = "service:bot:service-key-0123456789"
+log_format = "json"
+"#,
+    )
+    .unwrap();
+    // The API alone (roles from the file): writes land, read models do not move.
+    let (api, base) = serve_in(dir.path(), &[]);
+    let base = base.unwrap();
+    let client = reqwest::blocking::Client::new();
+    let opened: serde_json::Value = client
+        .put(format!("{base}/v1/accounts/5"))
+        .bearer_auth("service-key-0123456789")
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let position = opened["position"].as_u64().expect("a position");
+    assert!(dir.path().join("ledger.db").exists(), "the file's database");
+    // The projector and reactor in a second process (roles from the command line).
+    let (worker, none) = serve_in(dir.path(), &["--roles", "projector,reactor"]);
+    assert!(none.is_none());
+    let account = client
+        .get(format!("{base}/v1/accounts/5?min_position={position}"))
+        .bearer_auth("service-key-0123456789")
+        .send()
+        .unwrap();
+    assert_eq!(account.status().as_u16(), 200, "{:?}", account.text());
+    let logs = terminate(api);
+    let first = logs.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first)
+        .unwrap_or_else(|e| panic!("log_format = json, got {first:?}: {e}"));
+    assert!(line.get("level").is_some(), "{line}");
+    let logs = terminate(worker);
+    assert!(
+        logs.contains("projector") && logs.contains("reactor"),
+        "{logs}"
+    );
+
+    // Mistakes in the settings are named.
+    std::fs::write(dir.path().join("bad.toml"), "listen = 8080\nport = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve", "--config", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+    let out = tally(&["serve", "--roles", "api,cashier"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("none of api, projector, reactor"),
+        "{}",
+        stderr(&out)
+    );
+}

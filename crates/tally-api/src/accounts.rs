@@ -1,10 +1,9 @@
 //! Accounts: open (idempotent), read, statement, balance at a time or position.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -12,19 +11,23 @@ use tally_domain::account::AccountCommand;
 use tally_ledger::Request;
 use tally_projections::{AsOf, account_balance, account_statement};
 use tally_store::{Actor, ActorKind, Metadata};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ReadErrors, WriteErrors};
+use crate::holds::BalanceBody;
 use crate::{AppState, Caller, MIN_POSITION_WAIT, Role, input};
 
 /// Most statement entries per page.
 pub const STATEMENT_LIMIT_MAX: u32 = 1_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{user_id}", get(read).put(open))
-        .route("/v1/accounts/{user_id}/statement", get(statement))
-        .route("/v1/accounts/{user_id}/balance", get(balance))
-        .route("/v1/accounts/{user_id}/subscription", get(subscription))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read, open))
+        .routes(routes!(statement))
+        .routes(routes!(balance))
+        .routes(routes!(subscription))
 }
 
 /// Metadata of a caller's command.
@@ -53,33 +56,56 @@ pub(crate) async fn settle(
     Ok(())
 }
 
-#[derive(Deserialize)]
+/// Opening an account (both fields optional, at most 64 bytes each).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OpenBody {
+pub(crate) struct OpenBody {
+    /// Telegram username, without `@`.
     username: Option<String>,
+    /// IETF language tag from Telegram (`en`, `ru`).
     language: Option<String>,
 }
 
 /// An account as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AccountBody {
+    /// Telegram user id.
     user_id: i64,
+    /// Credits free to spend.
+    #[schema(value_type = String, example = "12.50")]
     available: Decimal,
+    /// Credits held for jobs in flight.
+    #[schema(value_type = String, example = "0.00")]
     held: Decimal,
+    /// `open` or `blocked`.
     status: String,
+    /// The user's plan, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    subscription: Option<SubscriptionBody>,
+    subscription: Option<SubscriptionSummary>,
+    /// Position of the account's last event the answer reflects.
     position: u64,
 }
 
-#[derive(Serialize)]
-struct SubscriptionBody {
+/// A subscription in an account's answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SubscriptionSummary {
     plan: String,
     slots: i64,
+    /// `active`, `expired` or `cancelled`.
     status: String,
     period_end: chrono::DateTime<chrono::Utc>,
 }
 
+/// Path: a Telegram user id.
+pub(crate) const USER_ID: &str = "Telegram user id (a positive 64-bit integer)";
+
+/// Opens the account (idempotent: an open account answers 200 as it is).
+#[utoipa::path(put, path = "/v1/accounts/{user_id}", tag = "accounts",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = OpenBody,
+    responses((status = 201, description = "opened", body = AccountBody),
+              (status = 200, description = "already open", body = AccountBody), WriteErrors),
+    security(("service" = [])))]
 async fn open(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -134,12 +160,20 @@ fn status_name(status: tally_domain::account::AccountStatus) -> String {
     }
 }
 
-#[derive(Deserialize)]
+/// `?min_position=N`: wait (up to 5 s) for the read model to reach position N.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ReadQuery {
-    min_position: Option<u64>,
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadQuery {
+    /// Wait until the read model has applied the log up to this position.
+    pub(crate) min_position: Option<u64>,
 }
 
+/// The account: balances, status, subscription.
+#[utoipa::path(get, path = "/v1/accounts/{user_id}", tag = "accounts",
+    params(("user_id" = i64, Path, description = USER_ID), ReadQuery),
+    responses((status = 200, body = AccountBody), ReadErrors),
+    security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -163,7 +197,7 @@ async fn read(
             .bind(user.get())
             .fetch_optional(state.projector.pool())
             .await?
-            .map(|r| SubscriptionBody {
+            .map(|r| SubscriptionSummary {
                 plan: r.get(0),
                 slots: r.get(1),
                 status: r.get(2),
@@ -179,22 +213,36 @@ async fn read(
     }))
 }
 
-#[derive(Deserialize)]
+/// A page of the statement.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StatementQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatementQuery {
+    /// Entries after this position (the previous page's `next`).
     after: Option<u64>,
+    /// Entries per page, 1 to 1000 (default 100).
     limit: Option<u32>,
+    /// Wait until the read model has applied the log up to this position.
     min_position: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct StatementPage {
+/// One page of an account's statement, oldest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatementPage {
+    /// `{position, kind, amount, balance_after, held_after, reference, actor, occurred_at}`;
+    /// amounts are decimal strings, `amount` signed.
+    #[schema(value_type = Vec<Object>)]
     entries: Vec<tally_projections::StatementEntry>,
     /// Pass as `after` for the next page; absent on the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<u64>,
 }
 
+/// The account's statement: every credit movement with the balance after it.
+#[utoipa::path(get, path = "/v1/accounts/{user_id}/statement", tag = "accounts",
+    params(("user_id" = i64, Path, description = USER_ID), StatementQuery),
+    responses((status = 200, body = StatementPage), ReadErrors),
+    security(("service" = [])))]
 async fn statement(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -240,20 +288,30 @@ async fn statement(
     Ok(Json(StatementPage { entries, next }))
 }
 
-#[derive(Deserialize)]
+/// As of when (neither: now).
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct BalanceQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct BalanceQuery {
+    /// An RFC 3339 time: the balance after the last event at or before it.
     at: Option<String>,
+    /// A log position: the balance after the last event at or before it.
     at_position: Option<u64>,
+    /// Wait until the read model has applied the log up to this position.
     min_position: Option<u64>,
 }
 
+/// The balance now, at a time or at a log position (0.00 before the first event).
+#[utoipa::path(get, path = "/v1/accounts/{user_id}/balance", tag = "accounts",
+    params(("user_id" = i64, Path, description = USER_ID), BalanceQuery),
+    responses((status = 200, body = BalanceBody), ReadErrors),
+    security(("service" = [])))]
 async fn balance(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     query: Result<Query<BalanceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BalanceBody>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
@@ -264,20 +322,53 @@ async fn balance(
         Some(r) => (r.available, r.held, r.position),
         None => (input::money(Decimal::ZERO), input::money(Decimal::ZERO), 0),
     };
-    Ok(Json(serde_json::json!({
-        "user_id": user.get(),
-        "available": available,
-        "held": held,
-        "position": position,
-    })))
+    Ok(Json(BalanceBody {
+        user_id: user.get(),
+        available,
+        held,
+        position,
+    }))
 }
 
+/// A subscription with its corrections on record.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SubscriptionBody {
+    user_id: i64,
+    plan: String,
+    slots: i64,
+    /// `active`, `expired` or `cancelled`.
+    status: String,
+    period_end: Option<chrono::DateTime<chrono::Utc>>,
+    periods_paid: i64,
+    position: i64,
+    /// Every admin correction, oldest first.
+    corrections: Vec<CorrectionRecord>,
+}
+
+/// An admin's plan correction: before, after, who and why.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CorrectionRecord {
+    position: i64,
+    plan_before: String,
+    slots_before: i64,
+    plan_after: String,
+    slots_after: i64,
+    admin: String,
+    reason: String,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The user's subscription: plan, slots, period end, status and corrections.
+#[utoipa::path(get, path = "/v1/accounts/{user_id}/subscription", tag = "accounts",
+    params(("user_id" = i64, Path, description = USER_ID), ReadQuery),
+    responses((status = 200, body = SubscriptionBody), ReadErrors),
+    security(("service" = [])))]
 async fn subscription(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SubscriptionBody>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
@@ -296,7 +387,7 @@ async fn subscription(
             format!("user {user} has no subscription"),
         )
     })?;
-    let corrections: Vec<serde_json::Value> = sqlx::query(
+    let corrections = sqlx::query(
         "SELECT position, plan_before, slots_before, plan_after, slots_after, admin, reason, \
          occurred_at FROM subscription_corrections WHERE user_id = $1 ORDER BY position",
     )
@@ -304,27 +395,25 @@ async fn subscription(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| {
-        serde_json::json!({
-            "position": r.get::<i64, _>(0),
-            "plan_before": r.get::<String, _>(1),
-            "slots_before": r.get::<i64, _>(2),
-            "plan_after": r.get::<String, _>(3),
-            "slots_after": r.get::<i64, _>(4),
-            "admin": r.get::<String, _>(5),
-            "reason": r.get::<String, _>(6),
-            "occurred_at": chrono::DateTime::from_timestamp_micros(r.get(7)),
-        })
+    .map(|r| CorrectionRecord {
+        position: r.get(0),
+        plan_before: r.get(1),
+        slots_before: r.get(2),
+        plan_after: r.get(3),
+        slots_after: r.get(4),
+        admin: r.get(5),
+        reason: r.get(6),
+        occurred_at: chrono::DateTime::from_timestamp_micros(r.get(7)),
     })
     .collect();
-    Ok(Json(serde_json::json!({
-        "user_id": user.get(),
-        "plan": row.get::<String, _>(0),
-        "slots": row.get::<i64, _>(1),
-        "status": row.get::<String, _>(2),
-        "period_end": chrono::DateTime::from_timestamp_micros(row.get(3)),
-        "periods_paid": row.get::<i64, _>(4),
-        "position": row.get::<i64, _>(5),
-        "corrections": corrections,
-    })))
+    Ok(Json(SubscriptionBody {
+        user_id: user.get(),
+        plan: row.get(0),
+        slots: row.get(1),
+        status: row.get(2),
+        period_end: chrono::DateTime::from_timestamp_micros(row.get(3)),
+        periods_paid: row.get(4),
+        position: row.get(5),
+        corrections,
+    }))
 }

@@ -2,50 +2,61 @@
 //! of the seeds, on record), refund decisions, stats. Every event an admin causes
 //! names the admin's key as its actor.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{AdjustmentId, AdminId, PlanId, Reason, SignedAmount};
 use tally_ledger::Request;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::accounts::metadata;
-use crate::error::ApiError;
-use crate::holds::{answer, balance_body, run};
+use crate::accounts::{USER_ID, metadata};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
+use crate::holds::{BalanceBody, answer, balance_body, run};
 use crate::{AppState, Caller, Role, input};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/accounts/{user_id}/adjustments", post(adjust))
-        .route("/v1/admin/accounts/{user_id}/block", post(block))
-        .route("/v1/admin/accounts/{user_id}/unblock", post(unblock))
-        .route(
-            "/v1/admin/subscriptions/{user_id}/correction",
-            post(correct),
-        )
-        .route("/v1/admin/stats", get(stats))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(adjust))
+        .routes(routes!(block))
+        .routes(routes!(unblock))
+        .routes(routes!(correct))
+        .routes(routes!(stats))
 }
 
 pub(crate) fn admin_id(caller: &Caller) -> Result<AdminId, ApiError> {
     Ok(AdminId::new(caller.name.clone())?)
 }
 
-#[derive(Deserialize)]
+/// A correction of an account's credits, up or down.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdjustBody {
+pub(crate) struct AdjustBody {
+    /// The admin's id for the adjustment; re-sending it is answered as the original.
     adjustment_id: String,
+    /// Signed credits with at most 2 places (`"-3.50"`, `"10"`).
+    #[schema(example = "-3.50")]
     amount: String,
+    /// Why (kept on the event with the admin key's name).
     reason: String,
+    /// Let the balance go below zero (to take back credits already spent).
     #[serde(default)]
     allow_negative: bool,
 }
 
+/// Adjusts an account's credits by a signed amount, on record.
+#[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/adjustments", tag = "admin",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = AdjustBody,
+    responses((status = 201, body = BalanceBody), WriteErrors),
+    security(("admin" = [])))]
 async fn adjust(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -67,10 +78,21 @@ async fn adjust(
     Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
-#[derive(Deserialize)]
+/// An admin action's reason.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonBody {
+pub(crate) struct ReasonBody {
+    /// Why (kept on the event with the admin key's name).
     reason: String,
+}
+
+/// An account's status after a block or unblock.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatusBody {
+    user_id: i64,
+    /// `open` or `blocked`.
+    status: &'static str,
+    position: u64,
 }
 
 async fn block_or_unblock(
@@ -79,7 +101,7 @@ async fn block_or_unblock(
     user: String,
     body: Bytes,
     block: bool,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
     let body: ReasonBody = input::json(&body)?;
@@ -89,47 +111,79 @@ async fn block_or_unblock(
         false => AccountCommand::Unblock { reason, admin },
     };
     let outcome = run(&state, &caller, user, command).await?;
-    Ok(Json(serde_json::json!({
-        "user_id": user.get(),
-        "status": match outcome.view.status {
+    Ok(Json(StatusBody {
+        user_id: user.get(),
+        status: match outcome.view.status {
             tally_domain::account::AccountStatus::Open => "open",
             tally_domain::account::AccountStatus::Blocked => "blocked",
         },
-        "position": outcome.position,
-    })))
+        position: outcome.position,
+    }))
 }
 
+/// Blocks an account: no spending, holds or debits until unblocked.
+#[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/block", tag = "admin",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = ReasonBody,
+    responses((status = 200, body = StatusBody), WriteErrors),
+    security(("admin" = [])))]
 async fn block(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     block_or_unblock(state, headers, user, body, true).await
 }
 
+/// Unblocks an account.
+#[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/unblock", tag = "admin",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = ReasonBody,
+    responses((status = 200, body = StatusBody), WriteErrors),
+    security(("admin" = [])))]
 async fn unblock(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     block_or_unblock(state, headers, user, body, false).await
 }
 
-#[derive(Deserialize)]
+/// A plan correction (the seeds' `/fix_user_slots`).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CorrectionBody {
+pub(crate) struct CorrectionBody {
+    /// The plan to set; its slots come with it (`basic`, `pro`, `enterprise`).
+    #[schema(example = "basic")]
     plan: String,
+    /// Why (kept with the before and after).
     reason: String,
 }
 
+/// A subscription after a correction.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CorrectedBody {
+    user_id: i64,
+    plan: Option<String>,
+    slots: u32,
+    period_end: Option<chrono::DateTime<chrono::Utc>>,
+    position: u64,
+}
+
+/// Sets the user's plan and its slots; the before and after stay on record.
+#[utoipa::path(post, path = "/v1/admin/subscriptions/{user_id}/correction", tag = "admin",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = CorrectionBody,
+    responses((status = 200, body = CorrectedBody), WriteErrors),
+    security(("admin" = [])))]
 async fn correct(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CorrectedBody>, ApiError> {
     let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
     let body: CorrectionBody = input::json(&body)?;
@@ -148,21 +202,47 @@ async fn correct(
         })
         .await?;
     let view = outcome.view;
-    Ok(Json(serde_json::json!({
-        "user_id": user.get(),
-        "plan": view.plan.map(|p| p.to_string()),
-        "slots": view.slots,
-        "period_end": view.period_end,
-        "position": outcome.position,
-    })))
+    Ok(Json(CorrectedBody {
+        user_id: user.get(),
+        plan: view.plan.map(|p| p.to_string()),
+        slots: view.slots,
+        period_end: view.period_end,
+        position: outcome.position,
+    }))
 }
 
-#[derive(Deserialize)]
+/// Days to report, inclusive (UTC).
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct StatsQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatsQuery {
+    /// First day, `YYYY-MM-DD` (default: the beginning).
     from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (default: the end).
     to: Option<String>,
+    /// Wait until the read model has applied the log up to this position.
     min_position: Option<u64>,
+}
+
+/// Stats rows.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatsBody {
+    rows: Vec<StatsRow>,
+}
+
+/// One metric of one day.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct StatsRow {
+    /// UTC day, `YYYY-MM-DD`.
+    day: String,
+    /// `new_users`, `topups`, `revenue_cents`, `payments_failed`, `reversals`,
+    /// `credits_deposited`, `credits_granted`, `credits_spent`, `credits_refunded`,
+    /// `credits_adjusted`, `holds_placed`, `holds_captured`, `holds_released`,
+    /// `holds_expired`, `posts_succeeded`, `posts_failed`.
+    metric: String,
+    /// A currency for money, `credits` (in cents) or `count`.
+    unit: String,
+    value: i64,
 }
 
 fn day(text: Option<String>, default: &str) -> Result<String, ApiError> {
@@ -172,11 +252,16 @@ fn day(text: Option<String>, default: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::validation(format!("{text:?} is not a day like 2026-11-21")))
 }
 
+/// Daily business stats: users, top-ups, revenue, credits, holds, posts.
+#[utoipa::path(get, path = "/v1/admin/stats", tag = "admin",
+    params(StatsQuery),
+    responses((status = 200, body = StatsBody), ReadErrors),
+    security(("admin" = [])))]
 async fn stats(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatsBody>, ApiError> {
     state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     let (from, to) = (day(query.from, "0001-01-01")?, day(query.to, "9999-12-31")?);
@@ -189,16 +274,14 @@ async fn stats(
     .bind(to)
     .fetch_all(state.projector.pool())
     .await?;
-    let days: Vec<serde_json::Value> = rows
+    let rows = rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "day": r.get::<String, _>(0),
-                "metric": r.get::<String, _>(1),
-                "unit": r.get::<String, _>(2),
-                "value": r.get::<i64, _>(3),
-            })
+        .map(|r| StatsRow {
+            day: r.get(0),
+            metric: r.get(1),
+            unit: r.get(2),
+            value: r.get(3),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "rows": days })))
+    Ok(Json(StatsBody { rows }))
 }

@@ -2,32 +2,46 @@
 //! whole audit (hash chains, trial balance, read models against a fresh replay), and
 //! the raw log with its envelopes.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::accounts::USER_ID;
+use crate::error::{ApiError, ReadErrors};
 use crate::{AppState, Role, input};
 
 /// Most events per page of `/v1/events`.
 pub const EVENTS_LIMIT_MAX: usize = 10_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit/accounts/{user_id}/replay", get(replay))
-        .route("/v1/audit/verify", get(verify))
-        .route("/v1/events", get(events))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(replay))
+        .routes(routes!(verify))
+        .routes(routes!(events))
 }
 
-#[derive(Deserialize)]
+/// As of when (neither: now).
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ReplayQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReplayQuery {
+    /// An RFC 3339 time.
     at: Option<String>,
+    /// A log position.
     at_position: Option<u64>,
 }
 
+/// The account recomputed from its raw events next to what the read model says:
+/// `{user_id, through_position, recomputed, projected, consistent, differences, events,
+/// statement}`.
+#[utoipa::path(get, path = "/v1/audit/accounts/{user_id}/replay", tag = "audit",
+    params(("user_id" = i64, Path, description = USER_ID), ReplayQuery),
+    responses((status = 200, body = Object), ReadErrors),
+    security(("auditor" = [])))]
 async fn replay(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -51,6 +65,12 @@ async fn replay(
     })))
 }
 
+/// The whole audit: hash chains, trial balance (sums to zero), every read model
+/// against a fresh replay: `{hash_chains_ok, trial_balance_ok, projections_consistent,
+/// problems:[…]}`.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = Object), ReadErrors),
+    security(("auditor" = [])))]
 async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -59,13 +79,24 @@ async fn verify(
     Ok(Json(state.projector.verify(|_, _, _| {}).await?))
 }
 
-#[derive(Deserialize)]
+/// A page of the log.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// Events after this position (the previous page's `next`).
     after: Option<u64>,
+    /// Events per page, 1 to 10000 (default 1000).
     limit: Option<usize>,
 }
 
+/// Raw events with their envelopes (id, stream, version, position, type, schema
+/// version, payload, metadata, occurred_at, recorded_at, hash), for export:
+/// `{events:[…], next}`.
+#[utoipa::path(get, path = "/v1/events", tag = "audit",
+    params(EventsQuery),
+    responses((status = 200, body = Object), ReadErrors),
+    security(("auditor" = [])))]
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,

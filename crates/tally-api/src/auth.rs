@@ -197,13 +197,27 @@ impl Keys {
 
     /// The caller, if its role may act as `needed`; else 401 or 403.
     pub async fn require(&self, headers: &HeaderMap, needed: Role) -> Result<Caller, ApiError> {
+        self.require_any(headers, &[needed]).await
+    }
+
+    /// The caller, if its role may act as one of `roles`; else 401 or 403.
+    pub async fn require_any(
+        &self,
+        headers: &HeaderMap,
+        roles: &[Role],
+    ) -> Result<Caller, ApiError> {
         let caller = self.authenticate(headers).await?;
-        match caller.role.may(needed) {
+        match roles.iter().any(|needed| caller.role.may(*needed)) {
             true => Ok(caller),
-            false => Err(ApiError::forbidden(format!(
-                "this route needs a key with role {needed}; key {} has role {}",
-                caller.name, caller.role
-            ))),
+            false => {
+                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                Err(ApiError::forbidden(format!(
+                    "this route needs a key with role {}; key {} has role {}",
+                    names.join(" or "),
+                    caller.name,
+                    caller.role
+                )))
+            }
         }
     }
 }

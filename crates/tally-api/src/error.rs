@@ -122,24 +122,128 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error as the API writes it (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the code.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    code: &'a str,
-    detail: &'a str,
+    #[schema(example = "https://tally.dev/problems/insufficient_credits")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable snake_case code (API.md's table): what a client branches on.
+    #[schema(example = "insufficient_credits")]
+    pub code: String,
+    /// What happened and what to do, for a person.
+    pub detail: String,
+}
+
+/// The errors a read can answer, for the OpenAPI document.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum ReadErrors {
+    /// No key or an unknown key.
+    #[response(
+        status = 401,
+        description = "`unauthorized`",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// The key's role may not do this.
+    #[response(
+        status = 403,
+        description = "`forbidden`",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    /// Nothing by that id.
+    #[response(
+        status = 404,
+        description = "`not_found`, `account_not_found`, `hold_not_found`, `payment_not_found`, `refund_not_found`, `subscription_not_found`",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    /// A path or query value is malformed.
+    #[response(
+        status = 422,
+        description = "`validation`",
+        content_type = "application/problem+json"
+    )]
+    Validation(Problem),
+    /// Too many requests from this key or address.
+    #[response(
+        status = 429,
+        description = "`rate_limited` (see `Retry-After`)",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(Problem),
+    /// `?min_position=N` was not reached in 5 s.
+    #[response(
+        status = 503,
+        description = "`projection_lagging`",
+        content_type = "application/problem+json"
+    )]
+    Lagging(Problem),
+}
+
+/// The errors a write can answer, for the OpenAPI document. Nothing is appended by any.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+pub(crate) enum WriteErrors {
+    /// No key or an unknown key.
+    #[response(
+        status = 401,
+        description = "`unauthorized`",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    /// The key's role may not do this.
+    #[response(
+        status = 403,
+        description = "`forbidden`, `self_approval`",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    /// Nothing by that id.
+    #[response(
+        status = 404,
+        description = "`not_found`, `account_not_found`, `hold_not_found`, `payment_not_found`, `refund_not_found`, `subscription_not_found`",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    /// The ledger refuses it as things stand.
+    #[response(
+        status = 409,
+        description = "`insufficient_credits`, `account_blocked`, `hold_not_open` (detail says captured, released or expired), `idempotency_conflict` (same id, other body), `payment_conflict`, `already_posted`, `slot_not_active`, `contention` (retry)",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    /// The body is malformed or out of range.
+    #[response(
+        status = 422,
+        description = "`validation`, `invalid_amount`, `capture_exceeds_hold`, `refund_not_allowed`",
+        content_type = "application/problem+json"
+    )]
+    Validation(Problem),
+    /// Too many requests from this key.
+    #[response(
+        status = 429,
+        description = "`rate_limited` (see `Retry-After`)",
+        content_type = "application/problem+json"
+    )]
+    RateLimited(Problem),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem {
             kind: format!("https://tally.dev/problems/{}", self.code),
-            title: self.status.canonical_reason().unwrap_or("error"),
+            title: self.status.canonical_reason().unwrap_or("error").into(),
             status: self.status.as_u16(),
-            code: self.code,
-            detail: &self.detail,
+            code: self.code.into(),
+            detail: self.detail,
         };
         let mut response = (self.status, Json(problem)).into_response();
         response.headers_mut().insert(

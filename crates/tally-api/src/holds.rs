@@ -3,12 +3,11 @@
 //! answered as the original (`Idempotent-Replay: true`), another body is 409
 //! `idempotency_conflict`.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -16,20 +15,25 @@ use tally_domain::account::AccountCommand;
 use tally_domain::values::{Amount, DebitId, GrantId, HoldId, Reason, UserId};
 use tally_ledger::aggregate::AccountView;
 use tally_ledger::{Outcome, Request};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::accounts::{metadata, settle};
-use crate::error::ApiError;
+use crate::accounts::{ReadQuery, USER_ID, metadata, settle};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::{AppState, Caller, MIN_POSITION_WAIT, Role, input};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{user_id}/holds", post(place))
-        .route("/v1/holds/{hold_id}", get(read))
-        .route("/v1/holds/{hold_id}/capture", post(capture))
-        .route("/v1/holds/{hold_id}/release", post(release))
-        .route("/v1/accounts/{user_id}/debits", post(debit))
-        .route("/v1/admin/accounts/{user_id}/grants", post(grant))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place))
+        .routes(routes!(read))
+        .routes(routes!(capture))
+        .routes(routes!(release))
+        .routes(routes!(debit))
+        .routes(routes!(grant))
 }
+
+const HOLD_ID: &str = "the caller's id of the hold (1 to 64 letters, digits, `_-.:`)";
 
 fn amount(text: &str) -> Result<Amount, ApiError> {
     Ok(text.parse::<Amount>()?)
@@ -39,16 +43,25 @@ fn reason(text: &str) -> Result<Reason, ApiError> {
     Ok(Reason::new(text)?)
 }
 
-/// A hold as the API shows it.
-#[derive(Serialize)]
-struct HoldBody {
+/// A hold as a write answers it, with the account's balances after it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HoldBody {
     hold_id: String,
     user_id: i64,
+    /// Credits held.
+    #[schema(value_type = String, example = "5.00")]
     amount: Decimal,
+    /// Credits captured of it (spent).
+    #[schema(value_type = String, example = "3.00")]
     captured: Decimal,
+    /// `open`, `captured`, `released` or `expired`.
     state: String,
     expires_at: chrono::DateTime<chrono::Utc>,
+    /// The account's free credits after this.
+    #[schema(value_type = String)]
     available: Decimal,
+    /// The account's held credits after this.
+    #[schema(value_type = String)]
     held: Decimal,
     position: u64,
 }
@@ -101,15 +114,28 @@ pub(crate) async fn run(
         .await?)
 }
 
-#[derive(Deserialize)]
+/// Placing a hold: credits set aside for a job until captured, released or expired.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlaceBody {
+pub(crate) struct PlaceBody {
+    /// The caller's id for the hold; re-sending it is answered as the original.
     hold_id: String,
+    /// Credits, a decimal string with at most 2 places (`"5"`, `"5.25"`).
+    #[schema(example = "5.00")]
     amount: String,
+    /// Seconds until the hold expires and its credits return.
     ttl_seconds: u64,
+    /// What the credits are for.
     reason: String,
 }
 
+/// Holds credits for a job (201; the same hold_id and body again: the original, with
+/// `Idempotent-Replay: true`).
+#[utoipa::path(post, path = "/v1/accounts/{user_id}/holds", tag = "credits",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = PlaceBody,
+    responses((status = 201, body = HoldBody), WriteErrors),
+    security(("service" = [])))]
 async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -173,12 +199,21 @@ async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiErr
     ))
 }
 
-#[derive(Deserialize)]
+/// Capturing a hold, all of it or part (the rest returns to available).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CaptureBody {
+pub(crate) struct CaptureBody {
+    /// Credits to capture; absent: the whole hold.
+    #[schema(example = "3.00")]
     amount: Option<String>,
 }
 
+/// Captures a hold (spends it); what is not captured returns to available.
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/capture", tag = "credits",
+    params(("hold_id" = String, Path, description = HOLD_ID)),
+    request_body = CaptureBody,
+    responses((status = 200, body = HoldBody), WriteErrors),
+    security(("service" = [])))]
 async fn capture(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -204,12 +239,20 @@ async fn capture(
     ))
 }
 
-#[derive(Deserialize)]
+/// Releasing a hold.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReleaseBody {
+pub(crate) struct ReleaseBody {
+    /// Why the job gave the credits back.
     reason: String,
 }
 
+/// Releases a hold: its credits return to available.
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "credits",
+    params(("hold_id" = String, Path, description = HOLD_ID)),
+    request_body = ReleaseBody,
+    responses((status = 200, body = HoldBody), WriteErrors),
+    security(("service" = [])))]
 async fn release(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -232,18 +275,32 @@ async fn release(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    min_position: Option<u64>,
+/// A hold as the holds read model has it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HoldRecord {
+    hold_id: String,
+    user_id: i64,
+    #[schema(value_type = String, example = "5.00")]
+    amount: Decimal,
+    #[schema(value_type = String, example = "3.00")]
+    captured: Decimal,
+    /// `open`, `captured`, `released` or `expired`.
+    state: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    position: i64,
 }
 
+/// A hold: amount, captured, state, expiry.
+#[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "credits",
+    params(("hold_id" = String, Path, description = HOLD_ID), ReadQuery),
+    responses((status = 200, body = HoldRecord), ReadErrors),
+    security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(hold_id): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HoldRecord>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let hold_id = HoldId::new(hold_id)?;
     let query = input::query(query)?;
@@ -256,32 +313,42 @@ async fn read(
     .fetch_optional(state.projector.pool())
     .await?
     .ok_or_else(|| ApiError::not_found("hold_not_found", format!("there is no hold {hold_id}")))?;
-    Ok(Json(serde_json::json!({
-        "hold_id": hold_id.to_string(),
-        "user_id": row.get::<i64, _>(0),
-        "amount": tally_projections::from_cents(row.get(1)),
-        "captured": tally_projections::from_cents(row.get(2)),
-        "state": row.get::<String, _>(3),
-        "expires_at": chrono::DateTime::from_timestamp_micros(row.get(4)),
-        "position": row.get::<i64, _>(5),
-    })))
+    Ok(Json(HoldRecord {
+        hold_id: hold_id.to_string(),
+        user_id: row.get(0),
+        amount: tally_projections::from_cents(row.get(1)),
+        captured: tally_projections::from_cents(row.get(2)),
+        state: row.get(3),
+        expires_at: chrono::DateTime::from_timestamp_micros(row.get(4)),
+        position: row.get(5),
+    }))
 }
 
-#[derive(Deserialize)]
+/// A direct debit (no hold first).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DebitBody {
+pub(crate) struct DebitBody {
+    /// The caller's id for the debit; re-sending it is answered as the original.
     debit_id: String,
+    /// Credits, a decimal string with at most 2 places.
+    #[schema(example = "2.50")]
     amount: String,
+    /// What the credits paid for.
     reason: String,
 }
 
-/// The balance after a credit command.
-#[derive(Serialize)]
+/// An account's balances after a credit command (or at a point in time).
+#[derive(Serialize, ToSchema)]
 pub(crate) struct BalanceBody {
-    user_id: i64,
-    available: Decimal,
-    held: Decimal,
-    position: u64,
+    pub(crate) user_id: i64,
+    /// Credits free to spend.
+    #[schema(value_type = String, example = "12.50")]
+    pub(crate) available: Decimal,
+    /// Credits held for jobs in flight.
+    #[schema(value_type = String, example = "0.00")]
+    pub(crate) held: Decimal,
+    /// Position of the last event it reflects.
+    pub(crate) position: u64,
 }
 
 pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
@@ -293,6 +360,12 @@ pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
     }
 }
 
+/// Spends credits at once.
+#[utoipa::path(post, path = "/v1/accounts/{user_id}/debits", tag = "credits",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = DebitBody,
+    responses((status = 201, body = BalanceBody), WriteErrors),
+    security(("service" = [])))]
 async fn debit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -315,14 +388,25 @@ async fn debit(
     ))
 }
 
-#[derive(Deserialize)]
+/// An admin's grant of free credits.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantBody {
+pub(crate) struct GrantBody {
+    /// The admin's id for the grant; re-sending it is answered as the original.
     grant_id: String,
+    /// Credits, a decimal string with at most 2 places.
+    #[schema(example = "10")]
     amount: String,
+    /// Why (kept on the event with the admin key's name).
     reason: String,
 }
 
+/// Grants credits (promotion, goodwill); the admin key's name is the actor.
+#[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/grants", tag = "admin",
+    params(("user_id" = i64, Path, description = USER_ID)),
+    request_body = GrantBody,
+    responses((status = 201, body = BalanceBody), WriteErrors),
+    security(("admin" = [])))]
 async fn grant(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -6,12 +6,9 @@
 //! detail a person can act on, and appends nothing), run one command or query, answer.
 //! Errors are produced in one place (`error.rs`) as `application/problem+json`.
 //!
-//! Built so far: health and readiness, keys and roles, accounts (open, read, statement,
-//! point-in-time balance) with `?min_position=N`, holds (place, capture, release,
-//! read), debits, admin grants, adjustments, blocks, subscription corrections, stats,
-//! refunds (request, queue, approve, reject), payments and signed webhooks (generic
-//! format), ad slots (configure, attempts, due), and the auditor's replay, verify and
-//! events. The rest of API.md comes next.
+//! Every route is declared once, with its OpenAPI description (`#[utoipa::path]` on
+//! the handler); the router and the document at `/v1/openapi.json` are both built
+//! from those declarations, so a route cannot be served undocumented.
 
 pub mod accounts;
 pub mod admin;
@@ -20,6 +17,7 @@ pub mod auth;
 pub mod error;
 pub mod holds;
 mod input;
+pub mod limits;
 pub mod observe;
 pub mod payments;
 pub mod refunds;
@@ -31,10 +29,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use tally_domain::Config;
 use tally_ledger::{Accounts, Ledger, Payments, Refunds, Slots, Subscriptions};
 use tally_projections::Projector;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Caller, Keys, Role};
 pub use error::ApiError;
@@ -67,14 +68,58 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Owners of the holds this process placed.
     pub hold_owners: Arc<holds::HoldOwners>,
+    /// Rate limits per key and per address.
+    pub limiter: Arc<limits::RateLimiter>,
 }
 
-/// The API's routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(observe::metrics_text))
+/// The OpenAPI document's frame; the paths come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally HTTP API",
+        description = "An event-sourced credits ledger for Telegram-bot businesses. \
+            Amounts are decimal strings. Every create carries its own id: the same id and \
+            body again answers the original with `Idempotent-Replay: true`; another body \
+            is 409 `idempotency_conflict`. Every write answers `position`; every GET takes \
+            `?min_position=N`. Errors are `application/problem+json` with a stable `code`."
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "accounts", description = "Accounts, statements, balances"),
+        (name = "credits", description = "Holds, captures, releases, debits"),
+        (name = "payments", description = "Payments and provider webhooks"),
+        (name = "refunds", description = "Refund requests and decisions"),
+        (name = "slots", description = "Ad slots and post attempts"),
+        (name = "admin", description = "Grants, adjustments, blocks, corrections, stats"),
+        (name = "audit", description = "Replay, verify, the raw log"),
+        (name = "ops", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The bearer-key schemes, one per role.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for role in ["service", "admin", "auditor"] {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.description = Some(format!(
+                "`Authorization: Bearer <key>` with a key of role {role} \
+                 (`tally keys create --role {role} --name NAME`)"
+            ));
+            components.add_security_scheme(role, SecurityScheme::Http(scheme));
+        }
+    }
+}
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(observe::metrics_text))
+        .routes(routes!(openapi_json))
         .merge(accounts::routes())
         .merge(holds::routes())
         .merge(payments::routes())
@@ -82,15 +127,55 @@ pub fn router(state: AppState) -> Router {
         .merge(refunds::routes())
         .merge(audit::routes())
         .merge(slots::routes())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = routes().split_for_parts();
+    let document = Arc::new(
+        openapi
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+    );
+    let limiter = state.limiter.clone();
+    router
+        .layer(axum::Extension(OpenApiDocument(document)))
+        .layer(axum::middleware::from_fn_with_state(limiter, limits::limit))
         .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }
 
+#[derive(Clone)]
+struct OpenApiDocument(Arc<String>);
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "ops",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json")))]
+async fn openapi_json(
+    axum::Extension(OpenApiDocument(document)): axum::Extension<OpenApiDocument>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document.as_str().to_owned(),
+    )
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "`ok`", content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers.
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "`ready`", content_type = "text/plain"),
+              (status = 503, description = "`not_ready`", body = error::Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     sqlx::query("SELECT 1")
         .execute(state.projector.pool())

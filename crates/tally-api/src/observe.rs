@@ -1,7 +1,9 @@
 //! Request ids and metrics. Every request gets an id (the caller's `X-Request-Id` if it
 //! is a UUID, else a new UUIDv7), echoed in the response and carried into the events
 //! it causes as their correlation id. `/metrics` serves Prometheus text: requests and
-//! latencies per route and status, and each projection's checkpoint, head and lag.
+//! latencies per route and status, commands by aggregate and outcome
+//! (`tally_commands_total`), append latency (`tally_append_seconds`), each
+//! projection's checkpoint, head and lag, and the reactor's lag.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -58,7 +60,9 @@ pub async fn track(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics: requests, latencies, commands, appends, projections, reactor.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics_text(State(state): State<AppState>) -> Result<String, ApiError> {
     let Some(handle) = recorder() else {
         return Err(ApiError::internal("another metrics recorder is installed"));
@@ -73,6 +77,10 @@ pub async fn metrics_text(State(state): State<AppState>) -> Result<String, ApiEr
             .set(status.lag_events as f64);
         metrics::gauge!("tally_projection_lag_seconds", "projection" => name)
             .set(status.lag_seconds);
+        if status.name == "reactor" {
+            metrics::gauge!("tally_reactor_lag_events").set(status.lag_events as f64);
+            metrics::gauge!("tally_reactor_lag_seconds").set(status.lag_seconds);
+        }
     }
     Ok(handle.render())
 }

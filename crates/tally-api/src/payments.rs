@@ -10,12 +10,11 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -25,17 +24,20 @@ use tally_domain::values::{Amount, PaymentId, PlanId, Reason};
 use tally_ledger::{Outcome, Request};
 use tally_projections::fulfil_payment;
 use tally_store::{Actor, ActorKind, Metadata};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::accounts::{metadata, settle};
-use crate::error::ApiError;
+use crate::accounts::{ReadQuery, metadata, settle};
+use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
 use crate::{AppState, Role, input};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/payments", post(create))
-        .route("/v1/payments/{payment_id}", get(read))
-        .route("/v1/webhooks/{provider}", post(webhook))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(read))
+        .routes(routes!(webhook))
 }
 
 /// Webhook secrets by provider, from `provider:secret,…`.
@@ -58,33 +60,52 @@ pub fn parse_webhook_secrets(text: &str) -> Result<HashMap<String, String>, Stri
     Ok(secrets)
 }
 
-#[derive(Deserialize)]
+/// What a payment buys: `{"credits": "20"}` or `{"plan": "pro"}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum PurposeBody {
+pub(crate) enum PurposeBody {
+    /// Credits, a decimal string.
     Credits(String),
+    /// A plan of the catalog (`basic`, `pro`, `enterprise`).
     Plan(String),
 }
 
-#[derive(Deserialize)]
+/// A payment, created pending before the user pays.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
+    /// The caller's id for the payment (the invoice's order id).
     payment_id: String,
     user_id: i64,
+    /// `stars`, `oxapay` or another with a webhook secret.
     provider: String,
+    /// What the user pays, a decimal string.
+    #[schema(example = "250")]
     amount: String,
+    /// `XTR` (Telegram Stars), `USD`, ….
     currency: String,
     purpose: PurposeBody,
 }
 
-#[derive(Serialize)]
-struct PaymentBody {
+/// A payment as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PaymentBody {
     payment_id: String,
     user_id: i64,
     provider: String,
     amount: String,
     currency: String,
+    /// `{"credits": "20"}` or `{"plan": "pro"}`.
+    #[schema(value_type = Object)]
     purpose: serde_json::Value,
+    /// `pending`, `succeeded`, `failed` or `reversed`.
     status: String,
+    /// The provider's id of the charge, once paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_payment_id: Option<String>,
+    /// Why it failed or was reversed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
     position: u64,
 }
 
@@ -105,10 +126,18 @@ fn payment_body(id: &PaymentId, outcome: &Outcome<Payment>) -> Result<PaymentBod
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
+        provider_payment_id: None,
+        reason: None,
         position: outcome.position,
     })
 }
 
+/// Creates a pending payment (201; the same id and body again: the original, with
+/// `Idempotent-Replay: true`).
+#[utoipa::path(post, path = "/v1/payments", tag = "payments",
+    request_body = CreateBody,
+    responses((status = 201, body = PaymentBody), WriteErrors),
+    security(("service" = [])))]
 async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -128,9 +157,6 @@ async fn create(
         currency: body.currency,
         purpose,
     };
-    // The same terms again are a no-op for the payment stream: answered as a replay.
-    let before = state.payments.load(&payment_id).await?;
-    let again = before.state.terms.as_ref() == Some(&terms);
     let outcome = state
         .payments
         .execute(Request {
@@ -140,26 +166,24 @@ async fn create(
             metadata: metadata(&caller),
         })
         .await?;
-    let replayed = outcome.replayed || again;
     Ok(answer(
         StatusCode::CREATED,
-        replayed,
+        outcome.replayed,
         payment_body(&payment_id, &outcome)?,
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadQuery {
-    min_position: Option<u64>,
-}
-
+/// A payment: terms, status, the provider's charge id.
+#[utoipa::path(get, path = "/v1/payments/{payment_id}", tag = "payments",
+    params(("payment_id" = String, Path, description = "the caller's id of the payment"), ReadQuery),
+    responses((status = 200, body = PaymentBody), ReadErrors),
+    security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(payment_id): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PaymentBody>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let payment_id = PaymentId::new(payment_id)?;
     let query = input::query(query)?;
@@ -181,18 +205,19 @@ async fn read(
         "credits" => serde_json::json!({"credits": tally_projections::from_cents(row.get(5))}),
         _ => serde_json::json!({"plan": row.get::<String, _>(6)}),
     };
-    Ok(Json(serde_json::json!({
-        "payment_id": payment_id.to_string(),
-        "user_id": row.get::<i64, _>(0),
-        "provider": row.get::<String, _>(1),
-        "amount": tally_projections::from_cents(row.get(2)),
-        "currency": row.get::<String, _>(3),
-        "purpose": purpose,
-        "status": row.get::<String, _>(7),
-        "provider_payment_id": row.get::<String, _>(8),
-        "reason": row.get::<String, _>(9),
-        "position": row.get::<i64, _>(10),
-    })))
+    let text = |i: usize| Some(row.get::<String, _>(i)).filter(|t| !t.is_empty());
+    Ok(Json(PaymentBody {
+        payment_id: payment_id.to_string(),
+        user_id: row.get(0),
+        provider: row.get(1),
+        amount: tally_projections::from_cents(row.get(2)).to_string(),
+        currency: row.get(3),
+        purpose,
+        status: row.get(7),
+        provider_payment_id: text(8),
+        reason: text(9),
+        position: row.get::<i64, _>(10).try_into().unwrap_or_default(),
+    }))
 }
 
 /// Checks `X-Tally-Signature: sha256=<hex>` over `body` with `secret`.
@@ -229,23 +254,48 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-#[derive(Deserialize)]
+/// What the provider says happened.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum WebhookStatus {
+pub(crate) enum WebhookStatus {
     Succeeded,
     Failed,
 }
 
-#[derive(Deserialize)]
-struct WebhookBody {
+/// The generic webhook body.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct WebhookBody {
     payment_id: String,
     status: WebhookStatus,
+    /// What was paid; must equal the payment's amount.
     amount: String,
     currency: String,
+    /// The provider's id of the charge (required for `succeeded`).
     #[serde(default)]
     provider_payment_id: Option<String>,
 }
 
+/// A payment's state after a webhook.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebhookAnswer {
+    payment_id: String,
+    /// `pending`, `succeeded`, `failed` or `reversed`.
+    status: String,
+    /// Position of the last event (credits included): use as `?min_position`.
+    position: u64,
+}
+
+/// A provider's notice that a payment succeeded or failed. The signature is checked
+/// over the raw body first (generic: `X-Tally-Signature: sha256=<hex HMAC-SHA256>`
+/// with the provider's secret from `TALLY_WEBHOOK_SECRETS`; `oxapay`: header `HMAC` =
+/// hex HMAC-SHA512 with the merchant API key, OxaPay's own body, answered `ok`). The
+/// same notice any number of times credits once.
+#[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "payments",
+    params(("provider" = String, Path, description = "a provider with a secret in TALLY_WEBHOOK_SECRETS")),
+    request_body = WebhookBody,
+    responses((status = 200, description = "applied (or already applied); `oxapay`: text `ok`", body = WebhookAnswer),
+              (status = 401, description = "`invalid_signature`: nothing applied", body = crate::error::Problem, content_type = "application/problem+json"),
+              WriteErrors))]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -275,7 +325,7 @@ async fn generic(
     provider: String,
     body: Bytes,
     secret: &str,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<WebhookAnswer>, ApiError> {
     verify_signature(&headers, &body, secret)?;
     let body: WebhookBody = input::json(&body)?;
     let payment_id = PaymentId::new(body.payment_id)?;
@@ -322,12 +372,13 @@ async fn generic(
         .view
         .status
         .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    Ok(Json(serde_json::json!({
-        "payment_id": payment_id.to_string(),
-        "status": status,
-        "position": position,
-    })))
+    Ok(Json(WebhookAnswer {
+        payment_id: payment_id.to_string(),
+        status,
+        position,
+    }))
 }
 
 /// OxaPay's callback, as OxaPay sends it: header `HMAC` = hex HMAC-SHA512 of the raw

@@ -2,51 +2,85 @@
 //! another admin approves it (the credits go back) or rejects it; admins read the
 //! queue.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::refund::{RefundAsk, RefundCommand};
 use tally_domain::values::{Amount, Reason, RefundId};
 use tally_ledger::Request;
 use tally_ledger::workflows::{approve_refund, request_refund};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::accounts::{metadata, settle};
 use crate::admin::admin_id;
-use crate::error::ApiError;
+use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
 use crate::{AppState, Role, input};
 
 /// Most refunds listed at once.
 pub const REFUNDS_LIMIT_MAX: u32 = 1_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/refunds", post(request).get(list))
-        .route("/v1/refunds/{refund_id}/approve", post(approve))
-        .route("/v1/refunds/{refund_id}/reject", post(reject))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request, list))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
 }
 
-#[derive(Deserialize)]
+const REFUND_ID: &str = "the id the refund was requested with";
+
+/// A refund request for a spend.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RequestBody {
+pub(crate) struct RequestBody {
+    /// The caller's id for the request; re-sending it is answered as the original.
     refund_id: String,
     user_id: i64,
+    /// The spend: `debit:<debit_id>` or `hold:<hold_id>` (a captured hold).
+    #[schema(example = "hold:job-42")]
     reference: String,
+    /// Credits to give back, at most what the spend took minus earlier refunds.
     amount: String,
     reason: String,
 }
 
+/// A refund after a request or a decision.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundAnswer {
+    refund_id: String,
+    /// `requested`, `approved` or `rejected`.
+    status: &'static str,
+    /// On approval: whose credits came back and the balance after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    available: Option<Decimal>,
+    position: u64,
+}
+
+/// Requests a refund of a spend (201 `requested`): a service for its user, or an admin
+/// on a user's behalf (that admin may then not approve it). An admin decides.
+#[utoipa::path(post, path = "/v1/refunds", tag = "refunds",
+    request_body = RequestBody,
+    responses((status = 201, body = RefundAnswer), WriteErrors),
+    security(("service" = []), ("admin" = [])))]
 async fn request(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
+    let caller = state
+        .keys
+        .require_any(&headers, &[Role::Service, Role::Admin])
+        .await?;
     let body: RequestBody = input::json(&body)?;
     let refund_id = RefundId::new(body.refund_id)?;
     let ask = RefundAsk {
@@ -65,27 +99,61 @@ async fn request(
         metadata(&caller),
     )
     .await?;
-    let body = serde_json::json!({
-        "refund_id": refund_id.to_string(),
-        "status": "requested",
-        "position": outcome.position,
-    });
+    let body = RefundAnswer {
+        refund_id: refund_id.to_string(),
+        status: "requested",
+        user_id: None,
+        available: None,
+        position: outcome.position,
+    };
     Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
-#[derive(Deserialize)]
+/// Which refunds.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// `requested` (the queue; default), `approved` or `rejected`.
     status: Option<String>,
+    /// At most this many, 1 to 1000 (default 100), oldest request first.
     limit: Option<u32>,
+    /// Wait until the read model has applied the log up to this position.
     min_position: Option<u64>,
 }
 
+/// Refunds in one state.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundList {
+    refunds: Vec<RefundRecord>,
+}
+
+/// A refund as the refunds read model has it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundRecord {
+    refund_id: String,
+    user_id: i64,
+    reference: String,
+    #[schema(value_type = String)]
+    amount: Decimal,
+    reason: String,
+    requested_by: String,
+    status: String,
+    decided_by: String,
+    decision_reason: String,
+    position: i64,
+}
+
+/// The refund queue (or decided refunds).
+#[utoipa::path(get, path = "/v1/refunds", tag = "refunds",
+    params(ListQuery),
+    responses((status = 200, body = RefundList), ReadErrors),
+    security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RefundList>, ApiError> {
     state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     let status = query.status.unwrap_or_else(|| "requested".into());
@@ -110,38 +178,45 @@ async fn list(
     .bind(i64::from(limit))
     .fetch_all(state.projector.pool())
     .await?;
-    let refunds: Vec<serde_json::Value> = rows
+    let refunds = rows
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "refund_id": r.get::<String, _>(0),
-                "user_id": r.get::<i64, _>(1),
-                "reference": r.get::<String, _>(2),
-                "amount": tally_projections::from_cents(r.get(3)),
-                "reason": r.get::<String, _>(4),
-                "requested_by": r.get::<String, _>(5),
-                "status": r.get::<String, _>(6),
-                "decided_by": r.get::<String, _>(7),
-                "decision_reason": r.get::<String, _>(8),
-                "position": r.get::<i64, _>(9),
-            })
+        .map(|r| RefundRecord {
+            refund_id: r.get(0),
+            user_id: r.get(1),
+            reference: r.get(2),
+            amount: tally_projections::from_cents(r.get(3)),
+            reason: r.get(4),
+            requested_by: r.get(5),
+            status: r.get(6),
+            decided_by: r.get(7),
+            decision_reason: r.get(8),
+            position: r.get(9),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "refunds": refunds })))
+    Ok(Json(RefundList { refunds }))
 }
 
-#[derive(Deserialize)]
+/// An admin's decision on a refund.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+pub(crate) struct DecisionBody {
+    /// Why (kept on the event with the admin key's name).
     reason: String,
 }
 
+/// Approves a refund: the credits go back to the user. The admin who requested it
+/// may not approve it (403 `self_approval`).
+#[utoipa::path(post, path = "/v1/refunds/{refund_id}/approve", tag = "refunds",
+    params(("refund_id" = String, Path, description = REFUND_ID)),
+    request_body = DecisionBody,
+    responses((status = 200, body = RefundAnswer), WriteErrors),
+    security(("admin" = [])))]
 async fn approve(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(refund_id): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RefundAnswer>, ApiError> {
     let caller = state.keys.require(&headers, Role::Admin).await?;
     let refund_id = RefundId::new(refund_id)?;
     let body: DecisionBody = input::json(&body)?;
@@ -154,21 +229,27 @@ async fn approve(
         metadata(&caller),
     )
     .await?;
-    Ok(Json(serde_json::json!({
-        "refund_id": refund_id.to_string(),
-        "status": "approved",
-        "user_id": outcome.view.user_id.get(),
-        "available": outcome.view.available,
-        "position": outcome.position,
-    })))
+    Ok(Json(RefundAnswer {
+        refund_id: refund_id.to_string(),
+        status: "approved",
+        user_id: Some(outcome.view.user_id.get()),
+        available: Some(input::money(outcome.view.available)),
+        position: outcome.position,
+    }))
 }
 
+/// Rejects a refund.
+#[utoipa::path(post, path = "/v1/refunds/{refund_id}/reject", tag = "refunds",
+    params(("refund_id" = String, Path, description = REFUND_ID)),
+    request_body = DecisionBody,
+    responses((status = 200, body = RefundAnswer), WriteErrors),
+    security(("admin" = [])))]
 async fn reject(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(refund_id): Path<String>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RefundAnswer>, ApiError> {
     let caller = state.keys.require(&headers, Role::Admin).await?;
     let refund_id = RefundId::new(refund_id)?;
     let body: DecisionBody = input::json(&body)?;
@@ -184,9 +265,11 @@ async fn reject(
             metadata: metadata(&caller),
         })
         .await?;
-    Ok(Json(serde_json::json!({
-        "refund_id": refund_id.to_string(),
-        "status": "rejected",
-        "position": outcome.position,
-    })))
+    Ok(Json(RefundAnswer {
+        refund_id: refund_id.to_string(),
+        status: "rejected",
+        user_id: None,
+        available: None,
+        position: outcome.position,
+    }))
 }

@@ -2,45 +2,71 @@
 //! success per destination and cycle; only while the owner's plan covers the slot),
 //! and the destinations a cycle has not reached yet.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotConfig, SlotCoverage};
 use tally_domain::values::{SlotId, UserId};
 use tally_ledger::Request;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::accounts::{metadata, settle};
-use crate::error::ApiError;
+use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
 use crate::{AppState, Role, input};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/slots/due", get(due))
-        .route("/v1/slots/{slot_id}", put(configure))
-        .route("/v1/slots/{slot_id}/attempts", post(attempt))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(due))
+        .routes(routes!(configure))
+        .routes(routes!(attempt))
 }
 
-#[derive(Deserialize)]
+const SLOT_ID: &str = "the caller's id of the slot";
+
+/// A chat (and forum topic) a slot posts to.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DestinationBody {
+pub(crate) struct DestinationBody {
+    /// Telegram chat id.
     chat_id: i64,
+    /// Forum topic (message thread) id, if any.
     topic_id: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// A slot's configuration: whose it is, what it posts, where.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfigureBody {
+pub(crate) struct ConfigureBody {
     user_id: i64,
+    /// The post's text.
     content: String,
+    /// Where it is posted (at least one; no duplicates).
     destinations: Vec<DestinationBody>,
 }
 
+/// A slot as configured.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SlotBody {
+    slot_id: String,
+    user_id: i64,
+    content: String,
+    destinations: Vec<DestinationBody>,
+    position: u64,
+}
+
+/// Configures an ad slot (201 new, 200 changed or unchanged).
+#[utoipa::path(put, path = "/v1/slots/{slot_id}", tag = "slots",
+    params(("slot_id" = String, Path, description = SLOT_ID)),
+    request_body = ConfigureBody,
+    responses((status = 201, body = SlotBody), (status = 200, body = SlotBody), WriteErrors),
+    security(("service" = [])))]
 async fn configure(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -78,34 +104,56 @@ async fn configure(
     } else {
         StatusCode::OK
     };
-    let body = serde_json::json!({
-        "slot_id": slot_id.to_string(),
-        "user_id": config.user_id.get(),
-        "content": config.content,
-        "destinations": config.destinations,
-        "position": outcome.position,
-    });
+    let body = SlotBody {
+        slot_id: slot_id.to_string(),
+        user_id: config.user_id.get(),
+        content: config.content,
+        destinations: config
+            .destinations
+            .into_iter()
+            .map(|d| DestinationBody {
+                chat_id: d.chat_id,
+                topic_id: d.topic_id,
+            })
+            .collect(),
+        position: outcome.position,
+    };
     Ok(answer(status, false, body))
 }
 
-#[derive(Deserialize)]
+/// How a post attempt went.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
-enum OutcomeBody {
+pub(crate) enum OutcomeBody {
     Succeeded,
     Failed,
 }
 
-#[derive(Deserialize)]
+/// A post attempt of a slot to one destination in one cycle.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AttemptBody {
+pub(crate) struct AttemptBody {
+    /// The caller's id for the attempt; re-sending it is answered as the original.
     attempt_id: String,
+    /// The posting cycle (the bot's round number).
     cycle: u64,
     chat_id: i64,
     topic_id: Option<i64>,
     outcome: OutcomeBody,
+    /// The posted message (for `succeeded`).
     message_id: Option<i64>,
+    /// Why it failed (`flood_wait`, `forbidden`, `chat_not_found`, …; for `failed`).
     error_kind: Option<String>,
+    /// Seconds Telegram asked to wait (for `flood_wait`).
     retry_after: Option<u32>,
+}
+
+/// A recorded attempt.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AttemptAnswer {
+    slot_id: String,
+    attempt_id: String,
+    position: u64,
 }
 
 /// Whether `owner`'s subscription covers `slot` now: active, and the slot among the
@@ -134,6 +182,14 @@ async fn coverage(
     })
 }
 
+/// Records a post attempt: once per attempt id, one success per destination and
+/// cycle (409 `already_posted`), only while the owner's plan covers the slot (409
+/// `slot_not_active`).
+#[utoipa::path(post, path = "/v1/slots/{slot_id}/attempts", tag = "slots",
+    params(("slot_id" = String, Path, description = SLOT_ID)),
+    request_body = AttemptBody,
+    responses((status = 201, body = AttemptAnswer), WriteErrors),
+    security(("service" = [])))]
 async fn attempt(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -155,8 +211,6 @@ async fn attempt(
         .wait_for("posts", loaded.position, crate::MIN_POSITION_WAIT)
         .await?;
     let slot = loaded.state;
-    // A recorded attempt id again is a no-op for the slot: answered as a replay.
-    let again = slot.attempt_ids.contains(&body.attempt_id);
     let Some(config) = slot.config else {
         return Err(ApiError::not_found(
             "not_found",
@@ -193,26 +247,52 @@ async fn attempt(
             metadata: metadata(&caller),
         })
         .await?;
-    let body = serde_json::json!({
-        "slot_id": slot_id.to_string(),
-        "attempt_id": body.attempt_id,
-        "position": outcome.position,
-    });
-    Ok(answer(StatusCode::CREATED, outcome.replayed || again, body))
+    let body = AttemptAnswer {
+        slot_id: slot_id.to_string(),
+        attempt_id: body.attempt_id,
+        position: outcome.position,
+    };
+    Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
-#[derive(Deserialize)]
+/// Which cycle.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DueQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct DueQuery {
+    /// The posting cycle.
     cycle: u64,
+    /// Wait until the read models have applied the log up to this position.
     min_position: Option<u64>,
 }
 
+/// The slots due in a cycle.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DueBody {
+    cycle: u64,
+    slots: Vec<DueSlot>,
+}
+
+/// A slot and its destinations not yet posted to successfully in the cycle.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DueSlot {
+    slot_id: String,
+    user_id: i64,
+    content: String,
+    destinations: Vec<DestinationBody>,
+}
+
+/// Slots (covered by an active plan) and their destinations not yet posted to
+/// successfully in cycle C.
+#[utoipa::path(get, path = "/v1/slots/due", tag = "slots",
+    params(DueQuery),
+    responses((status = 200, body = DueBody), ReadErrors),
+    security(("service" = [])))]
 async fn due(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<DueQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DueBody>, ApiError> {
     state.keys.require(&headers, Role::Service).await?;
     let Query(query) =
         query.map_err(|e| ApiError::validation(format!("{}; give ?cycle=N", e.body_text())))?;
@@ -255,32 +335,29 @@ async fn due(
     .bind(cycle)
     .fetch_all(state.projector.pool())
     .await?;
-    let mut slots: Vec<serde_json::Value> = Vec::new();
+    let mut slots: Vec<DueSlot> = Vec::new();
     for row in rows {
         let slot_id: String = row.get(0);
         if !covered.contains(&slot_id) {
             continue;
         }
         let topic: i64 = row.get(4);
-        let destination = serde_json::json!({
-            "chat_id": row.get::<i64, _>(3),
-            "topic_id": (topic != 0).then_some(topic),
-        });
+        let destination = DestinationBody {
+            chat_id: row.get(3),
+            topic_id: (topic != 0).then_some(topic),
+        };
         match slots.last_mut() {
-            Some(last) if last["slot_id"] == slot_id.as_str() => {
-                if let Some(list) = last["destinations"].as_array_mut() {
-                    list.push(destination);
-                }
-            }
-            _ => slots.push(serde_json::json!({
-                "slot_id": slot_id,
-                "user_id": row.get::<i64, _>(1),
-                "content": row.get::<String, _>(2),
-                "destinations": [destination],
-            })),
+            Some(last) if last.slot_id == slot_id => last.destinations.push(destination),
+            _ => slots.push(DueSlot {
+                slot_id,
+                user_id: row.get(1),
+                content: row.get(2),
+                destinations: vec![destination],
+            }),
         }
     }
-    Ok(Json(
-        serde_json::json!({ "cycle": query.cycle, "slots": slots }),
-    ))
+    Ok(Json(DueBody {
+        cycle: query.cycle,
+        slots,
+    }))
 }

@@ -15,6 +15,7 @@ use tally_store::testing::TestDatabase;
 
 const SERVICE: &str = "service-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789ab";
+const ADMIN_BOB: &str = "admin-key-bob-0123456789";
 const AUDITOR: &str = "auditor-key-0123456789";
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
 const OXAPAY_KEY: &str = "oxapay-merchant-key-0123456789";
@@ -25,10 +26,15 @@ struct Server {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     database: TestDatabase,
+    store: Arc<dyn tally_store::EventStore>,
 }
 
 impl Server {
     async fn start(postgres: bool) -> Self {
+        Self::start_with(postgres, tally_api::limits::Limits::default()).await
+    }
+
+    async fn start_with(postgres: bool, limits: tally_api::limits::Limits) -> Self {
         let database = if postgres {
             TestDatabase::postgres().await
         } else {
@@ -46,7 +52,7 @@ impl Server {
         projector.prepare().await.unwrap();
         let keys = Keys::new(
             projector.pool().clone(),
-            &format!("service:bot:{SERVICE},admin:ops-alice:{ADMIN},auditor:aud:{AUDITOR}"),
+            &format!("service:bot:{SERVICE},admin:ops-alice:{ADMIN},admin:ops-bob:{ADMIN_BOB},auditor:aud:{AUDITOR}"),
         )
         .unwrap();
         let state = AppState {
@@ -66,6 +72,7 @@ impl Server {
             projector: projector.clone(),
             keys: Arc::new(keys),
             config,
+            limiter: Arc::new(tally_api::limits::RateLimiter::new(limits)),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -73,7 +80,9 @@ impl Server {
         let mut tasks = Vec::new();
         let mut shutdown = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(listener, tally_api::router(state))
+            let app = tally_api::router(state)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = shutdown.changed().await;
                 })
@@ -89,6 +98,7 @@ impl Server {
             stop,
             tasks,
             database,
+            store,
         }
     }
 
@@ -160,6 +170,8 @@ on_both_backends!(
     a_refund_approved_by_an_admin_returns_the_credits_once,
     a_plan_correction_is_on_record_with_before_and_after,
     every_route_answers_401_without_a_key_and_403_to_the_wrong_role,
+    the_openapi_document_names_every_route_body_and_error,
+    every_create_answers_a_resend_as_the_original_and_another_body_as_a_conflict,
     slots_post_once_per_destination_and_cycle_within_the_plan,
     request_ids_reach_the_events_and_metrics_are_served,
     oxapay_callbacks_as_oxapay_signs_and_retries_them,
@@ -373,6 +385,425 @@ async fn hold_then_partial_capture_shows_in_the_statement(s: &Server) {
     );
 }
 
+/// One bad request per mistake a client makes, on every write route: each is a 4xx
+/// with its code and a detail, and the log does not grow.
+async fn every_write_route_refuses_bad_input(s: &Server) {
+    let head = s.store.last_position().await.unwrap();
+    let long = "x".repeat(65);
+    let huge = "y".repeat(70 * 1024);
+    let cases: Vec<(&str, &str, &str, Value, &str)> = vec![
+        ("PUT", "/v1/accounts/0", SERVICE, json!({}), "validation"),
+        ("PUT", "/v1/accounts/abc", SERVICE, json!({}), "validation"),
+        (
+            "PUT",
+            "/v1/accounts/9",
+            SERVICE,
+            json!({"username": long}),
+            "validation",
+        ),
+        (
+            "PUT",
+            "/v1/accounts/9",
+            SERVICE,
+            json!({"nickname": "x"}),
+            "validation",
+        ),
+        (
+            "PUT",
+            "/v1/accounts/9",
+            SERVICE,
+            json!({"username": huge}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            SERVICE,
+            json!({"amount": "1", "ttl_seconds": 60, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            SERVICE,
+            json!({"hold_id": "h", "amount": "1", "ttl_seconds": -1, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            SERVICE,
+            json!({"hold_id": "h", "amount": "1e3", "ttl_seconds": 60, "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/holds",
+            SERVICE,
+            json!({"hold_id": "h/1", "amount": "1", "ttl_seconds": 60, "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/holds/nope/capture",
+            SERVICE,
+            json!({"amount": "-1"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/holds/nope/capture",
+            SERVICE,
+            json!({"all": true}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/holds/nope/release",
+            SERVICE,
+            json!({}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/holds/nope/release",
+            SERVICE,
+            json!({"reason": "done"}),
+            "hold_not_found",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/debits",
+            SERVICE,
+            json!({"debit_id": "d", "amount": "NaN", "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/accounts/7/debits",
+            SERVICE,
+            json!({"debit_id": "d", "amount": "1", "reason": ""}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "p", "user_id": 7, "provider": "stars", "amount": "-5", "currency": "XTR", "purpose": {"credits": "5"}}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "p", "user_id": 7, "provider": "stars", "amount": "5", "currency": "XTR", "purpose": {"credits": "5", "plan": "pro"}}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "p", "user_id": 7, "provider": "stars", "amount": "5", "currency": "XTR", "purpose": {"plan": "platinum"}}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "p", "user_id": 0, "provider": "stars", "amount": "5", "currency": "XTR", "purpose": {"credits": "5"}}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "p", "user_id": 7, "provider": "stars", "amount": "5", "currency": "XTR"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/refunds",
+            SERVICE,
+            json!({"refund_id": "r", "user_id": 7, "reference": "debit:never", "amount": "1", "reason": "x"}),
+            "refund_not_allowed",
+        ),
+        (
+            "POST",
+            "/v1/refunds",
+            SERVICE,
+            json!({"refund_id": "r", "user_id": 7, "reference": "debit:never", "amount": "0", "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/refunds",
+            SERVICE,
+            json!({"refund_id": "", "user_id": 7, "reference": "debit:d", "amount": "1", "reason": "x"}),
+            "validation",
+        ),
+        (
+            "PUT",
+            "/v1/slots/s1",
+            SERVICE,
+            json!({"user_id": 7, "content": "ad", "destinations": []}),
+            "validation",
+        ),
+        (
+            "PUT",
+            "/v1/slots/s1",
+            SERVICE,
+            json!({"user_id": 7, "content": "ad", "destinations": [{"chat_id": "x"}]}),
+            "validation",
+        ),
+        (
+            "PUT",
+            "/v1/slots/s1",
+            SERVICE,
+            json!({"user_id": 7, "content": "", "destinations": [{"chat_id": -100}]}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/slots/s1/attempts",
+            SERVICE,
+            json!({"attempt_id": "a", "cycle": 1, "chat_id": -100, "outcome": "maybe"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/slots/never/attempts",
+            SERVICE,
+            json!({"attempt_id": "a", "cycle": 1, "chat_id": -100, "outcome": "succeeded", "message_id": 1}),
+            "not_found",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/grants",
+            ADMIN,
+            json!({"grant_id": "g", "amount": "0", "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/grants",
+            ADMIN,
+            json!({"amount": "1", "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/8/grants",
+            ADMIN,
+            json!({"grant_id": "g", "amount": "1", "reason": "x"}),
+            "account_not_found",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/adjustments",
+            ADMIN,
+            json!({"adjustment_id": "a", "amount": "0", "reason": "x"}),
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/adjustments",
+            ADMIN,
+            json!({"adjustment_id": "a", "amount": "-5", "reason": "x"}),
+            "insufficient_credits",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/adjustments",
+            ADMIN,
+            json!({"adjustment_id": "a", "amount": "5"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/block",
+            ADMIN,
+            json!({}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/admin/accounts/7/unblock",
+            ADMIN,
+            json!({"reason": 5}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/admin/subscriptions/7/correction",
+            ADMIN,
+            json!({"plan": "platinum", "reason": "x"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/admin/subscriptions/7/correction",
+            ADMIN,
+            json!({"plan": "basic"}),
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/refunds/never/approve",
+            ADMIN,
+            json!({"reason": "ok"}),
+            "refund_not_found",
+        ),
+        (
+            "POST",
+            "/v1/refunds/never/reject",
+            ADMIN,
+            json!({"reason": "no"}),
+            "refund_not_found",
+        ),
+        (
+            "POST",
+            "/v1/refunds/never/reject",
+            ADMIN,
+            json!({}),
+            "validation",
+        ),
+    ];
+    for (method, path, key, body, code) in cases {
+        let (status, problem, headers) = s.call(method, path, Some(key), Some(body.clone())).await;
+        assert!(
+            status.is_client_error(),
+            "{method} {path} {body}: {status} {problem}"
+        );
+        assert_eq!(problem["code"], code, "{method} {path} {body}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| d.len() > 5),
+            "{method} {path}: {problem}"
+        );
+    }
+    // Webhooks: signed but malformed, or naming no payment.
+    for (body, code) in [
+        (r#"{"payment_id":"p"}"#, "validation"),
+        (
+            r#"{"payment_id":"p","status":"refunded","amount":"1","currency":"XTR"}"#,
+            "validation",
+        ),
+        (
+            r#"{"payment_id":"never","status":"succeeded","amount":"1","currency":"XTR","provider_payment_id":"x"}"#,
+            "payment_not_found",
+        ),
+        ("[1,2", "validation"),
+    ] {
+        let (status, problem) = post_webhook(s, body, &sign(body)).await;
+        assert!(status.is_client_error(), "{body}: {status} {problem}");
+        assert_eq!(problem["code"], code, "{body}: {problem}");
+    }
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "bad input appended to the log"
+    );
+}
+
+async fn every_create_answers_a_resend_as_the_original_and_another_body_as_a_conflict(s: &Server) {
+    s.call("PUT", "/v1/accounts/50", Some(SERVICE), Some(json!({})))
+        .await;
+    let fund = json!({"grant_id": "fund", "amount": "100", "reason": "setup"});
+    s.call(
+        "POST",
+        "/v1/admin/accounts/50/grants",
+        Some(ADMIN),
+        Some(fund),
+    )
+    .await;
+    let creates: Vec<(&str, &str, Value, Value)> = vec![
+        (
+            "/v1/accounts/50/holds",
+            SERVICE,
+            json!({"hold_id": "i-h", "amount": "5", "ttl_seconds": 600, "reason": "job"}),
+            json!({"hold_id": "i-h", "amount": "6", "ttl_seconds": 600, "reason": "job"}),
+        ),
+        (
+            "/v1/accounts/50/debits",
+            SERVICE,
+            json!({"debit_id": "i-d", "amount": "3", "reason": "render"}),
+            json!({"debit_id": "i-d", "amount": "4", "reason": "render"}),
+        ),
+        (
+            "/v1/payments",
+            SERVICE,
+            json!({"payment_id": "i-p", "user_id": 50, "provider": "stars", "amount": "100", "currency": "XTR", "purpose": {"credits": "20"}}),
+            json!({"payment_id": "i-p", "user_id": 50, "provider": "stars", "amount": "100", "currency": "XTR", "purpose": {"credits": "25"}}),
+        ),
+        (
+            "/v1/refunds",
+            SERVICE,
+            json!({"refund_id": "i-r", "user_id": 50, "reference": "debit:i-d", "amount": "1", "reason": "failed job"}),
+            json!({"refund_id": "i-r", "user_id": 50, "reference": "debit:i-d", "amount": "2", "reason": "failed job"}),
+        ),
+        (
+            "/v1/admin/accounts/50/grants",
+            ADMIN,
+            json!({"grant_id": "i-g", "amount": "1", "reason": "gift"}),
+            json!({"grant_id": "i-g", "amount": "2", "reason": "gift"}),
+        ),
+        (
+            "/v1/admin/accounts/50/adjustments",
+            ADMIN,
+            json!({"adjustment_id": "i-a", "amount": "1", "reason": "fix"}),
+            json!({"adjustment_id": "i-a", "amount": "-1", "reason": "fix"}),
+        ),
+    ];
+    for (path, key, body, other) in creates {
+        let (status, first, headers) = s.call("POST", path, Some(key), Some(body.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{path}: {first}");
+        assert!(headers.get("idempotent-replay").is_none(), "{path}");
+        let head = s.store.last_position().await.unwrap();
+        for _ in 0..3 {
+            let (status, again, headers) =
+                s.call("POST", path, Some(key), Some(body.clone())).await;
+            assert_eq!(status, StatusCode::CREATED, "{path} again: {again}");
+            assert_eq!(
+                headers
+                    .get("idempotent-replay")
+                    .map(|v| v.to_str().unwrap()),
+                Some("true"),
+                "{path} again"
+            );
+            assert_eq!(
+                again["position"], first["position"],
+                "{path}: the original answer"
+            );
+        }
+        let (status, conflict, _) = s.call("POST", path, Some(key), Some(other.clone())).await;
+        assert_eq!(
+            (status, conflict["code"].as_str()),
+            (StatusCode::CONFLICT, Some("idempotency_conflict")),
+            "{path} other body: {conflict}"
+        );
+        assert_eq!(
+            s.store.last_position().await.unwrap(),
+            head,
+            "{path}: a re-send or a conflict appended"
+        );
+    }
+    // Each applied once: 100 granted, 5 held, 3 debited, 1 granted, 1 adjusted.
+    let head = s.store.last_position().await.unwrap();
+    let (status, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/50?min_position={head}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert_eq!(
+        (account["available"].as_str(), account["held"].as_str()),
+        (Some("94.00"), Some("5.00"))
+    );
+}
+
 async fn bad_input_is_a_4xx_and_appends_nothing(s: &Server) {
     s.call("PUT", "/v1/accounts/7", Some(SERVICE), Some(json!({})))
         .await;
@@ -488,6 +919,7 @@ async fn bad_input_is_a_4xx_and_appends_nothing(s: &Server) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    every_write_route_refuses_bad_input(s).await;
     // Nothing of it was appended: the account has only its opening.
     let (_, account, _) = s
         .call("GET", "/v1/accounts/7?min_position=1", Some(SERVICE), None)
@@ -704,6 +1136,61 @@ async fn a_refund_approved_by_an_admin_returns_the_credits_once(s: &Server) {
         )
         .await;
     assert_eq!(done["refunds"][0]["decided_by"], "ops-alice");
+
+    // An admin files a request on the user's behalf: another admin must approve it.
+    let ask = json!({"refund_id": "r2", "user_id": 90, "reference": "debit:d1", "amount": "2", "reason": "support ticket 7"});
+    let (status, requested, _) = s.call("POST", "/v1/refunds", Some(ADMIN), Some(ask)).await;
+    assert_eq!(status, StatusCode::CREATED, "{requested}");
+    let head = s.store.last_position().await.unwrap();
+    let (status, problem, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/r2/approve",
+            Some(ADMIN),
+            Some(json!({"reason": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("self_approval")),
+        "{problem}"
+    );
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "refused: nothing appended"
+    );
+    let (status, approved, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/r2/approve",
+            Some(ADMIN_BOB),
+            Some(json!({"reason": "ticket checked"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["available"], "10.00", "8 + 2");
+    let position = approved["position"].as_u64().unwrap();
+    let (_, done, _) = s
+        .call(
+            "GET",
+            &format!("/v1/refunds?status=approved&min_position={position}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    let r2 = done["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["refund_id"] == "r2")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (r2["requested_by"].as_str(), r2["decided_by"].as_str()),
+        (Some("ops-alice"), Some("ops-bob")),
+        "{done}"
+    );
 }
 
 async fn a_plan_correction_is_on_record_with_before_and_after(s: &Server) {
@@ -792,55 +1279,93 @@ async fn a_plan_correction_is_on_record_with_before_and_after(s: &Server) {
     );
 }
 
+/// Which key a route needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Needs {
+    Nothing,
+    Service,
+    Admin,
+    Auditor,
+    ServiceOrAdmin,
+}
+
+/// Every route of the API (API.md plus the public ones), as the OpenAPI document
+/// names it.
+const ROUTES: &[(&str, &str, Needs)] = &[
+    ("GET", "/healthz", Needs::Nothing),
+    ("GET", "/readyz", Needs::Nothing),
+    ("GET", "/metrics", Needs::Nothing),
+    ("GET", "/v1/openapi.json", Needs::Nothing),
+    ("POST", "/v1/webhooks/{provider}", Needs::Nothing),
+    ("PUT", "/v1/accounts/{user_id}", Needs::Service),
+    ("GET", "/v1/accounts/{user_id}", Needs::Service),
+    ("GET", "/v1/accounts/{user_id}/statement", Needs::Service),
+    ("GET", "/v1/accounts/{user_id}/balance", Needs::Service),
+    ("GET", "/v1/accounts/{user_id}/subscription", Needs::Service),
+    ("POST", "/v1/accounts/{user_id}/holds", Needs::Service),
+    ("GET", "/v1/holds/{hold_id}", Needs::Service),
+    ("POST", "/v1/holds/{hold_id}/capture", Needs::Service),
+    ("POST", "/v1/holds/{hold_id}/release", Needs::Service),
+    ("POST", "/v1/accounts/{user_id}/debits", Needs::Service),
+    ("POST", "/v1/payments", Needs::Service),
+    ("GET", "/v1/payments/{payment_id}", Needs::Service),
+    ("POST", "/v1/refunds", Needs::ServiceOrAdmin),
+    ("PUT", "/v1/slots/{slot_id}", Needs::Service),
+    ("POST", "/v1/slots/{slot_id}/attempts", Needs::Service),
+    ("GET", "/v1/slots/due", Needs::Service),
+    ("POST", "/v1/admin/accounts/{user_id}/grants", Needs::Admin),
+    (
+        "POST",
+        "/v1/admin/accounts/{user_id}/adjustments",
+        Needs::Admin,
+    ),
+    ("POST", "/v1/admin/accounts/{user_id}/block", Needs::Admin),
+    ("POST", "/v1/admin/accounts/{user_id}/unblock", Needs::Admin),
+    (
+        "POST",
+        "/v1/admin/subscriptions/{user_id}/correction",
+        Needs::Admin,
+    ),
+    ("GET", "/v1/refunds", Needs::Admin),
+    ("POST", "/v1/refunds/{refund_id}/approve", Needs::Admin),
+    ("POST", "/v1/refunds/{refund_id}/reject", Needs::Admin),
+    ("GET", "/v1/admin/stats", Needs::Admin),
+    ("GET", "/v1/audit/accounts/{user_id}/replay", Needs::Auditor),
+    ("GET", "/v1/audit/verify", Needs::Auditor),
+    ("GET", "/v1/events", Needs::Auditor),
+];
+
+/// A route's path with its parameters filled in.
+fn concrete(template: &str) -> String {
+    let path = template
+        .replace("{user_id}", "1")
+        .replace("{hold_id}", "h")
+        .replace("{payment_id}", "p")
+        .replace("{refund_id}", "r")
+        .replace("{slot_id}", "s")
+        .replace("{provider}", "stars");
+    match path.as_str() {
+        "/v1/slots/due" => format!("{path}?cycle=1"),
+        _ => path,
+    }
+}
+
 async fn every_route_answers_401_without_a_key_and_403_to_the_wrong_role(s: &Server) {
     use Needs::*;
-    #[derive(PartialEq)]
-    enum Needs {
-        Service,
-        Admin,
-        Auditor,
-    }
-    let routes = [
-        ("PUT", "/v1/accounts/1", Service),
-        ("GET", "/v1/accounts/1", Service),
-        ("GET", "/v1/accounts/1/statement", Service),
-        ("GET", "/v1/accounts/1/balance", Service),
-        ("GET", "/v1/accounts/1/subscription", Service),
-        ("POST", "/v1/accounts/1/holds", Service),
-        ("GET", "/v1/holds/h", Service),
-        ("POST", "/v1/holds/h/capture", Service),
-        ("POST", "/v1/holds/h/release", Service),
-        ("POST", "/v1/accounts/1/debits", Service),
-        ("POST", "/v1/payments", Service),
-        ("GET", "/v1/payments/p", Service),
-        ("POST", "/v1/refunds", Service),
-        ("PUT", "/v1/slots/s", Service),
-        ("POST", "/v1/slots/s/attempts", Service),
-        ("GET", "/v1/slots/due?cycle=1", Service),
-        ("POST", "/v1/admin/accounts/1/grants", Admin),
-        ("POST", "/v1/admin/accounts/1/adjustments", Admin),
-        ("POST", "/v1/admin/accounts/1/block", Admin),
-        ("POST", "/v1/admin/accounts/1/unblock", Admin),
-        ("POST", "/v1/admin/subscriptions/1/correction", Admin),
-        ("GET", "/v1/refunds", Admin),
-        ("POST", "/v1/refunds/r/approve", Admin),
-        ("POST", "/v1/refunds/r/reject", Admin),
-        ("GET", "/v1/admin/stats", Admin),
-        ("GET", "/v1/audit/accounts/1/replay", Auditor),
-        ("GET", "/v1/audit/verify", Auditor),
-        ("GET", "/v1/events", Auditor),
-    ];
-    for (method, path, needs) in routes {
+    for &(method, template, needs) in ROUTES.iter().filter(|r| r.2 != Nothing) {
+        let path = concrete(template);
         let body = (method != "GET").then(|| json!({}));
-        let (status, _, _) = s.call(method, path, None, body.clone()).await;
+        let (status, _, _) = s.call(method, &path, None, body.clone()).await;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
             "{method} {path} without a key"
         );
         for (key, role) in [(SERVICE, Service), (ADMIN, Admin), (AUDITOR, Auditor)] {
-            let allowed = role == needs || (role == Admin && needs == Auditor);
-            let (status, problem, _) = s.call(method, path, Some(key), body.clone()).await;
+            let allowed = role == needs
+                || (role == Admin && needs == Auditor)
+                || (needs == ServiceOrAdmin && matches!(role, Service | Admin));
+            let (status, problem, _) = s.call(method, &path, Some(key), body.clone()).await;
             match allowed {
                 true => assert!(
                     status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
@@ -849,6 +1374,103 @@ async fn every_route_answers_401_without_a_key_and_403_to_the_wrong_role(s: &Ser
                 false => assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {problem}"),
             }
         }
+    }
+    // The public routes answer without a key (a webhook without a signature: 401
+    // invalid_signature, not unauthorized).
+    for &(method, template, _) in ROUTES.iter().filter(|r| r.2 == Nothing) {
+        let path = concrete(template);
+        let body = (method != "GET").then(|| json!({}));
+        let (status, problem, _) = s.call(method, &path, None, body).await;
+        match method {
+            "GET" => assert_eq!(status, StatusCode::OK, "{method} {path}"),
+            _ => assert_eq!(
+                (status, problem["code"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("invalid_signature")),
+                "{method} {path}"
+            ),
+        }
+    }
+}
+
+async fn the_openapi_document_names_every_route_body_and_error(s: &Server) {
+    let (status, document, headers) = s.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(
+        document["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{document}"
+    );
+    let paths = document["paths"].as_object().expect("paths");
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: std::collections::BTreeSet<_> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    let unknown: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        unknown.is_empty(),
+        "documented but not in the route table: {unknown:?}"
+    );
+    for &(method, template, needs) in ROUTES {
+        let operation = &paths[template][method.to_lowercase()];
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{method} {template}: no success response"
+        );
+        if needs != Needs::Nothing {
+            for status in ["401", "403", "422"] {
+                let problem = &responses[status]["content"]["application/problem+json"];
+                assert!(
+                    problem["schema"]["$ref"]
+                        .as_str()
+                        .is_some_and(|r| r.ends_with("/Problem")),
+                    "{method} {template}: {status} is not documented as a Problem: {responses:?}"
+                );
+            }
+            let role = match needs {
+                Needs::Admin | Needs::ServiceOrAdmin => "admin",
+                Needs::Auditor => "auditor",
+                _ => "service",
+            };
+            let security = operation["security"].as_array().unwrap();
+            assert!(
+                security.iter().any(|s| s.get(role).is_some()),
+                "{method} {template}: security should name {role}: {operation}"
+            );
+        }
+        if method != "GET" {
+            assert!(
+                operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                    .is_string(),
+                "{method} {template}: no request body schema"
+            );
+        }
+    }
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "Problem",
+        "PlaceBody",
+        "HoldBody",
+        "AccountBody",
+        "WebhookBody",
+    ] {
+        assert!(schemas.contains_key(name), "no schema {name}");
+    }
+    // A request body's required fields are those the route refuses without.
+    let place = &schemas["PlaceBody"]["required"];
+    for field in ["hold_id", "amount", "ttl_seconds", "reason"] {
+        assert!(place.as_array().unwrap().contains(&json!(field)), "{place}");
     }
 }
 
@@ -1014,6 +1636,64 @@ async fn request_ids_reach_the_events_and_metrics_are_served(s: &Server) {
     assert!(text.contains("tally_http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/v1/accounts/{user_id}""#), "{text}");
     assert!(text.contains("tally_projection_lag_events"), "{text}");
+    assert!(
+        text.contains(r#"tally_commands_total{aggregate="account",outcome="applied"}"#),
+        "{text}"
+    );
+    assert!(text.contains("tally_append_seconds"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_answer_429_per_key_and_per_address_and_append_nothing() {
+    use tally_api::limits::{Limit, Limits};
+    // Three requests at once, then (practically) no refill.
+    let tight = Limit {
+        burst: 3,
+        per_second: 0.001,
+    };
+    let s = Server::start_with(
+        false,
+        Limits {
+            per_key: Some(tight),
+            per_ip: Some(tight),
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, _, _) = s
+            .call("GET", "/v1/accounts/1/balance", Some(SERVICE), None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let open = json!({"username": "late"});
+    let (status, problem, headers) = s
+        .call("PUT", "/v1/accounts/1", Some(SERVICE), Some(open))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")),
+        "{problem}"
+    );
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    // Another key has its own bucket; the refused write appended nothing.
+    let (status, events, _) = s.call("GET", "/v1/events", Some(AUDITOR), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events["events"], json!([]), "{events}");
+    // Without a key, the client address is the bucket.
+    for _ in 0..3 {
+        let (status, _, _) = s.call("GET", "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, problem, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited"))
+    );
+    let (status, _, _) = s.call("GET", "/v1/admin/stats", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    s.finish().await;
 }
 
 async fn oxapay_callback(s: &Server, body: &str, key: &str) -> (StatusCode, String) {

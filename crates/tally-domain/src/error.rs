@@ -72,7 +72,7 @@ pub enum DomainError {
     #[error("payment conflict: {0}")]
     PaymentConflict(String),
     /// No subscription for this user.
-    #[error("user has no subscription")]
+    #[error("the user has no subscription (one starts when a plan is paid)")]
     SubscriptionNotFound,
     /// No refund request with this id.
     #[error("no such refund request")]

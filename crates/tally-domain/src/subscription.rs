@@ -201,10 +201,10 @@ pub fn decide(
             admin,
             reason,
         } => {
+            let (slots, _) = period(config, plan)?;
             if state.status.is_none() {
                 return Err(DomainError::SubscriptionNotFound);
             }
-            let (slots, _) = period(config, plan)?;
             if state.plan.as_ref() == Some(plan) && state.slots == slots {
                 return Ok(vec![]);
             }

@@ -51,6 +51,14 @@ pub trait Aggregate: Send + Sync + 'static {
         None
     }
 
+    /// What of a command a re-send must repeat to be the same request (hashed into the
+    /// idempotency key of its events): all of it, unless the service adds context of
+    /// its own to the caller's request (a refundable amount, a plan's coverage) that
+    /// may have changed by the time the caller re-sends.
+    fn request_digest(command: &Self::Command) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(command)
+    }
+
     /// The command ids whose events `decide` needs and the state no longer holds.
     fn recall(_state: &Self::State, _command: &Self::Command) -> Vec<String> {
         Vec::new()
@@ -251,6 +259,15 @@ impl Aggregate for Refunds {
         RefundRequest::default()
     }
 
+    /// A request is the same when the ask is; what is refundable changes as the
+    /// spend is refunded.
+    fn request_digest(command: &RefundCommand) -> Result<Vec<u8>, serde_json::Error> {
+        match command {
+            RefundCommand::Request { ask, .. } => serde_json::to_vec(ask),
+            other => serde_json::to_vec(other),
+        }
+    }
+
     fn decide(
         state: &RefundRequest,
         command: &RefundCommand,
@@ -293,6 +310,15 @@ impl Aggregate for Slots {
 
     fn initial(_: &SlotId) -> Slot {
         Slot::default()
+    }
+
+    /// An attempt is the same when the attempt is; the plan's coverage may have
+    /// changed since.
+    fn request_digest(command: &SlotCommand) -> Result<Vec<u8>, serde_json::Error> {
+        match command {
+            SlotCommand::RecordAttempt { attempt, .. } => serde_json::to_vec(attempt),
+            other => serde_json::to_vec(other),
+        }
     }
 
     fn decide(

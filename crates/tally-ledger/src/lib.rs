@@ -201,6 +201,18 @@ impl<A: Aggregate> Ledger<A> {
     /// Runs one command: decided after every command queued before it on its stream,
     /// appended before this returns.
     pub async fn execute(&self, request: Request<A>) -> Result<Outcome<A::View>, LedgerError> {
+        let result = self.execute_queued(request).await;
+        let outcome = match &result {
+            Ok(outcome) if outcome.replayed => "replayed",
+            Ok(_) => "applied",
+            Err(error) => error.code(),
+        };
+        metrics::counter!("tally_commands_total", "aggregate" => A::STREAM_PREFIX, "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn execute_queued(&self, request: Request<A>) -> Result<Outcome<A::View>, LedgerError> {
         let (reply, answer) = oneshot::channel();
         let mut job = Job { request, reply };
         // A worker that just went idle closes its queue; the job then goes to a new one.
@@ -411,10 +423,13 @@ async fn decide_and_append<A: Aggregate>(
             });
             return answers;
         }
+        let started = std::time::Instant::now();
         let appended = inner
             .store
             .append(&stream_id, ExpectedVersion::Exact(loaded_version), events)
             .await;
+        metrics::histogram!("tally_append_seconds", "aggregate" => A::STREAM_PREFIX)
+            .record(started.elapsed().as_secs_f64());
         match appended {
             Ok(result) if !result.replayed => {
                 let version = result.stream_version(&stream_id).unwrap_or(loaded_version);
@@ -515,7 +530,16 @@ async fn answer<A: Aggregate>(
                     .copied()
                     .unwrap_or(position),
             )),
-            Decision::NoOp(view) => Ok(outcome(view, position)),
+            Decision::NoOp(view) => match applied_before(inner, stream_id, &job.request).await {
+                Ok(Some(original)) => Ok(Outcome {
+                    view,
+                    version,
+                    position: original,
+                    replayed: true,
+                }),
+                Ok(None) => Ok(outcome(view, position)),
+                Err(e) => Err(e),
+            },
             Decision::Done(result) => result,
             Decision::Refused(refusal) => {
                 replay(inner, stream_id, &job.request, refusal, state, version).await
@@ -523,6 +547,36 @@ async fn answer<A: Aggregate>(
         });
     }
     answers
+}
+
+/// A command with an id that changes nothing may be a re-send of one applied before
+/// (the domain answers the same request again with no events): if the log holds
+/// events filed under its id, it is a replay and answers with the original's position;
+/// if those came from another request under the same id, it is a conflict.
+async fn applied_before<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    request: &Request<A>,
+) -> Result<Option<u64>, LedgerError> {
+    let Some(command_id) = effective_command_id(request) else {
+        return Ok(None);
+    };
+    let ids = event_ids(stream_id, std::slice::from_ref(&command_id));
+    let found = inner.store.find_events(&ids).await?;
+    let Some(last) = found.last() else {
+        return Ok(None);
+    };
+    let key = idempotency_key::<A>(&command_id, &request.command)?;
+    if found
+        .iter()
+        .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
+    {
+        return Err(DomainError::IdempotencyConflict(format!(
+            "{command_id} was already used for a different request"
+        ))
+        .into());
+    }
+    Ok(Some(last.position))
 }
 
 /// A refused command that has an id may have been applied before: find its events by
@@ -543,7 +597,7 @@ async fn replay<A: Aggregate>(
     let Some(last) = found.last() else {
         return Err(refusal.into());
     };
-    let key = idempotency_key(&command_id, &request.command)?;
+    let key = idempotency_key::<A>(&command_id, &request.command)?;
     if found
         .iter()
         .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
@@ -573,7 +627,7 @@ fn encode<A: Aggregate>(
     let mut metadata = request.metadata.clone();
     let command_id = effective_command_id(request);
     if let Some(command_id) = &command_id {
-        metadata.idempotency_key = Some(idempotency_key(command_id, &request.command)?);
+        metadata.idempotency_key = Some(idempotency_key::<A>(command_id, &request.command)?);
     }
     Ok(events
         .iter()
@@ -675,11 +729,11 @@ pub fn event_id(stream_id: &StreamId, command_id: &str, index: u32) -> Uuid {
 }
 
 /// `<command id>:<sha256 of the command>`: what tells a replay from a re-used id.
-fn idempotency_key<C: serde::Serialize>(
+fn idempotency_key<A: Aggregate>(
     command_id: &str,
-    command: &C,
+    command: &A::Command,
 ) -> Result<String, LedgerError> {
-    let body = serde_json::to_vec(command)
+    let body = A::request_digest(command)
         .map_err(|e| DomainError::Validation(format!("command does not serialise: {e}")))?;
     let digest = Sha256::digest(&body);
     let mut key = String::with_capacity(command_id.len() + 65);
