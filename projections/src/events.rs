@@ -24,7 +24,7 @@ pub(crate) fn stream_key<'a>(event: &'a RecordedEvent, prefix: &str) -> Option<&
 }
 
 /// The key and decoded event of a stream of kind `prefix`; `None` for other streams.
-pub(crate) fn stream_event<'a, E: DeserializeOwned>(
+pub fn stream_event<'a, E: DeserializeOwned>(
     recorded: &'a RecordedEvent,
     prefix: &str,
 ) -> Result<Option<(&'a str, E)>, ProjectionError> {

@@ -46,14 +46,15 @@ pub use accounts::{
 pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
 pub use daily_stats::DailyStats;
 pub use error::ProjectionError;
-pub use events::Batch;
+pub use events::{Batch, stream_event};
 pub use holds::Holds;
 pub use payments::Payments;
 pub use posts::Posts;
-pub use reactors::{REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
+pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
 pub use refunds::Refunds;
 pub use runtime::{
-    BATCH_EVENTS_MAX, POLL_EVERY, Projection, ProjectionStatus, Projector, default_projections,
+    BATCH_EVENTS_MAX, Lease, POLL_EVERY, Projection, ProjectionStatus, Projector,
+    default_projections,
 };
 pub use sql::{Value, cents, from_cents};
 pub use subscriptions::Subscriptions;

@@ -37,6 +37,9 @@ use crate::events::stream_event;
 use crate::runtime::Lease;
 use crate::sql::execute;
 
+/// The registry name of the Telegram bot's notifier (a reactor of the bot crate that
+/// keeps its checkpoint in the same registry).
+pub const NOTIFIER: &str = "notifier";
 /// The registry name of the log-following reactor.
 pub const REACTOR: &str = "reactor";
 /// Most events one reactor step handles.

@@ -441,7 +441,7 @@ impl Projector {
             .projections
             .iter()
             .map(|p| p.name())
-            .chain([crate::REACTOR]);
+            .chain([crate::REACTOR, crate::NOTIFIER]);
         for name in names {
             let Some(at) = self.registered(name).await? else {
                 continue;
@@ -817,17 +817,19 @@ async fn begin_on(
 /// Postgres session advisory locks, one per projection, on one connection: held until
 /// the connection ends, so a standby's `pg_try_advisory_lock` succeeds once the holder
 /// dies.
-pub(crate) struct Lease {
+pub struct Lease {
     conn: PoolConnection<Any>,
     held: Vec<String>,
 }
 
 impl Lease {
-    pub(crate) fn new(conn: PoolConnection<Any>) -> Self {
+    /// A lease holder on its own connection (keep it: the locks end with it).
+    pub fn new(conn: PoolConnection<Any>) -> Self {
         Self { conn, held: vec![] }
     }
 
-    pub(crate) async fn hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
+    /// Whether this process holds `name`'s lease (taking it if it is free).
+    pub async fn hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
         if self.held.iter().any(|h| h == name) {
             return Ok(true);
         }

@@ -1,0 +1,515 @@
+//! Admin commands, for the Telegram ids in `TALLY_ADMIN_IDS` only: anyone else is
+//! refused before anything is parsed or appended.
+//!
+//! Every admin action runs as a corrective command of the ledger with the admin's
+//! Telegram id as the actor and the reason given. Its id is derived from the
+//! message (`tg-<chat>-<message id>`), so a redelivered update is a replay.
+
+use sqlx::Row;
+use tally_domain::account::AccountCommand;
+use tally_domain::refund::RefundCommand;
+use tally_domain::subscription::SubscriptionCommand;
+use tally_domain::values::{
+    AdjustmentId, AdminId, Amount, GrantId, PlanId, Reason, RefundId, SignedAmount, UserId,
+};
+use tally_ledger::Request;
+use tally_projections::AsOf;
+use teloxide::prelude::*;
+use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
+
+use crate::texts::{AdminText, Entry};
+use crate::users::{Who, day_and_time};
+use crate::{BotError, Context, MAINTENANCE_STREAM, MAINTENANCE_SWITCHED, TgBot};
+
+/// The admin commands.
+pub const COMMANDS: &[&str] = &[
+    "grant",
+    "adjust",
+    "fix_user_slots",
+    "block",
+    "unblock",
+    "user",
+    "refunds",
+    "stats",
+    "audit",
+    "maintenance",
+];
+/// Refund requests `/refunds` shows at once.
+pub const REFUND_QUEUE_SHOWN_MAX: i64 = 10;
+/// Statement entries `/user` shows.
+pub const USER_CARD_ENTRIES: i64 = 5;
+
+fn usage(command: &str) -> &'static str {
+    match command {
+        "grant" => "/grant USER AMOUNT REASON",
+        "adjust" => "/adjust USER ±AMOUNT REASON",
+        "fix_user_slots" => "/fix_user_slots USER PLAN [REASON]",
+        "block" => "/block USER REASON",
+        "unblock" => "/unblock USER [REASON]",
+        "user" => "/user USER",
+        "audit" => "/audit USER",
+        "maintenance" => "/maintenance on|off",
+        _ => "",
+    }
+}
+
+/// The note admins get about a failure someone met.
+pub(crate) fn failure_note(error_id: &str, chat: i64, error: &BotError) -> String {
+    AdminText::Failure {
+        error_id,
+        chat,
+        error: &error.to_string(),
+    }
+    .say()
+}
+
+/// Parsed arguments, or a usage reply.
+struct Args<'a> {
+    words: &'a [&'a str],
+}
+
+impl<'a> Args<'a> {
+    fn user(&self, at: usize) -> Option<UserId> {
+        self.words
+            .get(at)
+            .and_then(|w| w.parse::<i64>().ok())
+            .and_then(|id| UserId::new(id).ok())
+    }
+    fn rest(&self, from: usize) -> Option<String> {
+        let rest = self.words.get(from..)?.join(" ");
+        (!rest.trim().is_empty()).then_some(rest)
+    }
+}
+
+/// Runs an admin command, or refuses a non-admin.
+pub(crate) async fn on_command(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    message: MessageId,
+    command: &str,
+    words: &[&str],
+) -> Result<(), BotError> {
+    if !context.is_admin(who.user) {
+        bot.send_message(who.chat, who.say(crate::texts::Text::NotAdmin))
+            .await?;
+        return Ok(());
+    }
+    let args = Args { words };
+    let id = format!("tg-{}-{}", who.chat.0, message.0);
+    let reply = match run(context, who, &id, command, &args).await? {
+        Some(reply) => reply,
+        None => AdminText::Usage {
+            usage: usage(command),
+        }
+        .say(),
+    };
+    let keyboard = match command {
+        "refunds" => refund_buttons(context).await?,
+        _ => None,
+    };
+    let mut send = bot.send_message(who.chat, reply);
+    if let Some(keyboard) = keyboard {
+        send = send.reply_markup(keyboard);
+    }
+    send.await?;
+    Ok(())
+}
+
+/// The command's reply; `None` for arguments that do not parse (usage is shown).
+async fn run(
+    context: &Context,
+    who: &Who,
+    id: &str,
+    command: &str,
+    args: &Args<'_>,
+) -> Result<Option<String>, BotError> {
+    let admin = AdminId::new(who.user.to_string())?;
+    let metadata = Context::by_admin(who.user);
+    match command {
+        "grant" => {
+            let (Some(user), Some(amount), Some(reason)) = (
+                args.user(0),
+                args.words.get(1).and_then(|a| a.parse::<Amount>().ok()),
+                args.rest(2),
+            ) else {
+                return Ok(None);
+            };
+            let outcome = context
+                .accounts
+                .execute(Request {
+                    key: user,
+                    command: AccountCommand::Grant {
+                        grant_id: GrantId::new(id.to_string())?,
+                        amount,
+                        reason: Reason::new(reason)?,
+                    },
+                    command_id: None,
+                    metadata,
+                })
+                .await?;
+            Ok(Some(
+                AdminText::Granted {
+                    user: user.get(),
+                    amount: amount.get(),
+                    available: outcome.view.available,
+                }
+                .say(),
+            ))
+        }
+        "adjust" => {
+            let (Some(user), Some(amount), Some(reason)) = (
+                args.user(0),
+                args.words
+                    .get(1)
+                    .and_then(|a| a.parse::<SignedAmount>().ok()),
+                args.rest(2),
+            ) else {
+                return Ok(None);
+            };
+            let outcome = context
+                .accounts
+                .execute(Request {
+                    key: user,
+                    command: AccountCommand::Adjust {
+                        adjustment_id: AdjustmentId::new(id.to_string())?,
+                        amount,
+                        reason: Reason::new(reason)?,
+                        admin,
+                        allow_negative: false,
+                    },
+                    command_id: None,
+                    metadata,
+                })
+                .await?;
+            Ok(Some(
+                AdminText::Adjusted {
+                    user: user.get(),
+                    amount: amount.get(),
+                    available: outcome.view.available,
+                }
+                .say(),
+            ))
+        }
+        "fix_user_slots" => {
+            let (Some(user), Some(plan)) = (args.user(0), args.words.get(1)) else {
+                return Ok(None);
+            };
+            let reason = args
+                .rest(2)
+                .unwrap_or_else(|| format!("slots fixed by admin {}", who.user));
+            let before = context.subscriptions.load(&user).await?.state;
+            let after = context
+                .subscriptions
+                .execute(Request {
+                    key: user,
+                    command: SubscriptionCommand::CorrectPlan {
+                        plan: PlanId::new(plan.to_string())?,
+                        admin,
+                        reason: Reason::new(reason)?,
+                    },
+                    command_id: Some(id.to_string()),
+                    metadata,
+                })
+                .await?
+                .view;
+            let plan_before = before.plan.as_ref().map_or("none", |p| p.as_str());
+            let plan_after = after.plan.as_ref().map_or("none", |p| p.as_str());
+            Ok(Some(
+                AdminText::SlotsFixed {
+                    user: user.get(),
+                    plan_before,
+                    slots_before: before.slots,
+                    plan_after,
+                    slots_after: after.slots,
+                }
+                .say(),
+            ))
+        }
+        "block" | "unblock" => {
+            let Some(user) = args.user(0) else {
+                return Ok(None);
+            };
+            let block = command == "block";
+            let reason = match (args.rest(1), block) {
+                (Some(reason), _) => reason,
+                (None, true) => return Ok(None),
+                (None, false) => format!("unblocked by admin {}", who.user),
+            };
+            let reason = Reason::new(reason)?;
+            let command = match block {
+                true => AccountCommand::Block { reason, admin },
+                false => AccountCommand::Unblock { reason, admin },
+            };
+            context
+                .accounts
+                .execute(Request {
+                    key: user,
+                    command,
+                    command_id: None,
+                    metadata,
+                })
+                .await?;
+            Ok(Some(match block {
+                true => AdminText::Blocked { user: user.get() }.say(),
+                false => AdminText::Unblocked { user: user.get() }.say(),
+            }))
+        }
+        "user" => {
+            let Some(user) = args.user(0) else {
+                return Ok(None);
+            };
+            user_card(context, user).await.map(Some)
+        }
+        "refunds" => refund_queue(context).await.map(Some),
+        "stats" => stats(context).await.map(Some),
+        "audit" => {
+            let Some(user) = args.user(0) else {
+                return Ok(None);
+            };
+            let loaded = context.accounts.load(&user).await?;
+            context.settle("accounts", loaded.position).await;
+            let replay = context.projector.replay_account(user, AsOf::Latest).await?;
+            Ok(Some(match replay.consistent {
+                true => AdminText::AuditConsistent {
+                    user: user.get(),
+                    available: replay.recomputed.available,
+                    held: replay.recomputed.held,
+                    events: replay.recomputed.events,
+                }
+                .say(),
+                false => AdminText::AuditDifferent {
+                    user: user.get(),
+                    differences: &replay.differences.join("; "),
+                }
+                .say(),
+            }))
+        }
+        "maintenance" => {
+            let on = match args.words.first().map(|w| w.to_ascii_lowercase()) {
+                Some(w) if w == "on" => true,
+                Some(w) if w == "off" => false,
+                _ => return Ok(None),
+            };
+            let reason = args.rest(1).unwrap_or_default();
+            let event = tally_store::NewEvent::new(
+                MAINTENANCE_SWITCHED,
+                serde_json::json!({"on": on, "admin": who.user.to_string(), "reason": reason}),
+                metadata,
+            );
+            context
+                .store
+                .append(
+                    &tally_store::StreamId::new(MAINTENANCE_STREAM)?,
+                    tally_store::ExpectedVersion::Any,
+                    vec![event],
+                )
+                .await?;
+            context.maintenance.set(on);
+            Ok(Some(AdminText::Maintenance { on }.say()))
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> {
+    let loaded = context.accounts.load(&user).await?;
+    context.settle("accounts", loaded.position).await;
+    let account = loaded.state;
+    if !account.opened {
+        return Err(tally_domain::DomainError::AccountNotFound { user_id: user }.into());
+    }
+    let subscription = context.subscriptions.load(&user).await?.state;
+    let rows = sqlx::query(
+        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
+         WHERE user_id = $1 ORDER BY position DESC LIMIT $2",
+    )
+    .bind(user.get())
+    .bind(USER_CARD_ENTRIES)
+    .fetch_all(context.pool())
+    .await?;
+    let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let last: Vec<Entry<'_>> = rows
+        .iter()
+        .zip(&kinds)
+        .map(|(row, kind)| Entry {
+            kind,
+            amount: tally_projections::from_cents(row.get(1)),
+            balance_after: tally_projections::from_cents(row.get(2)),
+            at: day_and_time(row.get(3)),
+        })
+        .collect();
+    let status = match account.status {
+        tally_domain::account::AccountStatus::Open => "open",
+        tally_domain::account::AccountStatus::Blocked => "blocked",
+    };
+    let open_holds = account
+        .holds
+        .values()
+        .filter(|h| h.state == tally_domain::account::HoldState::Open)
+        .count();
+    let plan = subscription.plan.as_ref().map(|p| p.as_str().to_string());
+    let until = subscription
+        .period_end
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    Ok(AdminText::UserCard {
+        user: user.get(),
+        status,
+        available: account.available,
+        held: account.held,
+        open_holds,
+        subscription: plan.as_deref().map(|p| (p, subscription.slots, until)),
+        last: &last,
+    }
+    .say())
+}
+
+async fn queue(context: &Context) -> Result<Vec<sqlx::any::AnyRow>, BotError> {
+    Ok(sqlx::query(
+        "SELECT refund_id, user_id, amount_cents, reference, reason FROM refunds \
+         WHERE status = 'requested' ORDER BY requested_at LIMIT $1",
+    )
+    .bind(REFUND_QUEUE_SHOWN_MAX)
+    .fetch_all(context.pool())
+    .await?)
+}
+
+async fn refund_queue(context: &Context) -> Result<String, BotError> {
+    let rows = queue(context).await?;
+    if rows.is_empty() {
+        return Ok(AdminText::RefundQueueEmpty.say());
+    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            AdminText::RefundLine {
+                refund_id: &r.get::<String, _>(0),
+                user: r.get(1),
+                amount: tally_projections::from_cents(r.get(2)),
+                reference: &r.get::<String, _>(3),
+                reason: &r.get::<String, _>(4),
+            }
+            .say()
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Approve/Reject buttons for the queue; a request whose id does not fit Telegram's
+/// 64-byte button data gets none (decide it over the HTTP API).
+async fn refund_buttons(context: &Context) -> Result<Option<InlineKeyboardMarkup>, BotError> {
+    let rows = queue(context).await?;
+    let buttons: Vec<Vec<InlineKeyboardButton>> = rows
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .filter(|id| id.len() + 3 <= 64)
+        .map(|id| {
+            vec![
+                InlineKeyboardButton::callback(
+                    format!("{} {id}", AdminText::ApproveButton.say()),
+                    format!("ra:{id}"),
+                ),
+                InlineKeyboardButton::callback(
+                    format!("{} {id}", AdminText::RejectButton.say()),
+                    format!("rr:{id}"),
+                ),
+            ]
+        })
+        .collect();
+    Ok((!buttons.is_empty()).then(|| InlineKeyboardMarkup::new(buttons)))
+}
+
+/// An admin pressed Approve or Reject. The rules refuse an admin deciding their own
+/// request, and a request decided already.
+pub(crate) async fn on_refund_button(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    approve: bool,
+    refund_id: &str,
+) -> Result<(), BotError> {
+    if !context.is_admin(who.user) {
+        bot.send_message(who.chat, who.say(crate::texts::Text::NotAdmin))
+            .await?;
+        return Ok(());
+    }
+    let refund_id = RefundId::new(refund_id.to_string())?;
+    let admin = AdminId::new(who.user.to_string())?;
+    let metadata = Context::by_admin(who.user);
+    let reply = if approve {
+        let outcome = tally_ledger::workflows::approve_refund(
+            &context.accounts,
+            &context.refunds,
+            refund_id.clone(),
+            admin,
+            Reason::new(format!("approved by admin {} in the bot", who.user))?,
+            metadata,
+        )
+        .await?;
+        AdminText::RefundApproved {
+            refund_id: refund_id.as_str(),
+            available: outcome.view.available,
+        }
+        .say()
+    } else {
+        context
+            .refunds
+            .execute(Request {
+                key: refund_id.clone(),
+                command: RefundCommand::Reject {
+                    admin,
+                    reason: Reason::new(format!("rejected by admin {} in the bot", who.user))?,
+                },
+                command_id: None,
+                metadata,
+            })
+            .await?;
+        AdminText::RefundRejected {
+            refund_id: refund_id.as_str(),
+        }
+        .say()
+    };
+    bot.send_message(who.chat, reply).await?;
+    Ok(())
+}
+
+/// Today's and the last 7 days' figures from the daily stats read model.
+async fn stats(context: &Context) -> Result<String, BotError> {
+    let today = chrono::Utc::now().date_naive();
+    let week_start = today - chrono::Duration::days(6);
+    let (today, week_start) = (
+        today.format("%Y-%m-%d").to_string(),
+        week_start.format("%Y-%m-%d").to_string(),
+    );
+    let rows = sqlx::query(
+        "SELECT metric, unit, day, value FROM daily_stats WHERE day >= $1 AND day <= $2 \
+         ORDER BY metric, unit",
+    )
+    .bind(&week_start)
+    .bind(&today)
+    .fetch_all(context.pool())
+    .await?;
+    let mut lines: Vec<(String, i64, i64)> = Vec::new();
+    for row in &rows {
+        let (metric, unit, day, value): (String, String, String, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let name = match unit.is_empty() {
+            true => metric,
+            false => format!("{metric} ({unit})"),
+        };
+        let today_value = if day == today { value } else { 0 };
+        match lines.last_mut() {
+            Some(last) if last.0 == name => {
+                last.1 += today_value;
+                last.2 += value;
+            }
+            _ => lines.push((name, today_value, value)),
+        }
+    }
+    Ok(AdminText::Stats {
+        today: &today,
+        lines: &lines,
+    }
+    .say())
+}

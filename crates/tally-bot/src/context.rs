@@ -1,0 +1,227 @@
+//! What every handler shares: the command services, the read models, the bot's own
+//! small tables, and the one place a failure is turned into a message.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::{AnyPool, Row};
+use tally_domain::Config;
+use tally_ledger::{Accounts, Ledger, LedgerError, Payments, Refunds, Slots, Subscriptions};
+use tally_projections::{ProjectionError, Projector};
+use tally_store::{Actor, ActorKind, EventStore, Metadata, StreamId};
+use teloxide::prelude::*;
+use teloxide::types::ChatId;
+
+use crate::texts::{Lang, Text};
+use crate::{MAINTENANCE_STREAM, Maintenance, TgBot};
+
+/// How long a read waits for a read model to include the user's own last write.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(3);
+/// Most refund dialogues waiting for a reason at once (older ones are dropped).
+pub const PENDING_REFUNDS_MAX: usize = 10_000;
+
+/// Why a handler could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BotError {
+    /// The ledger refused or failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A read model failed.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The log failed.
+    #[error(transparent)]
+    Store(#[from] tally_store::StoreError),
+    /// Telegram failed.
+    #[error("telegram: {0}")]
+    Telegram(#[from] teloxide::RequestError),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<tally_domain::DomainError> for BotError {
+    fn from(error: tally_domain::DomainError) -> Self {
+        BotError::Ledger(LedgerError::Domain(error))
+    }
+}
+
+impl BotError {
+    /// A refusal by the ledger's rules (the user can act on it), as opposed to a
+    /// failure (the user can only retry).
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            BotError::Ledger(LedgerError::Domain(e)) => Some(e.to_string()),
+            BotError::Ledger(e) if e.code() == "idempotency_conflict" => Some(e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// A refund the user picked and whose reason the bot waits for.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRefund {
+    pub(crate) position: u64,
+    pub(crate) reference: String,
+    pub(crate) amount: rust_decimal::Decimal,
+}
+
+/// The bot's shared state.
+pub struct Context {
+    pub(crate) accounts: Ledger<Accounts>,
+    pub(crate) payments: Ledger<Payments>,
+    pub(crate) subscriptions: Ledger<Subscriptions>,
+    pub(crate) refunds: Ledger<Refunds>,
+    #[allow(dead_code)]
+    pub(crate) slots: Ledger<Slots>,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) projector: Arc<Projector>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) admin_ids: HashSet<i64>,
+    pub(crate) maintenance: Maintenance,
+    pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
+}
+
+impl Context {
+    /// The bot's state over an opened store and its read models.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        projector: Arc<Projector>,
+        config: Arc<Config>,
+        admin_ids: HashSet<i64>,
+    ) -> Self {
+        Self {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
+            slots: Ledger::new(store.clone(), config.clone()),
+            store,
+            projector,
+            config,
+            admin_ids,
+            maintenance: Maintenance::new(),
+            pending_refunds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        self.projector.pool()
+    }
+
+    pub(crate) fn is_admin(&self, user: i64) -> bool {
+        self.admin_ids.contains(&user)
+    }
+
+    /// Metadata of a user's own command.
+    pub(crate) fn by_user(user: i64) -> Metadata {
+        Metadata::by(Actor::new(ActorKind::User, user.to_string()))
+    }
+
+    /// Metadata of an admin's command: the admin's Telegram id.
+    pub(crate) fn by_admin(admin: i64) -> Metadata {
+        Metadata::by(Actor::new(ActorKind::Admin, admin.to_string()))
+    }
+
+    /// The language a user chose, else the one Telegram reports, else English.
+    pub(crate) async fn lang(&self, user: i64, telegram_code: Option<&str>) -> Lang {
+        match self.stored_lang(user).await {
+            Ok(Some(lang)) => lang,
+            _ => Lang::from_code(telegram_code),
+        }
+    }
+
+    pub(crate) async fn stored_lang(&self, user: i64) -> Result<Option<Lang>, BotError> {
+        let row = sqlx::query("SELECT language FROM bot_users WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| Lang::from_code(Some(r.get::<String, _>(0).as_str()))))
+    }
+
+    /// Records a user's language; `keep` leaves a language chosen earlier as it is.
+    pub(crate) async fn set_lang(&self, user: i64, lang: Lang, keep: bool) -> Result<(), BotError> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let sql = if keep {
+            "INSERT INTO bot_users (user_id, language, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO NOTHING"
+        } else {
+            "INSERT INTO bot_users (user_id, language, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET language = excluded.language, \
+             updated_at = excluded.updated_at"
+        };
+        sqlx::query(sql)
+            .bind(user)
+            .bind(lang.code())
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Waits (bounded) until `projection` includes `position`; a read model that lags
+    /// further is read as it is.
+    pub(crate) async fn settle(&self, projection: &str, position: u64) {
+        if position == 0 {
+            return;
+        }
+        if let Err(e) = self
+            .projector
+            .wait_for(projection, position, READ_YOUR_WRITES_WAIT)
+            .await
+        {
+            tracing::warn!(error = %e, projection, position, "reading a lagging read model");
+        }
+    }
+
+    /// Loads the maintenance switch from the log.
+    pub(crate) async fn load_maintenance(&self) -> Result<(), BotError> {
+        let stream = StreamId::new(MAINTENANCE_STREAM)?;
+        let mut from = 1;
+        let mut on = false;
+        loop {
+            let events = self.store.read_stream(&stream, from, 1_000).await?;
+            let Some(last) = events.last() else { break };
+            on = last
+                .payload
+                .get("on")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            from = last.stream_version + 1;
+        }
+        self.maintenance.set(on);
+        Ok(())
+    }
+
+    /// Tells `chat` about a failure with an error id, and every admin what failed.
+    pub(crate) async fn report_failure(
+        &self,
+        bot: &TgBot,
+        chat: ChatId,
+        lang: Lang,
+        error: &BotError,
+    ) {
+        let error_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
+        tracing::error!(%error, error_id, chat = chat.0, "a bot handler failed");
+        let _ = bot
+            .send_message(
+                chat,
+                lang.say(Text::Failed {
+                    error_id: &error_id,
+                }),
+            )
+            .await;
+        for admin in &self.admin_ids {
+            let _ = bot
+                .send_message(
+                    ChatId(*admin),
+                    crate::admin::failure_note(&error_id, chat.0, error),
+                )
+                .await;
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The notifier: a reactor that tells users what happened to them without their
+//! asking — a top-up or plan paid by a provider's webhook, an admin's grant or
+//! correction, a block, a refund decided, a hold expired and its credits returned, a
+//! plan ending in three days or ended.
+//!
+//! It follows the log from its own checkpoint (`notifier` in the projections
+//! registry). Each message has a key (the event's id, or `expiring:<user>:<period
+//! end>`) recorded in `bot_notifications` once Telegram accepted it; a key found there
+//! is never sent again, so a notifier that restarts, or reads an event again because
+//! it died before its checkpoint, sends nothing twice. What is not recorded is sent
+//! again: at least once. (The one gap: a crash between Telegram's answer and the
+//! record; Telegram has no idempotency key to close it.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use tally_domain::account::AccountEvent;
+use tally_domain::payment::{PaymentEvent, Purpose};
+use tally_domain::refund::RefundEvent;
+use tally_domain::subscription::SubscriptionEvent;
+use tally_domain::values::RefundId;
+use tally_projections::{Lease, NOTIFIER, stream_event};
+use tally_store::{ActorKind, RecordedEvent};
+use teloxide::ApiError;
+use teloxide::RequestError;
+use teloxide::prelude::*;
+use teloxide::types::ChatId;
+
+use crate::texts::{Lang, Text};
+use crate::{BotError, Context, TgBot};
+
+/// Most events one notifier step reads.
+pub const NOTIFIER_BATCH_EVENTS_MAX: usize = 200;
+/// How long before a plan ends its owner is told.
+pub const EXPIRING_NOTICE_DAYS: i64 = 3;
+/// How often plans about to end are looked for.
+pub const EXPIRING_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Most expiring plans told about per sweep.
+pub const EXPIRING_SWEEP_MAX: i64 = 500;
+
+/// A message for one user, in their language.
+struct Notice {
+    key: String,
+    user: i64,
+    text: Box<dyn Fn(Lang) -> String + Send + Sync>,
+}
+
+/// The notifier reactor.
+pub struct Notifier {
+    context: Arc<Context>,
+    bot: TgBot,
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+impl Notifier {
+    /// A notifier sending through `bot`.
+    pub fn new(context: Arc<Context>, bot: TgBot) -> Self {
+        Self { context, bot }
+    }
+
+    /// The checkpoint; a notifier's first start begins at the log's head, so a bot
+    /// added to a ledger with a history does not tell users about all of it.
+    async fn checkpoint(&self) -> Result<u64, BotError> {
+        let head = self.context.store.head_position().await?;
+        sqlx::query(
+            "INSERT INTO projections (name, version, generation, checkpoint, updated_at) \
+             VALUES ($1, 1, 1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(NOTIFIER)
+        .bind(head as i64)
+        .bind(now_micros())
+        .execute(self.context.pool())
+        .await?;
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = $1")
+                .bind(NOTIFIER)
+                .fetch_one(self.context.pool())
+                .await?;
+        Ok(u64::try_from(checkpoint).unwrap_or(0))
+    }
+
+    /// Sends what the next batch of events calls for and moves the checkpoint past
+    /// them; returns how many events it read.
+    pub async fn step(&self) -> Result<usize, BotError> {
+        let from = self.checkpoint().await?;
+        let events = self
+            .context
+            .store
+            .read_all(from, NOTIFIER_BATCH_EVENTS_MAX)
+            .await?;
+        let Some(last) = events.last() else {
+            return Ok(0);
+        };
+        for event in &events {
+            if let Some(notice) = self.notice(event).await? {
+                self.deliver(notice).await?;
+            }
+        }
+        let moved = sqlx::query(
+            "UPDATE projections SET checkpoint = $1, checkpoint_at = $2, updated_at = $3 \
+             WHERE name = $4 AND checkpoint = $5",
+        )
+        .bind(last.position as i64)
+        .bind(last.recorded_at.timestamp_micros())
+        .bind(now_micros())
+        .bind(NOTIFIER)
+        .bind(from as i64)
+        .execute(self.context.pool())
+        .await?
+        .rows_affected();
+        Ok(if moved == 0 { 0 } else { events.len() })
+    }
+
+    /// What `event` should tell its user, if anything.
+    async fn notice(&self, event: &RecordedEvent) -> Result<Option<Notice>, BotError> {
+        let key = event.event_id.to_string();
+        let notice = |user: i64, text: Box<dyn Fn(Lang) -> String + Send + Sync>| {
+            Some(Notice {
+                key: key.clone(),
+                user,
+                text,
+            })
+        };
+        if let Some((user, account)) = stream_event::<AccountEvent>(event, "account")? {
+            let Ok(user) = user.parse::<i64>() else {
+                return Ok(None);
+            };
+            return Ok(match account {
+                AccountEvent::Granted { amount, reason, .. } => notice(
+                    user,
+                    Box::new(move |l| {
+                        l.say(Text::NotifyGrant {
+                            amount: amount.get(),
+                            reason: reason.as_str(),
+                        })
+                    }),
+                ),
+                AccountEvent::Adjusted { amount, reason, .. } => notice(
+                    user,
+                    Box::new(move |l| {
+                        l.say(Text::NotifyAdjusted {
+                            amount: amount.get(),
+                            reason: reason.as_str(),
+                        })
+                    }),
+                ),
+                AccountEvent::HoldExpired { amount, .. } => notice(
+                    user,
+                    Box::new(move |l| {
+                        l.say(Text::NotifyHoldExpired {
+                            amount: amount.get(),
+                        })
+                    }),
+                ),
+                AccountEvent::Blocked { reason, .. } => notice(
+                    user,
+                    Box::new(move |l| {
+                        l.say(Text::NotifyBlocked {
+                            reason: reason.as_str(),
+                        })
+                    }),
+                ),
+                AccountEvent::Unblocked { .. } => {
+                    notice(user, Box::new(|l| l.say(Text::NotifyUnblocked)))
+                }
+                _ => None,
+            });
+        }
+        if let Some((_, payment)) = stream_event::<PaymentEvent>(event, "payment")? {
+            // Payments made in the chat were confirmed there; webhooks' were not.
+            let PaymentEvent::Succeeded {
+                user_id, purpose, ..
+            } = payment
+            else {
+                return Ok(None);
+            };
+            if event.metadata.actor.kind != ActorKind::Webhook {
+                return Ok(None);
+            }
+            return Ok(match purpose {
+                Purpose::Credits(credits) => notice(
+                    user_id.get(),
+                    Box::new(move |l| {
+                        l.say(Text::NotifyTopup {
+                            credits: credits.get(),
+                        })
+                    }),
+                ),
+                Purpose::Plan(plan) => notice(
+                    user_id.get(),
+                    Box::new(move |l| {
+                        l.say(Text::NotifyPlan {
+                            plan: plan.as_str(),
+                        })
+                    }),
+                ),
+            });
+        }
+        if let Some((refund_id, refund)) = stream_event::<RefundEvent>(event, "refund")? {
+            let decided = match refund {
+                RefundEvent::Approved { .. } => None,
+                RefundEvent::Rejected { reason, .. } => Some(reason),
+                _ => return Ok(None),
+            };
+            let request = self
+                .context
+                .refunds
+                .load(&RefundId::new(refund_id.to_string())?)
+                .await?
+                .state;
+            let Some(ask) = request.ask else {
+                return Ok(None);
+            };
+            let amount = ask.amount.get();
+            return Ok(match decided {
+                None => notice(
+                    ask.user_id.get(),
+                    Box::new(move |l| l.say(Text::NotifyRefundApproved { amount })),
+                ),
+                Some(reason) => notice(
+                    ask.user_id.get(),
+                    Box::new(move |l| {
+                        l.say(Text::NotifyRefundRejected {
+                            reason: reason.as_str(),
+                        })
+                    }),
+                ),
+            });
+        }
+        if let Some((user, SubscriptionEvent::Expired)) =
+            stream_event::<SubscriptionEvent>(event, "subscription")?
+            && let Ok(user) = user.parse::<i64>()
+        {
+            return Ok(notice(user, Box::new(|l| l.say(Text::NotifyExpired))));
+        }
+        Ok(None)
+    }
+
+    async fn sent(&self, key: &str) -> Result<bool, BotError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM bot_notifications WHERE key = $1")
+                .bind(key)
+                .fetch_optional(self.context.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    async fn record(&self, key: &str, user: i64) -> Result<(), BotError> {
+        sqlx::query(
+            "INSERT INTO bot_notifications (key, user_id, sent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(user)
+        .bind(now_micros())
+        .execute(self.context.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Sends a notice unless it was sent before. A user who blocked the bot (or never
+    /// started it) cannot be reached: recorded as done, not retried forever.
+    async fn deliver(&self, notice: Notice) -> Result<(), BotError> {
+        if self.sent(&notice.key).await? {
+            return Ok(());
+        }
+        let lang = self.context.lang(notice.user, None).await;
+        match self
+            .bot
+            .send_message(ChatId(notice.user), (notice.text)(lang))
+            .await
+        {
+            Ok(_) => {}
+            Err(RequestError::Api(
+                ApiError::BotBlocked | ApiError::ChatNotFound | ApiError::UserDeactivated,
+            )) => {
+                tracing::info!(
+                    user = notice.user,
+                    key = notice.key,
+                    "user cannot be notified"
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.record(&notice.key, notice.user).await
+    }
+
+    /// Tells owners of plans ending within [`EXPIRING_NOTICE_DAYS`] (once per period).
+    pub async fn sweep_expiring(&self, now: DateTime<Utc>) -> Result<usize, BotError> {
+        let until = now + chrono::Duration::days(EXPIRING_NOTICE_DAYS);
+        let rows = sqlx::query(
+            "SELECT user_id, plan, period_end FROM subscriptions \
+             WHERE status = 'active' AND period_end > $1 AND period_end <= $2 \
+             ORDER BY period_end LIMIT $3",
+        )
+        .bind(now.timestamp_micros())
+        .bind(until.timestamp_micros())
+        .bind(EXPIRING_SWEEP_MAX)
+        .fetch_all(self.context.pool())
+        .await?;
+        let mut told = 0;
+        for row in rows {
+            let (user, plan, end): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let key = format!("expiring:{user}:{end}");
+            if self.sent(&key).await? {
+                continue;
+            }
+            let date = crate::users::day_and_time(end);
+            self.deliver(Notice {
+                key,
+                user,
+                text: Box::new(move |l| {
+                    l.say(Text::NotifyExpiring {
+                        plan: &plan,
+                        date: &date,
+                    })
+                }),
+            })
+            .await?;
+            told += 1;
+        }
+        Ok(told)
+    }
+
+    /// Notifies until `stop` turns true: wakes on appends, polls, sweeps for plans
+    /// about to end. On Postgres only while this process holds the notifier's lease.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BotError> {
+        let mut wakeups = self.context.store.subscribe();
+        let mut last_sweep = std::time::Instant::now() - EXPIRING_SWEEP_EVERY;
+        let mut lease = match self.context.store.backend() {
+            "postgres" => Some(Lease::new(self.context.pool().acquire().await?)),
+            _ => None,
+        };
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let held = match lease.as_mut() {
+                Some(lease) => lease.hold(NOTIFIER).await?,
+                None => true,
+            };
+            if held {
+                loop {
+                    match self.step().await {
+                        Ok(NOTIFIER_BATCH_EVENTS_MAX) => continue,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "notifier step failed; retrying");
+                            break;
+                        }
+                    }
+                }
+                if last_sweep.elapsed() >= EXPIRING_SWEEP_EVERY {
+                    last_sweep = std::time::Instant::now();
+                    if let Err(error) = self.sweep_expiring(Utc::now()).await {
+                        tracing::warn!(%error, "notifier sweep failed; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                woke = wakeups.wait() => {
+                    if woke.is_err() {
+                        tokio::time::sleep(tally_projections::POLL_EVERY).await;
+                    }
+                }
+                _ = tokio::time::sleep(tally_projections::POLL_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Telegram Stars payments, the way Telegram runs them:
+//!
+//! 1. The user picks a pack or plan: a payment is created in the ledger (pending) and
+//!    a Stars invoice (`sendInvoice`, currency `XTR`, no provider token) whose payload
+//!    is the payment's id is sent.
+//! 2. Telegram asks `pre_checkout_query`: answered ok only if the payload names a
+//!    pending payment of this user with this amount and currency; else refused with a
+//!    reason. Nothing is appended either way.
+//! 3. `successful_payment`: the payment succeeds with Telegram's charge id (a second
+//!    delivery of the same charge changes nothing; another charge for the same
+//!    payment is a conflict), then the credits or the plan are given, idempotent by
+//!    the payment id, and the user gets a confirmation.
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use std::sync::Arc;
+use tally_domain::payment::{PaymentCommand, PaymentStatus, Purpose, Terms};
+use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
+use tally_ledger::Request;
+use teloxide::prelude::*;
+use teloxide::types::{LabeledPrice, PreCheckoutQuery, SuccessfulPayment};
+
+use crate::texts::Text;
+use crate::users::{Who, open};
+use crate::{BotError, Context, TgBot};
+
+/// The provider name of Telegram Stars payments in the ledger.
+pub const STARS: &str = "stars";
+/// The currency of Telegram Stars.
+pub const XTR: &str = "XTR";
+
+/// A new payment id for a user's purchase: unique per invoice, at most 64 characters.
+fn new_payment_id(user: i64) -> Result<PaymentId, BotError> {
+    Ok(PaymentId::new(format!(
+        "tg-{user}-{}",
+        uuid::Uuid::now_v7().simple()
+    ))?)
+}
+
+/// Stars are whole: a price in XTR must be a positive integer that fits Telegram's.
+fn stars(price: Decimal) -> Result<u32, BotError> {
+    match (price.fract().is_zero(), price.to_u32()) {
+        (true, Some(n)) if n > 0 => Ok(n),
+        _ => Err(BotError::Internal(format!(
+            "the configured price {price} XTR is not a whole number of Stars"
+        ))),
+    }
+}
+
+/// Creates the payment for a credit pack and sends its invoice.
+pub(crate) async fn send_pack_invoice(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    pack: &str,
+) -> Result<(), BotError> {
+    let pack = PackId::new(pack.to_string())?;
+    let (purpose, price, currency) = tally_domain::payment::pack_purpose(&context.config, &pack)?;
+    let Purpose::Credits(credits) = purpose else {
+        return Err(BotError::Internal("a pack that is not credits".into()));
+    };
+    let title = who.say(Text::PackTitle {
+        credits: credits.get(),
+    });
+    let description = who.say(Text::PackDescription {
+        credits: credits.get(),
+    });
+    invoice(
+        bot,
+        context,
+        who,
+        Purpose::Credits(credits),
+        price,
+        currency,
+        title,
+        description,
+    )
+    .await
+}
+
+/// Creates the payment for one period of a plan and sends its invoice.
+pub(crate) async fn send_plan_invoice(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    plan: &str,
+) -> Result<(), BotError> {
+    let plan_id = PlanId::new(plan.to_string())?;
+    let Some(found) = context.config.plans.get(&plan_id) else {
+        return Err(
+            tally_domain::DomainError::Validation(format!("there is no plan {plan}")).into(),
+        );
+    };
+    let title = who.say(Text::PlanTitle { plan });
+    let description = who.say(Text::PlanDescription {
+        plan,
+        slots: found.slots,
+        days: found.period_days,
+    });
+    let (price, currency) = (found.price, found.currency.clone());
+    invoice(
+        bot,
+        context,
+        who,
+        Purpose::Plan(plan_id),
+        price,
+        currency,
+        title,
+        description,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn invoice(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    purpose: Purpose,
+    price: Amount,
+    currency: String,
+    title: String,
+    description: String,
+) -> Result<(), BotError> {
+    if currency != XTR {
+        return Err(BotError::Internal(format!(
+            "the bot sells in Telegram Stars (XTR) only; the catalog says {currency}"
+        )));
+    }
+    let amount = stars(price.get())?;
+    open(context, who).await?;
+    let payment_id = new_payment_id(who.user)?;
+    context
+        .payments
+        .execute(Request {
+            key: payment_id.clone(),
+            command: PaymentCommand::Create(Terms {
+                user_id: who.user_id()?,
+                provider: STARS.into(),
+                amount: price,
+                currency: currency.clone(),
+                purpose,
+            }),
+            command_id: None,
+            metadata: Context::by_user(who.user),
+        })
+        .await?;
+    bot.send_invoice(
+        who.chat,
+        title.clone(),
+        description,
+        payment_id.to_string(),
+        currency,
+        vec![LabeledPrice::new(title, amount)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Why a checkout does not match its payment; `None` when it does.
+async fn checkout_problem(
+    context: &Context,
+    query: &PreCheckoutQuery,
+) -> Result<Option<String>, BotError> {
+    let Ok(payment_id) = PaymentId::new(query.invoice_payload.clone()) else {
+        return Ok(Some("the invoice payload is not a payment id".into()));
+    };
+    let payment = context.payments.load(&payment_id).await?.state;
+    let Some(terms) = payment.terms else {
+        return Ok(Some(format!("there is no payment {payment_id}")));
+    };
+    let user = query.from.id.0 as i64;
+    if terms.user_id.get() != user {
+        return Ok(Some(format!(
+            "payment {payment_id} belongs to another user"
+        )));
+    }
+    if payment.status != Some(PaymentStatus::Pending) {
+        return Ok(Some(format!("payment {payment_id} is not open")));
+    }
+    if query.currency.to_string() != terms.currency
+        || Decimal::from(query.total_amount) != terms.amount.get()
+    {
+        return Ok(Some(format!(
+            "the checkout is for {} {}, the payment for {} {}",
+            query.total_amount, query.currency, terms.amount, terms.currency
+        )));
+    }
+    Ok(None)
+}
+
+/// Telegram's last question before it takes the money: is this invoice still good?
+pub async fn on_pre_checkout(
+    bot: TgBot,
+    context: Arc<Context>,
+    query: PreCheckoutQuery,
+) -> Result<(), BotError> {
+    let user = query.from.id.0 as i64;
+    let lang = context
+        .lang(user, query.from.language_code.as_deref())
+        .await;
+    let problem = match checkout_problem(&context, &query).await {
+        Ok(problem) => problem,
+        Err(error) => {
+            tracing::error!(%error, "pre-checkout check failed; refusing the checkout");
+            Some(error.to_string())
+        }
+    };
+    match problem {
+        None => {
+            bot.answer_pre_checkout_query(query.id, true).await?;
+        }
+        Some(problem) => {
+            tracing::warn!(user, payload = %query.invoice_payload, problem, "pre-checkout refused");
+            bot.answer_pre_checkout_query(query.id, false)
+                .error_message(lang.say(Text::CheckoutRefused))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The money moved: succeed the payment with Telegram's charge id, give what it
+/// bought, confirm.
+pub(crate) async fn on_successful_payment(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    paid: &SuccessfulPayment,
+) -> Result<(), BotError> {
+    let payment_id = PaymentId::new(paid.invoice_payload.clone())?;
+    let outcome = context
+        .payments
+        .execute(Request {
+            key: payment_id.clone(),
+            command: PaymentCommand::Succeed {
+                provider_payment_id: paid.telegram_payment_charge_id.0.clone(),
+                amount: Amount::new(Decimal::from(paid.total_amount))?,
+                currency: paid.currency.to_string(),
+            },
+            command_id: None,
+            metadata: Context::by_user(who.user),
+        })
+        .await?;
+    let Some(terms) = outcome.view.terms else {
+        return Err(BotError::Internal(format!(
+            "payment {payment_id} has no terms"
+        )));
+    };
+    tally_projections::fulfil_payment(
+        &context.accounts,
+        &context.subscriptions,
+        payment_id,
+        terms.user_id,
+        terms.purpose.clone(),
+        Context::by_user(who.user),
+    )
+    .await?;
+    let text = match &terms.purpose {
+        Purpose::Credits(credits) => {
+            let account = context.accounts.load(&terms.user_id).await?.state;
+            who.say(Text::TopupDone {
+                credits: credits.get(),
+                available: account.available,
+            })
+        }
+        Purpose::Plan(plan) => who.say(Text::PlanDone {
+            plan: plan.as_str(),
+        }),
+    };
+    bot.send_message(who.chat, text).await?;
+    Ok(())
+}

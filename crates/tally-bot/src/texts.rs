@@ -1,0 +1,771 @@
+//! Every word the bot says, in one place per language.
+//!
+//! Handlers name what they want to say ([`Text`]) and never spell it; [`Lang::say`]
+//! turns it into English or Russian. Adding a language is adding one function here.
+
+use rust_decimal::Decimal;
+
+/// A language the bot speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// English (the default).
+    En,
+    /// Russian.
+    Ru,
+}
+
+impl Lang {
+    /// The language for Telegram's `language_code` (`ru`, `ru-RU` → Russian; anything
+    /// else, or none, → English).
+    pub fn from_code(code: Option<&str>) -> Self {
+        match code {
+            Some(code) if code.to_ascii_lowercase().starts_with("ru") => Lang::Ru,
+            _ => Lang::En,
+        }
+    }
+
+    /// The code stored for this language.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::Ru => "ru",
+        }
+    }
+
+    /// The text in this language.
+    pub fn say(self, text: Text<'_>) -> String {
+        match self {
+            Lang::En => en(text),
+            Lang::Ru => ru(text),
+        }
+    }
+}
+
+/// Credits as the bot shows them: two decimals.
+pub fn credits(amount: Decimal) -> String {
+    format!("{:.2}", amount.round_dp(2))
+}
+
+/// One statement line as the bot shows it.
+pub struct Entry<'a> {
+    /// `deposit`, `grant`, `debit` …
+    pub kind: &'a str,
+    /// Signed change of the available credits.
+    pub amount: Decimal,
+    /// Available after it.
+    pub balance_after: Decimal,
+    /// When, as `YYYY-MM-DD HH:MM`.
+    pub at: String,
+}
+
+/// Everything the bot can say.
+pub enum Text<'a> {
+    /// Greeting after `/start`.
+    Welcome {
+        name: &'a str,
+        available: Decimal,
+        held: Decimal,
+    },
+    /// `/balance`.
+    Balance {
+        available: Decimal,
+        held: Decimal,
+    },
+    /// `/history` page header; entries follow.
+    History {
+        page: usize,
+        entries: &'a [Entry<'a>],
+    },
+    /// `/history` with nothing in it.
+    HistoryEmpty,
+    /// `/topup`: pick a pack.
+    TopupChoose,
+    /// A pack's button.
+    PackButton {
+        credits: Decimal,
+        price: Decimal,
+        currency: &'a str,
+    },
+    /// The invoice title for a pack.
+    PackTitle {
+        credits: Decimal,
+    },
+    /// The invoice description for a pack.
+    PackDescription {
+        credits: Decimal,
+    },
+    /// `/plans`: the catalog; buttons follow.
+    PlansChoose,
+    /// A plan's button.
+    PlanButton {
+        plan: &'a str,
+        slots: u32,
+        days: u32,
+        price: Decimal,
+        currency: &'a str,
+    },
+    /// The invoice title for a plan.
+    PlanTitle {
+        plan: &'a str,
+    },
+    /// The invoice description for a plan.
+    PlanDescription {
+        plan: &'a str,
+        slots: u32,
+        days: u32,
+    },
+    /// A pre-checkout refused.
+    CheckoutRefused,
+    /// Credits bought in the chat.
+    TopupDone {
+        credits: Decimal,
+        available: Decimal,
+    },
+    /// A plan bought in the chat.
+    PlanDone {
+        plan: &'a str,
+    },
+    /// `/slots` with none.
+    SlotsNone,
+    /// `/slots` header.
+    Slots {
+        plan: Option<(&'a str, i64)>,
+    },
+    /// One slot line.
+    SlotLine {
+        slot: &'a str,
+        destinations: i64,
+        attempts: i64,
+        successes: i64,
+        failures: i64,
+    },
+    /// `/refund`: pick a spend.
+    RefundChoose,
+    /// `/refund` with nothing to refund.
+    RefundNothing,
+    /// A spend's button.
+    SpendButton {
+        kind: &'a str,
+        amount: Decimal,
+        at: &'a str,
+    },
+    /// Asking for the reason.
+    RefundReason {
+        amount: Decimal,
+    },
+    /// Request recorded.
+    RefundRequested {
+        amount: Decimal,
+    },
+    /// `/lang`: pick a language.
+    LangChoose,
+    /// Language changed.
+    LangSet,
+    /// The menu's buttons.
+    MenuBalance,
+    MenuHistory,
+    MenuTopup,
+    MenuPlans,
+    MenuSlots,
+    MenuRefund,
+    MenuLang,
+    /// History paging buttons.
+    Prev,
+    Next,
+    /// A command the bot does not know.
+    Unknown,
+    /// The ledger refused (insufficient credits, blocked …): its reason.
+    Refused {
+        reason: &'a str,
+    },
+    /// A failure: an error id to quote.
+    Failed {
+        error_id: &'a str,
+    },
+    /// Maintenance is on.
+    Maintenance,
+    /// Not an admin.
+    NotAdmin,
+    /// Notification: a payment arrived outside the chat.
+    NotifyTopup {
+        credits: Decimal,
+    },
+    /// Notification: a plan was paid outside the chat.
+    NotifyPlan {
+        plan: &'a str,
+    },
+    /// Notification: an admin's grant.
+    NotifyGrant {
+        amount: Decimal,
+        reason: &'a str,
+    },
+    /// Notification: an admin's adjustment.
+    NotifyAdjusted {
+        amount: Decimal,
+        reason: &'a str,
+    },
+    /// Notification: refund approved.
+    NotifyRefundApproved {
+        amount: Decimal,
+    },
+    /// Notification: refund rejected.
+    NotifyRefundRejected {
+        reason: &'a str,
+    },
+    /// Notification: a hold expired, credits back.
+    NotifyHoldExpired {
+        amount: Decimal,
+    },
+    /// Notification: subscription expiring soon.
+    NotifyExpiring {
+        plan: &'a str,
+        date: &'a str,
+    },
+    /// Notification: subscription expired.
+    NotifyExpired,
+    /// Notification: account blocked / unblocked.
+    NotifyBlocked {
+        reason: &'a str,
+    },
+    NotifyUnblocked,
+}
+
+fn history_lines(entries: &[Entry<'_>], kind: fn(&str) -> &'static str) -> String {
+    entries
+        .iter()
+        .map(|e| {
+            let sign = if e.amount > Decimal::ZERO { "+" } else { "" };
+            format!(
+                "{} · {} {sign}{} → {}",
+                e.at,
+                kind(e.kind),
+                credits(e.amount),
+                credits(e.balance_after)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn kind_en(kind: &str) -> &'static str {
+    match kind {
+        "deposit" => "top-up",
+        "grant" => "bonus",
+        "debit" => "spent",
+        "adjustment" => "correction",
+        "hold_placed" => "reserved",
+        "hold_captured" => "job paid",
+        "hold_released" | "hold_expired" => "returned",
+        "refund" => "refund",
+        _ => "other",
+    }
+}
+
+fn kind_ru(kind: &str) -> &'static str {
+    match kind {
+        "deposit" => "пополнение",
+        "grant" => "бонус",
+        "debit" => "списание",
+        "adjustment" => "корректировка",
+        "hold_placed" => "резерв",
+        "hold_captured" => "оплата задачи",
+        "hold_released" | "hold_expired" => "возврат резерва",
+        "refund" => "возврат",
+        _ => "другое",
+    }
+}
+
+fn en(text: Text<'_>) -> String {
+    use Text::*;
+    match text {
+        Welcome {
+            name,
+            available,
+            held,
+        } => format!(
+            "Hello, {name}! Your balance: {} credits ({} reserved). Choose below.",
+            credits(available),
+            credits(held)
+        ),
+        Balance { available, held } => format!(
+            "Balance: {} credits available, {} reserved.",
+            credits(available),
+            credits(held)
+        ),
+        History { page, entries } => {
+            format!("History, page {page}:\n{}", history_lines(entries, kind_en))
+        }
+        HistoryEmpty => "No credit movements yet.".into(),
+        TopupChoose => "Choose a credit pack:".into(),
+        PackButton {
+            credits: c,
+            price,
+            currency,
+        } => {
+            format!("{} credits — {} {currency}", credits(c), price.normalize())
+        }
+        PackTitle { credits: c } => format!("{} credits", credits(c)),
+        PackDescription { credits: c } => format!("Top up your balance by {} credits.", credits(c)),
+        PlansChoose => "Plans (one period each):".into(),
+        PlanButton {
+            plan,
+            slots,
+            days,
+            price,
+            currency,
+        } => format!(
+            "{plan}: {slots} slots, {days} days — {} {currency}",
+            price.normalize()
+        ),
+        PlanTitle { plan } => format!("Plan {plan}"),
+        PlanDescription { plan, slots, days } => {
+            format!("Plan {plan}: {slots} ad slots for {days} days.")
+        }
+        CheckoutRefused => {
+            "This invoice is no longer valid. Please ask for a new one with /topup.".into()
+        }
+        TopupDone {
+            credits: c,
+            available,
+        } => format!(
+            "Payment received: +{} credits. Balance: {} credits.",
+            credits(c),
+            credits(available)
+        ),
+        PlanDone { plan } => format!("Payment received: plan {plan} is active."),
+        SlotsNone => "You have no ad slots yet.".into(),
+        Slots {
+            plan: Some((plan, slots)),
+        } => format!("Plan {plan}, {slots} slots. Your ad slots:"),
+        Slots { plan: None } => "No active plan. Your ad slots:".into(),
+        SlotLine {
+            slot,
+            destinations,
+            attempts,
+            successes,
+            failures,
+        } => format!(
+            "• {slot}: {destinations} destinations, {attempts} posts tried, {successes} posted, {failures} failed"
+        ),
+        RefundChoose => "Which spend should be refunded?".into(),
+        RefundNothing => "There is nothing to refund in the last 30 days.".into(),
+        SpendButton { kind, amount, at } => {
+            format!("{at} {} {}", kind_en(kind), credits(amount.abs()))
+        }
+        RefundReason { amount } => format!(
+            "Refund of {} credits: please write the reason in one message.",
+            credits(amount)
+        ),
+        RefundRequested { amount } => format!(
+            "Refund request for {} credits sent. You will be told when an admin decides.",
+            credits(amount)
+        ),
+        LangChoose => "Choose your language:".into(),
+        LangSet => "Language set: English.".into(),
+        MenuBalance => "Balance".into(),
+        MenuHistory => "History".into(),
+        MenuTopup => "Top up".into(),
+        MenuPlans => "Plans".into(),
+        MenuSlots => "My slots".into(),
+        MenuRefund => "Refund".into(),
+        MenuLang => "Language".into(),
+        Prev => "◀ Newer".into(),
+        Next => "Older ▶".into(),
+        Unknown => "I do not know that command. Try /start.".into(),
+        Refused { reason } => format!("Not done: {reason}."),
+        Failed { error_id } => {
+            format!("Sorry, something went wrong and nothing was changed. Error id: {error_id}.")
+        }
+        Maintenance => "The bot is under maintenance. Please try again later.".into(),
+        NotAdmin => "This command is for admins only.".into(),
+        NotifyTopup { credits: c } => format!("Your top-up arrived: +{} credits.", credits(c)),
+        NotifyPlan { plan } => format!("Your payment for plan {plan} arrived; the plan is active."),
+        NotifyGrant { amount, reason } => {
+            format!("You received {} credits: {reason}.", credits(amount))
+        }
+        NotifyAdjusted { amount, reason } => {
+            format!(
+                "Your balance was corrected by {}: {reason}.",
+                credits(amount)
+            )
+        }
+        NotifyRefundApproved { amount } => format!(
+            "Your refund was approved: {} credits are back on your balance.",
+            credits(amount)
+        ),
+        NotifyRefundRejected { reason } => format!("Your refund was rejected: {reason}."),
+        NotifyHoldExpired { amount } => format!(
+            "A job did not finish in time; {} reserved credits are back on your balance.",
+            credits(amount)
+        ),
+        NotifyExpiring { plan, date } => {
+            format!("Your plan {plan} ends on {date}. Renew it with /plans.")
+        }
+        NotifyExpired => "Your plan has ended. Choose a new one with /plans.".into(),
+        NotifyBlocked { reason } => format!("Your account was blocked: {reason}."),
+        NotifyUnblocked => "Your account was unblocked.".into(),
+    }
+}
+
+fn ru(text: Text<'_>) -> String {
+    use Text::*;
+    match text {
+        Welcome {
+            name,
+            available,
+            held,
+        } => format!(
+            "Здравствуйте, {name}! Ваш баланс: {} кредитов ({} в резерве). Выберите действие.",
+            credits(available),
+            credits(held)
+        ),
+        Balance { available, held } => format!(
+            "Баланс: доступно {} кредитов, в резерве {}.",
+            credits(available),
+            credits(held)
+        ),
+        History { page, entries } => {
+            format!(
+                "История, страница {page}:\n{}",
+                history_lines(entries, kind_ru)
+            )
+        }
+        HistoryEmpty => "Движений по счёту пока нет.".into(),
+        TopupChoose => "Выберите пакет кредитов:".into(),
+        PackButton {
+            credits: c,
+            price,
+            currency,
+        } => {
+            format!("{} кредитов — {} {currency}", credits(c), price.normalize())
+        }
+        PackTitle { credits: c } => format!("{} кредитов", credits(c)),
+        PackDescription { credits: c } => format!("Пополнение баланса на {} кредитов.", credits(c)),
+        PlansChoose => "Тарифы (один период):".into(),
+        PlanButton {
+            plan,
+            slots,
+            days,
+            price,
+            currency,
+        } => format!(
+            "{plan}: слотов {slots}, дней {days} — {} {currency}",
+            price.normalize()
+        ),
+        PlanTitle { plan } => format!("Тариф {plan}"),
+        PlanDescription { plan, slots, days } => {
+            format!("Тариф {plan}: рекламных слотов {slots} на {days} дней.")
+        }
+        CheckoutRefused => "Этот счёт уже недействителен. Запросите новый через /topup.".into(),
+        TopupDone {
+            credits: c,
+            available,
+        } => format!(
+            "Оплата получена: +{} кредитов. Баланс: {} кредитов.",
+            credits(c),
+            credits(available)
+        ),
+        PlanDone { plan } => format!("Оплата получена: тариф {plan} активен."),
+        SlotsNone => "У вас пока нет рекламных слотов.".into(),
+        Slots {
+            plan: Some((plan, slots)),
+        } => {
+            format!("Тариф {plan}, слотов: {slots}. Ваши слоты:")
+        }
+        Slots { plan: None } => "Нет активного тарифа. Ваши слоты:".into(),
+        SlotLine {
+            slot,
+            destinations,
+            attempts,
+            successes,
+            failures,
+        } => format!(
+            "• {slot}: мест публикации {destinations}, попыток {attempts}, опубликовано {successes}, ошибок {failures}"
+        ),
+        RefundChoose => "Какое списание вернуть?".into(),
+        RefundNothing => "За последние 30 дней возвращать нечего.".into(),
+        SpendButton { kind, amount, at } => {
+            format!("{at} {} {}", kind_ru(kind), credits(amount.abs()))
+        }
+        RefundReason { amount } => format!(
+            "Возврат {} кредитов: напишите причину одним сообщением.",
+            credits(amount)
+        ),
+        RefundRequested { amount } => format!(
+            "Запрос на возврат {} кредитов отправлен. Мы сообщим о решении администратора.",
+            credits(amount)
+        ),
+        LangChoose => "Выберите язык:".into(),
+        LangSet => "Язык: русский.".into(),
+        MenuBalance => "Баланс".into(),
+        MenuHistory => "История".into(),
+        MenuTopup => "Пополнить".into(),
+        MenuPlans => "Тарифы".into(),
+        MenuSlots => "Мои слоты".into(),
+        MenuRefund => "Возврат".into(),
+        MenuLang => "Язык".into(),
+        Prev => "◀ Новее".into(),
+        Next => "Старше ▶".into(),
+        Unknown => "Неизвестная команда. Попробуйте /start.".into(),
+        Refused { reason } => format!("Не выполнено: {reason}."),
+        Failed { error_id } => {
+            format!("Извините, что-то пошло не так, ничего не изменено. Код ошибки: {error_id}.")
+        }
+        Maintenance => "Бот на техническом обслуживании. Попробуйте позже.".into(),
+        NotAdmin => "Эта команда только для администраторов.".into(),
+        NotifyTopup { credits: c } => format!("Пополнение зачислено: +{} кредитов.", credits(c)),
+        NotifyPlan { plan } => format!("Оплата тарифа {plan} получена, тариф активен."),
+        NotifyGrant { amount, reason } => {
+            format!("Вам начислено {} кредитов: {reason}.", credits(amount))
+        }
+        NotifyAdjusted { amount, reason } => {
+            format!(
+                "Ваш баланс скорректирован на {}: {reason}.",
+                credits(amount)
+            )
+        }
+        NotifyRefundApproved { amount } => format!(
+            "Возврат одобрен: {} кредитов снова на балансе.",
+            credits(amount)
+        ),
+        NotifyRefundRejected { reason } => format!("Возврат отклонён: {reason}."),
+        NotifyHoldExpired { amount } => format!(
+            "Задача не завершилась вовремя; {} кредитов из резерва возвращены.",
+            credits(amount)
+        ),
+        NotifyExpiring { plan, date } => {
+            format!("Ваш тариф {plan} заканчивается {date}. Продлить: /plans.")
+        }
+        NotifyExpired => "Ваш тариф закончился. Выберите новый: /plans.".into(),
+        NotifyBlocked { reason } => format!("Ваш счёт заблокирован: {reason}."),
+        NotifyUnblocked => "Ваш счёт разблокирован.".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn russian_codes_speak_russian_and_everything_else_english() {
+        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("en-GB")), Lang::En);
+        assert_eq!(Lang::from_code(Some("de")), Lang::En);
+        assert_eq!(Lang::from_code(None), Lang::En);
+    }
+
+    #[test]
+    fn credits_show_two_decimals() {
+        assert_eq!(credits(Decimal::new(5, 0)), "5.00");
+        assert_eq!(credits(Decimal::new(-1250, 3)), "-1.25");
+    }
+}
+
+/// What the bot says to admins. Admin replies are in English (the operators' working
+/// language); users' texts above are per language.
+pub enum AdminText<'a> {
+    /// How to use a command.
+    Usage {
+        usage: &'a str,
+    },
+    /// A grant done.
+    Granted {
+        user: i64,
+        amount: Decimal,
+        available: Decimal,
+    },
+    /// An adjustment done.
+    Adjusted {
+        user: i64,
+        amount: Decimal,
+        available: Decimal,
+    },
+    /// A plan correction done.
+    SlotsFixed {
+        user: i64,
+        plan_before: &'a str,
+        slots_before: u32,
+        plan_after: &'a str,
+        slots_after: u32,
+    },
+    /// Blocked / unblocked.
+    Blocked {
+        user: i64,
+    },
+    Unblocked {
+        user: i64,
+    },
+    /// `/user`.
+    UserCard {
+        user: i64,
+        status: &'a str,
+        available: Decimal,
+        held: Decimal,
+        open_holds: usize,
+        subscription: Option<(&'a str, u32, String)>,
+        last: &'a [Entry<'a>],
+    },
+    /// `/refunds` empty.
+    RefundQueueEmpty,
+    /// One request in the queue.
+    RefundLine {
+        refund_id: &'a str,
+        user: i64,
+        amount: Decimal,
+        reference: &'a str,
+        reason: &'a str,
+    },
+    /// Approve / reject buttons.
+    ApproveButton,
+    RejectButton,
+    /// A refund decided.
+    RefundApproved {
+        refund_id: &'a str,
+        available: Decimal,
+    },
+    RefundRejected {
+        refund_id: &'a str,
+    },
+    /// `/stats`: one line per metric.
+    Stats {
+        today: &'a str,
+        lines: &'a [(String, i64, i64)],
+    },
+    /// `/audit`.
+    AuditConsistent {
+        user: i64,
+        available: Decimal,
+        held: Decimal,
+        events: u64,
+    },
+    AuditDifferent {
+        user: i64,
+        differences: &'a str,
+    },
+    /// `/maintenance`.
+    Maintenance {
+        on: bool,
+    },
+    /// A failure someone met.
+    Failure {
+        error_id: &'a str,
+        chat: i64,
+        error: &'a str,
+    },
+}
+
+impl AdminText<'_> {
+    /// The text.
+    pub fn say(self) -> String {
+        use AdminText::*;
+        match self {
+            Usage { usage } => format!("Usage: {usage}"),
+            Granted {
+                user,
+                amount,
+                available,
+            } => format!(
+                "Granted {} credits to {user}. Available now: {}.",
+                credits(amount),
+                credits(available)
+            ),
+            Adjusted {
+                user,
+                amount,
+                available,
+            } => format!(
+                "Adjusted {user} by {}. Available now: {}.",
+                credits(amount),
+                credits(available)
+            ),
+            SlotsFixed {
+                user,
+                plan_before,
+                slots_before,
+                plan_after,
+                slots_after,
+            } => format!(
+                "User {user}: plan {plan_before} ({slots_before} slots) → {plan_after} ({slots_after} slots)."
+            ),
+            Blocked { user } => format!("User {user} is blocked."),
+            Unblocked { user } => format!("User {user} is unblocked."),
+            UserCard {
+                user,
+                status,
+                available,
+                held,
+                open_holds,
+                subscription,
+                last,
+            } => {
+                let plan = match subscription {
+                    Some((plan, slots, until)) => format!("{plan}, {slots} slots, until {until}"),
+                    None => "none".into(),
+                };
+                let mut text = format!(
+                    "User {user} ({status})\nAvailable: {}\nHeld: {} in {open_holds} open holds\nPlan: {plan}",
+                    credits(available),
+                    credits(held)
+                );
+                if !last.is_empty() {
+                    text.push_str("\nLast entries:\n");
+                    text.push_str(&history_lines(last, kind_en));
+                }
+                text
+            }
+            RefundQueueEmpty => "No refund requests wait for a decision.".into(),
+            RefundLine {
+                refund_id,
+                user,
+                amount,
+                reference,
+                reason,
+            } => format!(
+                "Refund {refund_id}: user {user}, {} credits for {reference}: {reason}",
+                credits(amount)
+            ),
+            ApproveButton => "Approve".into(),
+            RejectButton => "Reject".into(),
+            RefundApproved {
+                refund_id,
+                available,
+            } => format!(
+                "Refund {refund_id} approved; the user's available credits: {}.",
+                credits(available)
+            ),
+            RefundRejected { refund_id } => format!("Refund {refund_id} rejected."),
+            Stats { today, lines } => {
+                let mut text = format!("Stats (today {today} | last 7 days):");
+                for (metric, day, week) in lines {
+                    text.push_str(&format!("\n{metric}: {day} | {week}"));
+                }
+                text
+            }
+            AuditConsistent {
+                user,
+                available,
+                held,
+                events,
+            } => format!(
+                "User {user}: consistent. Replayed {events} events: available {}, held {}.",
+                credits(available),
+                credits(held)
+            ),
+            AuditDifferent { user, differences } => {
+                format!("User {user}: NOT consistent: {differences}")
+            }
+            Maintenance { on: true } => {
+                "Maintenance is on: users are told to come back later.".into()
+            }
+            Maintenance { on: false } => "Maintenance is off.".into(),
+            Failure {
+                error_id,
+                chat,
+                error,
+            } => {
+                format!("A bot handler failed (error id {error_id}, chat {chat}): {error}")
+            }
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! What users do: open their account, see balance and history, buy credits and plans,
+//! see their ad slots, ask for refunds, choose their language.
+//!
+//! Every command is also a button of the menu; both run the same action. Reads come
+//! from the ledger's state (balance) or a read model, after waiting for it to include
+//! the user's own last write.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use sqlx::Row;
+use tally_domain::account::AccountCommand;
+use tally_domain::refund::RefundAsk;
+use tally_domain::values::{Amount, Reason, RefundId, UserId};
+use tally_ledger::Request;
+use teloxide::prelude::*;
+use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, User};
+
+use crate::context::PendingRefund;
+use crate::texts::{Entry, Lang, Text};
+use crate::{BotError, Context, TgBot, admin, payments};
+
+/// Statement entries per `/history` page.
+pub const HISTORY_PAGE_ENTRIES: usize = 5;
+/// Most pages `/history` goes back.
+pub const HISTORY_PAGES_MAX: usize = 200;
+/// Recent spends offered by `/refund`.
+pub const REFUND_CHOICES_MAX: i64 = 5;
+
+/// Who sent an update, and where to answer.
+pub(crate) struct Who {
+    pub(crate) user: i64,
+    pub(crate) chat: ChatId,
+    pub(crate) lang: Lang,
+    pub(crate) name: String,
+    pub(crate) username: Option<String>,
+    pub(crate) telegram_lang: Option<String>,
+}
+
+impl Who {
+    async fn of(context: &Context, from: &User, chat: ChatId) -> Self {
+        let user = from.id.0 as i64;
+        Self {
+            user,
+            chat,
+            lang: context.lang(user, from.language_code.as_deref()).await,
+            name: from.first_name.clone(),
+            username: from.username.clone(),
+            telegram_lang: from.language_code.clone(),
+        }
+    }
+
+    pub(crate) fn user_id(&self) -> Result<UserId, BotError> {
+        Ok(UserId::new(self.user)?)
+    }
+
+    pub(crate) fn say(&self, text: Text<'_>) -> String {
+        self.lang.say(text)
+    }
+}
+
+/// A command and its arguments, from `/cmd@bot arg arg`.
+fn parse_command(text: &str) -> Option<(String, Vec<&str>)> {
+    let mut words = text.split_whitespace();
+    let first = words.next()?.strip_prefix('/')?;
+    let name = first
+        .split('@')
+        .next()
+        .unwrap_or(first)
+        .to_ascii_lowercase();
+    Some((name, words.collect()))
+}
+
+/// Every message: commands, payments, and the reason of a refund being asked.
+pub async fn on_message(
+    bot: TgBot,
+    context: Arc<Context>,
+    message: Message,
+) -> Result<(), BotError> {
+    let Some(from) = message.from.as_ref() else {
+        return Ok(());
+    };
+    let who = Who::of(&context, from, message.chat.id).await;
+    let result = route_message(&bot, &context, &message, &who).await;
+    finish(&bot, &context, &who, result).await;
+    Ok(())
+}
+
+/// Every button press.
+pub async fn on_callback(
+    bot: TgBot,
+    context: Arc<Context>,
+    query: CallbackQuery,
+) -> Result<(), BotError> {
+    let chat = query
+        .regular_message()
+        .map(|m| m.chat.id)
+        .unwrap_or(ChatId(query.from.id.0 as i64));
+    let who = Who::of(&context, &query.from, chat).await;
+    let _ = bot.answer_callback_query(query.id.clone()).await;
+    let result = route_callback(&bot, &context, &query, &who).await;
+    finish(&bot, &context, &who, result).await;
+    Ok(())
+}
+
+/// A refusal is told as the ledger's reason; a failure gets an error id and the
+/// admins are told. Either way nothing was half-applied: each command is atomic.
+async fn finish(bot: &TgBot, context: &Context, who: &Who, result: Result<(), BotError>) {
+    let Err(error) = result else { return };
+    match error.refusal() {
+        Some(reason) => {
+            let _ = bot
+                .send_message(who.chat, who.say(Text::Refused { reason: &reason }))
+                .await;
+        }
+        None => {
+            context
+                .report_failure(bot, who.chat, who.lang, &error)
+                .await
+        }
+    }
+}
+
+async fn route_message(
+    bot: &TgBot,
+    context: &Context,
+    message: &Message,
+    who: &Who,
+) -> Result<(), BotError> {
+    // A payment is handled whatever else is going on: the money has moved.
+    if let Some(paid) = message.successful_payment() {
+        return payments::on_successful_payment(bot, context, who, paid).await;
+    }
+    let Some(text) = message.text() else {
+        return Ok(());
+    };
+    let admin = context.is_admin(who.user);
+    if context.maintenance.on() && !admin {
+        bot.send_message(who.chat, who.say(Text::Maintenance))
+            .await?;
+        return Ok(());
+    }
+    let Some((command, args)) = parse_command(text) else {
+        let pending = context
+            .pending_refunds
+            .lock()
+            .map_err(|_| BotError::Internal("pending refunds lock poisoned".into()))?
+            .remove(&who.user);
+        return match pending {
+            Some(pending) => request_refund(bot, context, who, pending, text).await,
+            None => {
+                bot.send_message(who.chat, who.say(Text::Unknown)).await?;
+                Ok(())
+            }
+        };
+    };
+    match command.as_str() {
+        "start" => start(bot, context, who).await,
+        "balance" => balance(bot, context, who).await,
+        "history" => history(bot, context, who, 0, None).await,
+        "topup" => topup(bot, context, who).await,
+        "plans" | "subscribe" => plans(bot, context, who).await,
+        "slots" => slots(bot, context, who).await,
+        "refund" => refund_choices(bot, context, who).await,
+        "lang" => lang_choices(bot, who).await,
+        other if admin::COMMANDS.contains(&other) => {
+            admin::on_command(bot, context, who, message.id, other, &args).await
+        }
+        _ => {
+            bot.send_message(who.chat, who.say(Text::Unknown)).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn route_callback(
+    bot: &TgBot,
+    context: &Context,
+    query: &CallbackQuery,
+    who: &Who,
+) -> Result<(), BotError> {
+    let Some(data) = query.data.as_deref() else {
+        return Ok(());
+    };
+    let admin = context.is_admin(who.user);
+    if context.maintenance.on() && !admin {
+        bot.send_message(who.chat, who.say(Text::Maintenance))
+            .await?;
+        return Ok(());
+    }
+    let (kind, value) = data.split_once(':').unwrap_or((data, ""));
+    let message_id = query.regular_message().map(|m| m.id);
+    match kind {
+        "m" => match value {
+            "balance" => balance(bot, context, who).await,
+            "history" => history(bot, context, who, 0, None).await,
+            "topup" => topup(bot, context, who).await,
+            "plans" => plans(bot, context, who).await,
+            "slots" => slots(bot, context, who).await,
+            "refund" => refund_choices(bot, context, who).await,
+            "lang" => lang_choices(bot, who).await,
+            _ => Ok(()),
+        },
+        "h" => {
+            let page = value.parse::<usize>().unwrap_or(0).min(HISTORY_PAGES_MAX);
+            history(bot, context, who, page, message_id).await
+        }
+        "t" => payments::send_pack_invoice(bot, context, who, value).await,
+        "p" => payments::send_plan_invoice(bot, context, who, value).await,
+        "r" => pick_refund(bot, context, who, value).await,
+        "l" => {
+            let lang = Lang::from_code(Some(value));
+            context.set_lang(who.user, lang, false).await?;
+            bot.send_message(who.chat, lang.say(Text::LangSet)).await?;
+            Ok(())
+        }
+        "ra" | "rr" => admin::on_refund_button(bot, context, who, kind == "ra", value).await,
+        _ => Ok(()),
+    }
+}
+
+fn menu(lang: Lang) -> InlineKeyboardMarkup {
+    let button = |text: Text<'_>, data: &str| {
+        InlineKeyboardButton::callback(lang.say(text), data.to_string())
+    };
+    InlineKeyboardMarkup::new(vec![
+        vec![
+            button(Text::MenuBalance, "m:balance"),
+            button(Text::MenuHistory, "m:history"),
+        ],
+        vec![
+            button(Text::MenuTopup, "m:topup"),
+            button(Text::MenuPlans, "m:plans"),
+        ],
+        vec![
+            button(Text::MenuSlots, "m:slots"),
+            button(Text::MenuRefund, "m:refund"),
+        ],
+        vec![button(Text::MenuLang, "m:lang")],
+    ])
+}
+
+/// Opens the account (a no-op when it is open: a redelivered `/start` opens nothing
+/// twice), remembers the user's language, greets with the balance and the menu.
+async fn start(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let outcome = open(context, who).await?;
+    context
+        .set_lang(
+            who.user,
+            Lang::from_code(who.telegram_lang.as_deref()),
+            true,
+        )
+        .await?;
+    let lang = context.lang(who.user, who.telegram_lang.as_deref()).await;
+    bot.send_message(
+        who.chat,
+        lang.say(Text::Welcome {
+            name: &who.name,
+            available: outcome.available,
+            held: outcome.held,
+        }),
+    )
+    .reply_markup(menu(lang))
+    .await?;
+    Ok(())
+}
+
+/// Opens the user's account if it is not open; answers its balance.
+pub(crate) async fn open(
+    context: &Context,
+    who: &Who,
+) -> Result<tally_ledger::aggregate::AccountView, BotError> {
+    let outcome = context
+        .accounts
+        .execute(Request {
+            key: who.user_id()?,
+            command: AccountCommand::Open {
+                username: who.username.clone(),
+                language: who.telegram_lang.clone(),
+            },
+            command_id: None,
+            metadata: Context::by_user(who.user),
+        })
+        .await?;
+    Ok(outcome.view)
+}
+
+async fn balance(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let account = context.accounts.load(&who.user_id()?).await?.state;
+    bot.send_message(
+        who.chat,
+        who.say(Text::Balance {
+            available: account.available,
+            held: account.held,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One page of the statement, newest first; `edit` replaces the page shown in that
+/// message (the Prev/Next buttons) instead of sending a new one.
+async fn history(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    page: usize,
+    edit: Option<MessageId>,
+) -> Result<(), BotError> {
+    let loaded = context.accounts.load(&who.user_id()?).await?;
+    context.settle("accounts", loaded.position).await;
+    let rows = sqlx::query(
+        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
+         WHERE user_id = $1 ORDER BY position DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(who.user)
+    .bind((HISTORY_PAGE_ENTRIES + 1) as i64)
+    .bind((page * HISTORY_PAGE_ENTRIES) as i64)
+    .fetch_all(context.pool())
+    .await?;
+    let more = rows.len() > HISTORY_PAGE_ENTRIES;
+    let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let entries: Vec<Entry<'_>> = rows
+        .iter()
+        .zip(&kinds)
+        .take(HISTORY_PAGE_ENTRIES)
+        .map(|(row, kind)| Entry {
+            kind,
+            amount: tally_projections::from_cents(row.get(1)),
+            balance_after: tally_projections::from_cents(row.get(2)),
+            at: day_and_time(row.get(3)),
+        })
+        .collect();
+    let text = match entries.is_empty() {
+        true => who.say(Text::HistoryEmpty),
+        false => who.say(Text::History {
+            page: page + 1,
+            entries: &entries,
+        }),
+    };
+    let mut buttons = Vec::new();
+    if page > 0 {
+        buttons.push(InlineKeyboardButton::callback(
+            who.say(Text::Prev),
+            format!("h:{}", page - 1),
+        ));
+    }
+    if more && page + 1 < HISTORY_PAGES_MAX {
+        buttons.push(InlineKeyboardButton::callback(
+            who.say(Text::Next),
+            format!("h:{}", page + 1),
+        ));
+    }
+    let keyboard = InlineKeyboardMarkup::new(vec![buttons]);
+    match edit {
+        Some(message_id) => {
+            bot.edit_message_text(who.chat, message_id, text)
+                .reply_markup(keyboard)
+                .await?;
+        }
+        None => {
+            bot.send_message(who.chat, text)
+                .reply_markup(keyboard)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn day_and_time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+async fn topup(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let buttons = context
+        .config
+        .credit_packs
+        .iter()
+        .map(|(id, pack)| {
+            vec![InlineKeyboardButton::callback(
+                who.say(Text::PackButton {
+                    credits: pack.credits.get(),
+                    price: pack.price.get(),
+                    currency: &pack.currency,
+                }),
+                format!("t:{id}"),
+            )]
+        })
+        .collect::<Vec<_>>();
+    bot.send_message(who.chat, who.say(Text::TopupChoose))
+        .reply_markup(InlineKeyboardMarkup::new(buttons))
+        .await?;
+    Ok(())
+}
+
+async fn plans(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let buttons = context
+        .config
+        .plans
+        .iter()
+        .map(|(id, plan)| {
+            vec![InlineKeyboardButton::callback(
+                who.say(Text::PlanButton {
+                    plan: id.as_str(),
+                    slots: plan.slots,
+                    days: plan.period_days,
+                    price: plan.price.get(),
+                    currency: &plan.currency,
+                }),
+                format!("p:{id}"),
+            )]
+        })
+        .collect::<Vec<_>>();
+    bot.send_message(who.chat, who.say(Text::PlansChoose))
+        .reply_markup(InlineKeyboardMarkup::new(buttons))
+        .await?;
+    Ok(())
+}
+
+async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let plan = sqlx::query(
+        "SELECT plan, slots FROM subscriptions WHERE user_id = $1 AND status = 'active'",
+    )
+    .bind(who.user)
+    .fetch_optional(context.pool())
+    .await?
+    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)));
+    let rows = sqlx::query(
+        "SELECT s.slot_id, s.destinations, \
+                coalesce(sum(p.attempts), 0), coalesce(sum(p.successes), 0), coalesce(sum(p.failures), 0) \
+         FROM slots s LEFT JOIN post_stats p ON p.slot_id = s.slot_id \
+         WHERE s.user_id = $1 GROUP BY s.slot_id, s.destinations, s.configured_at \
+         ORDER BY s.configured_at",
+    )
+    .bind(who.user)
+    .fetch_all(context.pool())
+    .await?;
+    let mut text = who.say(Text::Slots {
+        plan: plan.as_ref().map(|(p, s)| (p.as_str(), *s)),
+    });
+    if rows.is_empty() {
+        text.push('\n');
+        text.push_str(&who.say(Text::SlotsNone));
+    }
+    for row in &rows {
+        let slot: String = row.get(0);
+        text.push('\n');
+        text.push_str(&who.say(Text::SlotLine {
+            slot: &slot,
+            destinations: row.get(1),
+            attempts: row.get(2),
+            successes: row.get(3),
+            failures: row.get(4),
+        }));
+    }
+    bot.send_message(who.chat, text).await?;
+    Ok(())
+}
+
+/// A recent spend a user may ask back.
+struct Spend {
+    position: i64,
+    reference: String,
+    kind: &'static str,
+    amount: Decimal,
+    at: i64,
+}
+
+/// The user's last spends within the refund window: direct debits and captured holds.
+async fn recent_spends(context: &Context, user: i64) -> Result<Vec<Spend>, BotError> {
+    let since = chrono::Utc::now()
+        - chrono::Duration::days(i64::from(context.config.refund_window.max_age_days));
+    let debits = sqlx::query(
+        "SELECT position, reference, amount_cents, occurred_at FROM statement \
+         WHERE user_id = $1 AND kind = 'debit' AND occurred_at >= $2 \
+         ORDER BY position DESC LIMIT $3",
+    )
+    .bind(user)
+    .bind(since.timestamp_micros())
+    .bind(REFUND_CHOICES_MAX)
+    .fetch_all(context.pool())
+    .await?;
+    let captures = sqlx::query(
+        "SELECT h.position, h.hold_id, h.captured_cents, s.occurred_at FROM holds h \
+         JOIN statement s ON s.user_id = h.user_id AND s.position = h.position \
+         WHERE h.user_id = $1 AND h.state = 'captured' AND h.captured_cents > 0 \
+         AND s.occurred_at >= $2 ORDER BY h.position DESC LIMIT $3",
+    )
+    .bind(user)
+    .bind(since.timestamp_micros())
+    .bind(REFUND_CHOICES_MAX)
+    .fetch_all(context.pool())
+    .await?;
+    let mut spends: Vec<Spend> = debits
+        .iter()
+        .map(|r| Spend {
+            position: r.get(0),
+            reference: r.get(1),
+            kind: "debit",
+            amount: -tally_projections::from_cents(r.get(2)),
+            at: r.get(3),
+        })
+        .chain(captures.iter().map(|r| Spend {
+            position: r.get(0),
+            reference: format!("hold:{}", r.get::<String, _>(1)),
+            kind: "hold_captured",
+            amount: tally_projections::from_cents(r.get(2)),
+            at: r.get(3),
+        }))
+        .collect();
+    spends.sort_by_key(|s| std::cmp::Reverse(s.position));
+    spends.truncate(REFUND_CHOICES_MAX as usize);
+    Ok(spends)
+}
+
+async fn refund_choices(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    let loaded = context.accounts.load(&who.user_id()?).await?;
+    context.settle("accounts", loaded.position).await;
+    context.settle("holds", loaded.position).await;
+    let spends = recent_spends(context, who.user).await?;
+    if spends.is_empty() {
+        bot.send_message(who.chat, who.say(Text::RefundNothing))
+            .await?;
+        return Ok(());
+    }
+    let buttons = spends
+        .iter()
+        .map(|s| {
+            let at = day_and_time(s.at);
+            vec![InlineKeyboardButton::callback(
+                who.say(Text::SpendButton {
+                    kind: s.kind,
+                    amount: s.amount,
+                    at: &at,
+                }),
+                format!("r:{}", s.position),
+            )]
+        })
+        .collect::<Vec<_>>();
+    bot.send_message(who.chat, who.say(Text::RefundChoose))
+        .reply_markup(InlineKeyboardMarkup::new(buttons))
+        .await?;
+    Ok(())
+}
+
+/// The user picked a spend: remember it and ask for the reason.
+async fn pick_refund(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    position: &str,
+) -> Result<(), BotError> {
+    let Ok(position) = position.parse::<i64>() else {
+        return Ok(());
+    };
+    let spends = recent_spends(context, who.user).await?;
+    let Some(spend) = spends.into_iter().find(|s| s.position == position) else {
+        bot.send_message(who.chat, who.say(Text::RefundNothing))
+            .await?;
+        return Ok(());
+    };
+    let amount = spend.amount;
+    {
+        let mut pending = context
+            .pending_refunds
+            .lock()
+            .map_err(|_| BotError::Internal("pending refunds lock poisoned".into()))?;
+        if pending.len() >= crate::context::PENDING_REFUNDS_MAX {
+            pending.clear();
+        }
+        pending.insert(
+            who.user,
+            PendingRefund {
+                position: position as u64,
+                reference: spend.reference,
+                amount,
+            },
+        );
+    }
+    bot.send_message(who.chat, who.say(Text::RefundReason { amount }))
+        .await?;
+    Ok(())
+}
+
+/// The reason arrived: record the request (one per spend from the bot: its id is
+/// derived from the spend, so a re-sent reason is a replay).
+async fn request_refund(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    pending: PendingRefund,
+    reason: &str,
+) -> Result<(), BotError> {
+    let refund_id = RefundId::new(format!("tg-{}-{}", who.user, pending.position))?;
+    let ask = RefundAsk {
+        user_id: who.user_id()?,
+        reference: pending.reference,
+        amount: Amount::new(pending.amount)?,
+        reason: Reason::new(reason.trim().to_string())?,
+        requested_by: who.user.to_string(),
+    };
+    tally_ledger::workflows::request_refund(
+        &context.accounts,
+        &context.refunds,
+        &context.config,
+        refund_id,
+        ask,
+        Context::by_user(who.user),
+    )
+    .await?;
+    bot.send_message(
+        who.chat,
+        who.say(Text::RefundRequested {
+            amount: pending.amount,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn lang_choices(bot: &TgBot, who: &Who) -> Result<(), BotError> {
+    let keyboard = InlineKeyboardMarkup::new(vec![vec![
+        InlineKeyboardButton::callback("English", "l:en"),
+        InlineKeyboardButton::callback("Русский", "l:ru"),
+    ]]);
+    bot.send_message(who.chat, who.say(Text::LangChoose))
+        .reply_markup(keyboard)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_command;
+
+    #[test]
+    fn commands_are_parsed_with_or_without_the_bot_name() {
+        assert_eq!(
+            parse_command("/grant 42 10 welcome bonus"),
+            Some(("grant".to_string(), vec!["42", "10", "welcome", "bonus"]))
+        );
+        assert_eq!(
+            parse_command("/Start@tally_bot"),
+            Some(("start".to_string(), vec![]))
+        );
+        assert_eq!(parse_command("hello"), None);
+    }
+}
