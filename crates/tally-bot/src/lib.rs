@@ -118,6 +118,28 @@ pub async fn run(
 ) -> Result<(), BotError> {
     context.load_maintenance().await?;
     let bot = client(settings);
+    // The dispatcher asks for the bot's own user first and gives up for good if
+    // Telegram cannot be reached; wait for Telegram here instead, until stopped.
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match bot.get_me().await {
+            Ok(me) => {
+                tracing::info!(username = me.username(), "connected to Telegram");
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?wait, "cannot reach the Telegram Bot API");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => {}
+                }
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
     let notifier = notifier::Notifier::new(context.clone(), bot.clone());
     let notifier_stop = stop.clone();
     let notifier_task = tokio::spawn(async move { notifier.run(notifier_stop).await });

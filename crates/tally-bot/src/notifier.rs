@@ -96,11 +96,13 @@ impl Notifier {
         let Some(last) = events.last() else {
             return Ok(0);
         };
+        let mut notices = Vec::new();
         for event in &events {
             if let Some(notice) = self.notice(event).await? {
-                self.deliver(notice).await?;
+                notices.push(notice);
             }
         }
+        self.deliver_all(notices).await?;
         let moved = sqlx::query(
             "UPDATE projections SET checkpoint = $1, checkpoint_at = $2, updated_at = $3 \
              WHERE name = $4 AND checkpoint = $5",
@@ -264,6 +266,27 @@ impl Notifier {
         Ok(())
     }
 
+    /// Sends a batch's notices: users concurrently (Telegram's limits are per chat and
+    /// the throttle sends in ticks, so one at a time would crawl), each user's in the
+    /// order of the log.
+    async fn deliver_all(&self, notices: Vec<Notice>) -> Result<(), BotError> {
+        let mut by_user: Vec<(i64, Vec<Notice>)> = Vec::new();
+        for notice in notices {
+            match by_user.iter_mut().find(|(user, _)| *user == notice.user) {
+                Some((_, list)) => list.push(notice),
+                None => by_user.push((notice.user, vec![notice])),
+            }
+        }
+        futures::future::try_join_all(by_user.into_iter().map(|(_, list)| async move {
+            for notice in list {
+                self.deliver(notice).await?;
+            }
+            Ok::<_, BotError>(())
+        }))
+        .await?;
+        Ok(())
+    }
+
     /// Sends a notice unless it was sent before. A user who blocked the bot (or never
     /// started it) cannot be reached: recorded as done, not retried forever.
     async fn deliver(&self, notice: Notice) -> Result<(), BotError> {
@@ -271,11 +294,11 @@ impl Notifier {
             return Ok(());
         }
         let lang = self.context.lang(notice.user, None).await;
-        match self
+        let sent = self
             .bot
             .send_message(ChatId(notice.user), (notice.text)(lang))
-            .await
-        {
+            .await;
+        match sent {
             Ok(_) => {}
             Err(RequestError::Api(
                 ApiError::BotBlocked | ApiError::ChatNotFound | ApiError::UserDeactivated,
@@ -348,7 +371,7 @@ impl Notifier {
             if held {
                 loop {
                     match self.step().await {
-                        Ok(NOTIFIER_BATCH_EVENTS_MAX) => continue,
+                        Ok(NOTIFIER_BATCH_EVENTS_MAX) if !*stop.borrow() => continue,
                         Ok(_) => break,
                         Err(error) => {
                             tracing::warn!(%error, "notifier step failed; retrying");

@@ -1,0 +1,952 @@
+//! The Telegram bot end to end: the real dispatcher (teloxide, long polling, throttled)
+//! pointed at a fake Bot API server speaking real HTTP, over the real ledger, read
+//! models, reactors and HTTP API on a real SQLite file and a fresh Postgres database.
+
+mod fake_telegram;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_telegram::{FakeTelegram, button, message, pre_checkout, successful_payment, user};
+use hmac::{Hmac, Mac};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tally_domain::Config;
+use tally_domain::account::AccountCommand;
+use tally_domain::payment::{PaymentCommand, Purpose, Terms};
+use tally_domain::subscription::SubscriptionCommand;
+use tally_domain::values::{Amount, DebitId, GrantId, PaymentId, PlanId, Reason, UserId};
+use tally_ledger::{Accounts, Ledger, Payments, Request, Subscriptions};
+use tally_projections::{Projector, Reactors, default_projections};
+use tally_store::testing::TestDatabase;
+use tally_store::{Actor, EventStore, Metadata, PostgresOptions, StreamId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const ADMIN_A: i64 = 9_001;
+const ADMIN_B: i64 = 9_002;
+const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
+
+/// Everything `tally serve` runs, with the bot pointed at the fake Telegram.
+struct Stack {
+    fake: FakeTelegram,
+    database: TestDatabase,
+    store: Arc<dyn EventStore>,
+    projector: Arc<Projector>,
+    config: Arc<Config>,
+    api: String,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    bot: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Stack {
+    async fn start(postgres: bool) -> Self {
+        let database = match postgres {
+            true => TestDatabase::postgres().await,
+            false => TestDatabase::sqlite(),
+        };
+        let store = tally_store::open(&database.url, PostgresOptions::default())
+            .await
+            .unwrap();
+        let config = Arc::new(Config::default());
+        let projector = Arc::new(
+            Projector::open(store.clone(), &database.url, default_projections())
+                .await
+                .unwrap(),
+        );
+        projector.prepare().await.unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let running = projector.clone();
+        let until = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            running.run(until).await.unwrap();
+        }));
+        let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
+        let until = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            reactors.run(until).await.unwrap();
+        }));
+        let state = tally_api::AppState {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
+            slots: Ledger::new(store.clone(), config.clone()),
+            hold_owners: Default::default(),
+            webhook_secrets: Arc::new(
+                tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
+                    .unwrap(),
+            ),
+            store: store.clone(),
+            projector: projector.clone(),
+            keys: Arc::new(
+                tally_api::Keys::new(
+                    projector.pool().clone(),
+                    "service:bot:service-key-0123456789",
+                )
+                .unwrap(),
+            ),
+            config: config.clone(),
+            limiter: Arc::new(tally_api::limits::RateLimiter::new(
+                tally_api::limits::Limits::default(),
+            )),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        let mut until = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let app = tally_api::router(state)
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = until.changed().await;
+                })
+                .await
+                .unwrap();
+        }));
+        let mut stack = Self {
+            fake: FakeTelegram::start().await,
+            database,
+            store,
+            projector,
+            config,
+            api,
+            stop,
+            tasks,
+            bot: None,
+        };
+        stack.start_bot();
+        stack
+    }
+
+    fn start_bot(&mut self) {
+        let admins = HashSet::from([ADMIN_A, ADMIN_B]);
+        let mut settings = tally_bot::Settings::new("123456:TEST-TOKEN", admins.clone());
+        settings.api_url = Some(self.fake.url.clone());
+        settings.poll_timeout_seconds = 1;
+        settings.limits = teloxide::adaptors::throttle::Limits {
+            messages_per_sec_chat: 1_000,
+            messages_per_min_chat: 60_000,
+            messages_per_min_channel_or_supergroup: 60_000,
+            messages_per_sec_overall: 10_000,
+        };
+        let context = Arc::new(tally_bot::Context::new(
+            self.store.clone(),
+            self.projector.clone(),
+            self.config.clone(),
+            admins,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            tally_bot::run(context, &settings, stopped).await.unwrap();
+        });
+        self.bot = Some((stop, task));
+    }
+
+    async fn stop_bot(&mut self) {
+        if let Some((stop, task)) = self.bot.take() {
+            stop.send(true).unwrap();
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the bot stops when told")
+                .unwrap();
+        }
+    }
+
+    async fn finish(mut self) {
+        self.stop_bot().await;
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        self.database.drop_database().await;
+    }
+
+    fn accounts(&self) -> Ledger<Accounts> {
+        Ledger::new(self.store.clone(), self.config.clone())
+    }
+
+    async fn events_of(&self, stream: &str) -> Vec<tally_store::RecordedEvent> {
+        self.store
+            .read_stream(&StreamId::new(stream).unwrap(), 1, 10_000)
+            .await
+            .unwrap()
+    }
+
+    async fn count(&self, stream: &str, event_type: &str) -> usize {
+        self.events_of(stream)
+            .await
+            .iter()
+            .filter(|e| e.event_type == event_type)
+            .count()
+    }
+
+    async fn available(&self, user: i64) -> Decimal {
+        self.accounts()
+            .load(&UserId::new(user).unwrap())
+            .await
+            .unwrap()
+            .state
+            .available
+    }
+
+    /// Grants credits as a backend would, and waits for the user to be told (so the
+    /// notice does not arrive in the middle of what the test asks next).
+    async fn grant(&self, user: i64, id: &str, credits: i64) {
+        let told = |stack: &Self| {
+            stack
+                .fake
+                .texts_to(user)
+                .iter()
+                .filter(|t| t.starts_with("You received"))
+                .count()
+        };
+        let before = told(self);
+        self.grant_quietly(user, id, credits).await;
+        self.fake
+            .wait_until("the grant notice", |_| told(self) > before)
+            .await;
+    }
+
+    async fn grant_quietly(&self, user: i64, id: &str, credits: i64) {
+        self.accounts()
+            .execute(Request {
+                key: UserId::new(user).unwrap(),
+                command: AccountCommand::Grant {
+                    grant_id: GrantId::new(id.to_string()).unwrap(),
+                    amount: Amount::new(Decimal::from(credits)).unwrap(),
+                    reason: Reason::new("test setup".to_string()).unwrap(),
+                },
+                command_id: None,
+                metadata: Metadata::by(Actor::system("test")),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Sends a text as `from` and waits for the bot's next text to that chat.
+    async fn say(&self, from: &Value, message_id: i64, text: &str) -> String {
+        let chat = from["id"].as_i64().unwrap();
+        let before = self.fake.texts_to(chat).len();
+        self.fake.push(message(from, message_id, text));
+        self.fake.wait_texts(chat, before + 1).await[before].clone()
+    }
+}
+
+/// The callback data of every inline button in a call's keyboard.
+fn buttons(call: &fake_telegram::Call) -> Vec<String> {
+    call.params["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["callback_data"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The last `sendMessage`/`editMessageText` call to a chat.
+fn last_message_to(fake: &FakeTelegram, chat: i64) -> fake_telegram::Call {
+    fake.calls()
+        .into_iter()
+        .filter(|c| c.method == "sendMessage" || c.method == "editMessageText")
+        .filter(|c| !c.refused)
+        .filter(|c| {
+            !c.params["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("You received"))
+        })
+        .rfind(|c| c.params["chat_id"].as_i64() == Some(chat))
+        .expect("a message to the chat")
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let stack = super::Stack::start(false).await;
+                    let stack = super::$case(stack).await;
+                    stack.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let stack = super::Stack::start(true).await;
+                    let stack = super::$case(stack).await;
+                    stack.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    start_twice_opens_one_account_and_speaks_the_users_language,
+    a_stars_top_up_credits_once_however_often_telegram_delivers_it,
+    a_tampered_or_stale_checkout_is_refused,
+    history_pages_with_buttons,
+    admin_commands_from_anyone_else_are_refused_and_append_nothing,
+    admin_commands_take_effect_and_carry_the_admins_id,
+    a_refund_approved_by_another_admin_returns_credits_and_tells_the_user,
+    a_webhook_top_up_is_told_once_even_when_the_notifier_restarts,
+    thirty_users_twenty_commands_each_all_answered_balances_exact,
+);
+
+async fn start_twice_opens_one_account_and_speaks_the_users_language(stack: Stack) -> Stack {
+    let alice = user(101, "en");
+    let start = stack.fake.push(message(&alice, 1, "/start"));
+    stack.fake.wait_texts(101, 1).await;
+    // Telegram redelivers an update the bot did not confirm: same update, same id.
+    stack.fake.push(start);
+    let texts = stack.fake.wait_texts(101, 2).await;
+    assert!(texts[0].starts_with("Hello, User101!"), "{texts:?}");
+    assert_eq!(
+        stack.count("account-101", "account.opened").await,
+        1,
+        "one account however often /start comes"
+    );
+    let menu = last_message_to(&stack.fake, 101);
+    assert!(
+        buttons(&menu).contains(&"m:topup".to_string()),
+        "{:?}",
+        menu.params
+    );
+
+    let boris = user(102, "ru");
+    let greeting = stack.say(&boris, 1, "/start").await;
+    assert!(greeting.starts_with("Здравствуйте, User102!"), "{greeting}");
+    let balance = stack.say(&boris, 2, "/balance").await;
+    assert_eq!(balance, "Баланс: доступно 0.00 кредитов, в резерве 0.00.");
+    // Telegram says 429 (retry after 1 s) to the answer: it is waited out and sent.
+    stack.fake.throttle_next("sendMessage", 1);
+    let throttled = stack.fake.calls_of("sendMessage").len();
+    // /lang → English: the choice sticks over Telegram's language code.
+    assert_eq!(stack.say(&boris, 3, "/lang").await, "Выберите язык:");
+    let sent = stack.fake.calls_of("sendMessage");
+    assert_eq!(sent.len(), throttled + 2, "the refused call and its retry");
+    assert!(sent[throttled].refused && !sent[throttled + 1].refused);
+    assert_eq!(
+        sent[throttled].params["text"],
+        sent[throttled + 1].params["text"]
+    );
+    let before = stack.fake.texts_to(102).len();
+    stack.fake.push(button(&boris, "q-lang", 5, "l:en"));
+    assert_eq!(
+        stack.fake.wait_texts(102, before + 1).await[before],
+        "Language set: English."
+    );
+    let balance = stack.say(&boris, 4, "/balance").await;
+    assert_eq!(balance, "Balance: 0.00 credits available, 0.00 reserved.");
+    stack
+}
+
+/// Runs /topup → pack button → invoice for `who`; returns the invoice's payload.
+async fn invoice_for_pack(stack: &Stack, who: &Value, pack: &str) -> Value {
+    let chat = who["id"].as_i64().unwrap();
+    let topup = stack.say(who, 10, "/topup").await;
+    assert_eq!(topup, "Choose a credit pack:");
+    let packs = buttons(&last_message_to(&stack.fake, chat));
+    assert!(packs.contains(&format!("t:{pack}")), "{packs:?}");
+    let invoices = stack.fake.calls_of("sendInvoice").len();
+    stack.fake.push(button(
+        who,
+        &format!("q-{chat}-{pack}"),
+        11,
+        &format!("t:{pack}"),
+    ));
+    let calls = stack
+        .fake
+        .wait_until("an invoice", |calls| {
+            calls.iter().filter(|c| c.method == "sendInvoice").count() > invoices
+        })
+        .await;
+    calls
+        .iter()
+        .rfind(|c| c.method == "sendInvoice")
+        .unwrap()
+        .params
+        .clone()
+}
+
+async fn checkout_answer(stack: &Stack, query_id: &str) -> Value {
+    let calls = stack
+        .fake
+        .wait_until(&format!("the answer to pre-checkout {query_id}"), |calls| {
+            calls.iter().any(|c| {
+                c.method == "answerPreCheckoutQuery"
+                    && c.params["pre_checkout_query_id"] == query_id
+            })
+        })
+        .await;
+    calls
+        .into_iter()
+        .find(|c| {
+            c.method == "answerPreCheckoutQuery" && c.params["pre_checkout_query_id"] == query_id
+        })
+        .unwrap()
+        .params
+}
+
+async fn a_stars_top_up_credits_once_however_often_telegram_delivers_it(stack: Stack) -> Stack {
+    let alice = user(201, "en");
+    stack.say(&alice, 1, "/start").await;
+    let invoice = invoice_for_pack(&stack, &alice, "pack_5").await;
+    assert_eq!(invoice["chat_id"], 201);
+    assert_eq!(invoice["currency"], "XTR");
+    assert_eq!(invoice["prices"][0]["amount"], 50, "{invoice}");
+    assert!(
+        invoice
+            .get("provider_token")
+            .is_none_or(|t| t.is_null() || t == ""),
+        "Stars take no provider token: {invoice}"
+    );
+    assert_eq!(invoice["title"], "5.00 credits");
+    let payload = invoice["payload"].as_str().unwrap().to_string();
+    assert_eq!(
+        stack
+            .count(&format!("payment-{payload}"), "payment.created")
+            .await,
+        1,
+        "the payload names a payment created in the ledger"
+    );
+
+    stack.fake.push(pre_checkout(&alice, "pc-ok", &payload, 50));
+    let answer = checkout_answer(&stack, "pc-ok").await;
+    assert_eq!(answer["ok"], true, "{answer}");
+
+    let before = stack.fake.texts_to(201).len();
+    let paid = stack
+        .fake
+        .push(successful_payment(&alice, 20, &payload, 50, "charge-201"));
+    let texts = stack.fake.wait_texts(201, before + 1).await;
+    assert_eq!(
+        texts[before],
+        "Payment received: +5.00 credits. Balance: 5.00 credits."
+    );
+    // The same successful_payment delivered again: confirmed again, credited once.
+    stack.fake.push(paid);
+    stack.fake.wait_texts(201, before + 2).await;
+    assert_eq!(stack.count("account-201", "credits.deposited").await, 1);
+    assert_eq!(stack.available(201).await, Decimal::from(5));
+    assert_eq!(
+        stack
+            .count(&format!("payment-{payload}"), "payment.succeeded")
+            .await,
+        1
+    );
+    stack
+}
+
+async fn a_tampered_or_stale_checkout_is_refused(stack: Stack) -> Stack {
+    let alice = user(301, "en");
+    let mallory = user(302, "en");
+    stack.say(&alice, 1, "/start").await;
+    let invoice = invoice_for_pack(&stack, &alice, "pack_20").await;
+    let payload = invoice["payload"].as_str().unwrap().to_string();
+    let head = stack.store.last_position().await.unwrap();
+    let cases = [
+        ("pc-tampered", &alice, format!("{payload}x"), 180),
+        ("pc-garbage", &alice, "not a payment id!".to_string(), 180),
+        ("pc-amount", &alice, payload.clone(), 1),
+        ("pc-someone-else", &mallory, payload.clone(), 180),
+    ];
+    for (id, who, payload, stars) in &cases {
+        stack.fake.push(pre_checkout(who, id, payload, *stars));
+        let answer = checkout_answer(&stack, id).await;
+        assert_eq!(answer["ok"], false, "{id}: {answer}");
+        assert!(
+            answer["error_message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{id}: a refusal says why: {answer}"
+        );
+    }
+    assert_eq!(
+        stack.store.last_position().await.unwrap(),
+        head,
+        "refusals append nothing"
+    );
+    // And the genuine one still goes through.
+    stack
+        .fake
+        .push(pre_checkout(&alice, "pc-genuine", &payload, 180));
+    assert_eq!(checkout_answer(&stack, "pc-genuine").await["ok"], true);
+    stack
+}
+
+async fn history_pages_with_buttons(stack: Stack) -> Stack {
+    let alice = user(401, "en");
+    stack.say(&alice, 1, "/start").await;
+    for n in 1..=7 {
+        stack.grant(401, &format!("g-{n}"), n).await;
+    }
+    let page = stack.say(&alice, 2, "/history").await;
+    let lines: Vec<&str> = page.lines().collect();
+    assert_eq!(lines[0], "History, page 1:");
+    assert_eq!(lines.len(), 6, "five entries a page: {page}");
+    assert!(
+        lines[1].contains("bonus +7.00 → 28.00"),
+        "newest first: {page}"
+    );
+    let first = last_message_to(&stack.fake, 401);
+    assert_eq!(
+        buttons(&first),
+        vec!["h:1".to_string()],
+        "only Older on page 1"
+    );
+
+    let before = stack.fake.texts_to(401).len();
+    stack.fake.push(button(&alice, "q-h1", 3, "h:1"));
+    let texts = stack.fake.wait_texts(401, before + 1).await;
+    let edit = last_message_to(&stack.fake, 401);
+    assert_eq!(
+        edit.method, "editMessageText",
+        "the page is edited in place"
+    );
+    assert_eq!(edit.params["message_id"], 3);
+    let lines: Vec<&str> = texts[before].lines().collect();
+    assert_eq!(lines[0], "History, page 2:");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[2].contains("bonus +1.00 → 1.00"), "{lines:?}");
+    assert_eq!(
+        buttons(&edit),
+        vec!["h:0".to_string()],
+        "only Newer on the last page"
+    );
+    stack
+}
+
+const ADMIN_COMMANDS: &[&str] = &[
+    "/grant 7172873873 10 welcome",
+    "/adjust 7172873873 -1 fix",
+    "/fix_user_slots 7172873873 basic",
+    "/block 7172873873 spam",
+    "/unblock 7172873873",
+    "/user 7172873873",
+    "/refunds",
+    "/stats",
+    "/audit 7172873873",
+    "/maintenance on",
+];
+
+async fn admin_commands_from_anyone_else_are_refused_and_append_nothing(stack: Stack) -> Stack {
+    let eve = user(501, "en");
+    stack.say(&eve, 1, "/start").await;
+    let head = stack.store.last_position().await.unwrap();
+    for (n, command) in ADMIN_COMMANDS.iter().enumerate() {
+        let reply = stack.say(&eve, 10 + n as i64, command).await;
+        assert_eq!(reply, "This command is for admins only.", "{command}");
+    }
+    // A forged button press too.
+    let before = stack.fake.texts_to(501).len();
+    stack.fake.push(button(&eve, "q-forged", 2, "ra:tg-501-1"));
+    assert_eq!(
+        stack.fake.wait_texts(501, before + 1).await[before],
+        "This command is for admins only."
+    );
+    assert_eq!(
+        stack.store.last_position().await.unwrap(),
+        head,
+        "nothing appended"
+    );
+    // Maintenance did not turn on.
+    assert_eq!(
+        stack.say(&eve, 30, "/balance").await,
+        "Balance: 0.00 credits available, 0.00 reserved."
+    );
+    stack
+}
+
+async fn admin_commands_take_effect_and_carry_the_admins_id(stack: Stack) -> Stack {
+    const USER: i64 = 7_172_873_873;
+    let admin = user(ADMIN_A, "en");
+    let owner = user(USER, "en");
+    stack.say(&owner, 1, "/start").await;
+    // The user is on enterprise (5 slots).
+    Ledger::<Subscriptions>::new(stack.store.clone(), stack.config.clone())
+        .execute(Request {
+            key: UserId::new(USER).unwrap(),
+            command: SubscriptionCommand::Pay {
+                payment_id: PaymentId::new("ent-1".to_string()).unwrap(),
+                plan: PlanId::new("enterprise".to_string()).unwrap(),
+            },
+            command_id: Some("pay:ent-1".into()),
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+
+    let reply = stack
+        .say(&admin, 1, "/grant 7172873873 10 welcome bonus")
+        .await;
+    assert_eq!(
+        reply,
+        "Granted 10.00 credits to 7172873873. Available now: 10.00."
+    );
+    let grant = stack.events_of("account-7172873873").await.pop().unwrap();
+    assert_eq!(grant.event_type, "credits.granted");
+    assert_eq!(grant.metadata.actor.id, ADMIN_A.to_string());
+    assert_eq!(grant.payload["reason"], "welcome bonus");
+
+    let reply = stack
+        .say(&admin, 2, "/adjust 7172873873 -2.5 duplicate bonus")
+        .await;
+    assert_eq!(reply, "Adjusted 7172873873 by -2.50. Available now: 7.50.");
+    // Over-drawing and nonsense are refused with a reason, and usage is shown.
+    let reply = stack
+        .say(&admin, 3, "/adjust 7172873873 -100 too much")
+        .await;
+    assert!(reply.starts_with("Not done:"), "{reply}");
+    assert_eq!(
+        stack.say(&admin, 4, "/grant 7172873873 lots").await,
+        "Usage: /grant USER AMOUNT REASON"
+    );
+
+    let reply = stack
+        .say(&admin, 5, "/fix_user_slots 7172873873 basic")
+        .await;
+    assert_eq!(
+        reply,
+        "User 7172873873: plan enterprise (5 slots) → basic (1 slots)."
+    );
+    let correction = stack
+        .events_of("subscription-7172873873")
+        .await
+        .pop()
+        .unwrap();
+    assert_eq!(correction.event_type, "subscription.slots_corrected");
+    assert_eq!(correction.metadata.actor.id, ADMIN_A.to_string());
+    assert_eq!(correction.payload["slots_before"], 5);
+    assert_eq!(correction.payload["slots_after"], 1);
+
+    assert_eq!(
+        stack.say(&admin, 6, "/block 7172873873 chargeback").await,
+        "User 7172873873 is blocked."
+    );
+    let card = stack.say(&admin, 7, "/user 7172873873").await;
+    assert!(
+        card.starts_with("User 7172873873 (blocked)\nAvailable: 7.50"),
+        "{card}"
+    );
+    assert!(card.contains("Plan: basic, 1 slots"), "{card}");
+    assert_eq!(
+        stack.say(&admin, 8, "/unblock 7172873873").await,
+        "User 7172873873 is unblocked."
+    );
+    let audit = stack.say(&admin, 9, "/audit 7172873873").await;
+    assert!(audit.starts_with("User 7172873873: consistent."), "{audit}");
+    let stats = stack.say(&admin, 10, "/stats").await;
+    assert!(stats.starts_with("Stats (today"), "{stats}");
+
+    // Maintenance: users are told to come back, admins keep working; on record.
+    assert!(
+        stack
+            .say(&admin, 11, "/maintenance on upgrade")
+            .await
+            .starts_with("Maintenance is on")
+    );
+    assert_eq!(
+        stack.say(&owner, 2, "/balance").await,
+        "The bot is under maintenance. Please try again later."
+    );
+    assert!(
+        stack
+            .say(&admin, 12, "/user 7172873873")
+            .await
+            .starts_with("User 7172873873 (open)")
+    );
+    assert_eq!(
+        stack.say(&admin, 13, "/maintenance off").await,
+        "Maintenance is off."
+    );
+    assert!(
+        stack
+            .say(&owner, 3, "/balance")
+            .await
+            .starts_with("Balance: 7.50")
+    );
+    let switches = stack.events_of("bot-maintenance").await;
+    assert_eq!(switches.len(), 2);
+    assert_eq!(switches[0].payload["on"], true);
+    assert_eq!(switches[0].metadata.actor.id, ADMIN_A.to_string());
+    stack
+}
+
+async fn a_refund_approved_by_another_admin_returns_credits_and_tells_the_user(
+    stack: Stack,
+) -> Stack {
+    let alice = user(601, "en");
+    stack.say(&alice, 1, "/start").await;
+    stack.grant(601, "g-601", 10).await;
+    stack
+        .accounts()
+        .execute(Request {
+            key: UserId::new(601).unwrap(),
+            command: AccountCommand::Debit {
+                debit_id: DebitId::new("job-601".to_string()).unwrap(),
+                amount: Amount::new(Decimal::from(4)).unwrap(),
+                reason: Reason::new("render".to_string()).unwrap(),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.say(&alice, 2, "/refund").await,
+        "Which spend should be refunded?"
+    );
+    let spends = buttons(&last_message_to(&stack.fake, 601));
+    assert_eq!(spends.len(), 1, "{spends:?}");
+    let before = stack.fake.texts_to(601).len();
+    stack.fake.push(button(&alice, "q-r", 9, &spends[0]));
+    assert_eq!(
+        stack.fake.wait_texts(601, before + 1).await[before],
+        "Refund of 4.00 credits: please write the reason in one message."
+    );
+    let requested = stack.say(&alice, 3, "the render failed").await;
+    assert!(
+        requested.starts_with("Refund request for 4.00 credits sent."),
+        "{requested}"
+    );
+    let refund_id = format!("tg-601-{}", spends[0].trim_start_matches("r:"));
+
+    let admin_a = user(ADMIN_A, "en");
+    let admin_b = user(ADMIN_B, "en");
+    // The queue, once the read model has the request.
+    let queue = loop {
+        let queue = stack.say(&admin_a, 1, "/refunds").await;
+        if queue.contains(&refund_id) {
+            break queue;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        queue.contains("user 601, 4.00 credits for debit:job-601: the render failed"),
+        "{queue}"
+    );
+    assert!(buttons(&last_message_to(&stack.fake, ADMIN_A)).contains(&format!("ra:{refund_id}")));
+
+    let before = stack.fake.texts_to(ADMIN_B).len();
+    stack
+        .fake
+        .push(button(&admin_b, "q-approve", 2, &format!("ra:{refund_id}")));
+    let reply = stack.fake.wait_texts(ADMIN_B, before + 1).await[before].clone();
+    assert_eq!(
+        reply,
+        format!("Refund {refund_id} approved; the user's available credits: 10.00.")
+    );
+    let told = stack
+        .fake
+        .wait_until("the user told of the refund", |_| {
+            stack
+                .fake
+                .texts_to(601)
+                .iter()
+                .any(|t| t.starts_with("Your refund was approved: 4.00 credits"))
+        })
+        .await;
+    assert!(!told.is_empty());
+    assert_eq!(stack.available(601).await, Decimal::from(10));
+    assert_eq!(stack.count("account-601", "credits.refunded").await, 1);
+    // Approving again answers the same and changes nothing.
+    let before = stack.fake.texts_to(ADMIN_A).len();
+    stack
+        .fake
+        .push(button(&admin_a, "q-again", 3, &format!("ra:{refund_id}")));
+    let again = stack.fake.wait_texts(ADMIN_A, before + 1).await[before].clone();
+    assert_eq!(again, reply);
+    assert_eq!(stack.count("account-601", "credits.refunded").await, 1);
+    assert_eq!(stack.available(601).await, Decimal::from(10));
+    stack
+}
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+async fn a_webhook_top_up_is_told_once_even_when_the_notifier_restarts(mut stack: Stack) -> Stack {
+    let alice = user(701, "en");
+    stack.say(&alice, 1, "/start").await;
+    Ledger::<Payments>::new(stack.store.clone(), stack.config.clone())
+        .execute(Request {
+            key: PaymentId::new("oxa-701".to_string()).unwrap(),
+            command: PaymentCommand::Create(Terms {
+                user_id: UserId::new(701).unwrap(),
+                provider: "stars".into(),
+                amount: Amount::new(Decimal::from(100)).unwrap(),
+                currency: "XTR".into(),
+                purpose: Purpose::Credits(Amount::new(Decimal::from(20)).unwrap()),
+            }),
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    let body = json!({"payment_id": "oxa-701", "status": "succeeded", "amount": "100",
+                      "currency": "XTR", "provider_payment_id": "tx-701"})
+    .to_string();
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client
+            .post(format!("{}/v1/webhooks/stars", stack.api))
+            .header("X-Tally-Signature", sign(&body))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let told = |stack: &Stack| {
+        stack
+            .fake
+            .texts_to(701)
+            .iter()
+            .filter(|t| *t == "Your top-up arrived: +20.00 credits.")
+            .count()
+    };
+    stack
+        .fake
+        .wait_until("the top-up notice", |_| told(&stack) >= 1)
+        .await;
+
+    // The notifier dies and comes back having lost its checkpoint: it reads the
+    // whole log again, and still sends nothing twice.
+    stack.stop_bot().await;
+    sqlx::query("UPDATE projections SET checkpoint = 0 WHERE name = 'notifier'")
+        .execute(stack.projector.pool())
+        .await
+        .unwrap();
+    stack.start_bot();
+    let head = stack.store.last_position().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = 'notifier'")
+                .fetch_one(stack.projector.pool())
+                .await
+                .unwrap();
+        if checkpoint as u64 >= head {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notifier caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(told(&stack), 1, "told once: {:?}", stack.fake.texts_to(701));
+    assert_eq!(stack.count("account-701", "credits.deposited").await, 1);
+    stack
+}
+
+async fn thirty_users_twenty_commands_each_all_answered_balances_exact(stack: Stack) -> Stack {
+    const USERS: i64 = 30;
+    const COMMANDS: usize = 20;
+    let users: Vec<Value> = (0..USERS)
+        .map(|n| user(10_000 + n, if n % 2 == 0 { "en" } else { "ru" }))
+        .collect();
+    for who in &users {
+        stack.fake.push(message(who, 1, "/start"));
+    }
+    // Every user's updates are queued, interleaved, before most are answered.
+    for step in 1..COMMANDS {
+        for who in &users {
+            let text = if step % 2 == 0 {
+                "/history"
+            } else {
+                "/balance"
+            };
+            stack.fake.push(message(who, 1 + step as i64, text));
+        }
+    }
+    // Meanwhile, once their accounts are open, each user gets 5 grants of 1.50 from
+    // a backend.
+    stack
+        .fake
+        .wait_until("every account opened", |_| {
+            (0..USERS).all(|n| !stack.fake.texts_to(10_000 + n).is_empty())
+        })
+        .await;
+    let granting = {
+        let accounts = stack.accounts();
+        tokio::spawn(async move {
+            for round in 0..5 {
+                for n in 0..USERS {
+                    accounts
+                        .execute(Request {
+                            key: UserId::new(10_000 + n).unwrap(),
+                            command: AccountCommand::Grant {
+                                grant_id: GrantId::new(format!("load-{n}-{round}")).unwrap(),
+                                amount: Amount::new(Decimal::new(150, 2)).unwrap(),
+                                reason: Reason::new("load".to_string()).unwrap(),
+                            },
+                            command_id: None,
+                            metadata: Metadata::by(Actor::system("test")),
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let answers = |chat: i64| {
+        stack
+            .fake
+            .texts_to(chat)
+            .into_iter()
+            .filter(|t| !t.starts_with("You received") && !t.starts_with("Вам начислено"))
+            .count()
+    };
+    stack
+        .fake
+        .wait_until("every command answered", |_| {
+            (0..USERS).all(|n| answers(10_000 + n) >= COMMANDS)
+        })
+        .await;
+    granting.await.unwrap();
+    for n in 0..USERS {
+        assert_eq!(
+            answers(10_000 + n),
+            COMMANDS,
+            "user {n}: one answer per command"
+        );
+        assert_eq!(
+            stack.available(10_000 + n).await,
+            Decimal::new(750, 2),
+            "user {n}"
+        );
+        assert_eq!(
+            stack
+                .count(&format!("account-{}", 10_000 + n), "account.opened")
+                .await,
+            1
+        );
+    }
+    // Each user's answers came in the order asked: the greeting first.
+    for (n, who) in users.iter().enumerate() {
+        let chat = who["id"].as_i64().unwrap();
+        let first = &stack.fake.texts_to(chat)[0];
+        let greeting = if n % 2 == 0 {
+            "Hello"
+        } else {
+            "Здравствуйте"
+        };
+        assert!(first.starts_with(greeting), "{first}");
+    }
+    stack
+}

@@ -1,0 +1,341 @@
+//! A fake Telegram Bot API server: real HTTP, the routes `/bot{token}/{Method}` that
+//! teloxide calls (with its PascalCase method names), a `getUpdates` feed the test drives (long polling included), and a
+//! log of every call the bot made, with its parameters.
+//!
+//! It answers the methods the bot uses with what Telegram would (a `Message` for
+//! `sendMessage`, `editMessageText` and `sendInvoice`, `true` for the answers), and can
+//! be told to answer the next calls of a method with a 429 and a `retry_after`, as
+//! Telegram does when a bot goes too fast.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+/// The bot's own user id in the fake.
+pub const BOT_ID: i64 = 777_000;
+
+/// One call the bot made.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The method, as teloxide names it (`sendMessage`).
+    pub method: String,
+    /// Its parameters.
+    pub params: Value,
+    /// Whether the fake refused it with a 429 (the bot must send it again).
+    pub refused: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    updates: Mutex<VecDeque<Value>>,
+    calls: Mutex<Vec<Call>>,
+    next_update_id: Mutex<i64>,
+    next_message_id: Mutex<i64>,
+    throttled: Mutex<HashMap<String, u32>>,
+    arrived: Notify,
+}
+
+/// The fake server; dropped with the test's runtime.
+#[derive(Clone)]
+pub struct FakeTelegram {
+    inner: Arc<Inner>,
+    /// `http://127.0.0.1:PORT/`, for `set_api_url`.
+    pub url: url::Url,
+}
+
+impl FakeTelegram {
+    /// Starts the server on a free port.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        *inner.next_update_id.lock().unwrap() = 1;
+        *inner.next_message_id.lock().unwrap() = 1;
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", post(call))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            inner,
+            url: url.parse().unwrap(),
+        }
+    }
+
+    /// Queues an update for `getUpdates`; gives it the next `update_id` unless it has
+    /// one (a redelivery keeps its id). Returns the update as queued.
+    pub fn push(&self, mut update: Value) -> Value {
+        if update.get("update_id").is_none() {
+            let mut next = self.inner.next_update_id.lock().unwrap();
+            update["update_id"] = json!(*next);
+            *next += 1;
+        }
+        self.inner.updates.lock().unwrap().push_back(update.clone());
+        self.inner.arrived.notify_waiters();
+        update
+    }
+
+    /// Answers the next `times` calls of `method` with 429 Too Many Requests,
+    /// `retry_after` 1 second.
+    pub fn throttle_next(&self, method: &str, times: u32) {
+        self.inner
+            .throttled
+            .lock()
+            .unwrap()
+            .insert(method.to_string(), times);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().unwrap().clone()
+    }
+
+    /// The calls of one method.
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
+    }
+
+    /// The texts sent (or edited in) to a chat, in order.
+    pub fn texts_to(&self, chat: i64) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == "sendMessage" || c.method == "editMessageText")
+            .filter(|c| !c.refused && c.params["chat_id"].as_i64() == Some(chat))
+            .filter_map(|c| c.params["text"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Waits (up to 20 s) until `done` holds for the calls so far, and returns them.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Call]) -> bool) -> Vec<Call> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let calls = self.calls();
+            if done(&calls) {
+                return calls;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log: Vec<String> = calls
+                    .iter()
+                    .map(|c| format!("{} {}", c.method, c.params))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; the bot called:\n{}",
+                    log.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `chat` has received `count` texts, and returns them.
+    pub async fn wait_texts(&self, chat: i64, count: usize) -> Vec<String> {
+        self.wait_until(&format!("{count} texts to chat {chat}"), |_| {
+            self.texts_to(chat).len() >= count
+        })
+        .await;
+        self.texts_to(chat)
+    }
+}
+
+fn ok(result: Value) -> Json<Value> {
+    Json(json!({"ok": true, "result": result}))
+}
+
+fn bot_user() -> Value {
+    json!({"id": BOT_ID, "is_bot": true, "first_name": "Tally", "username": "tally_test_bot"})
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn call(
+    State(inner): State<Arc<Inner>>,
+    Path((bot, method)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Json<Value> {
+    assert!(
+        bot.starts_with("bot"),
+        "the path names the bot token: {bot}"
+    );
+    // teloxide names methods in PascalCase (`SendMessage`), the Bot API's docs in
+    // camelCase; Telegram accepts both. The log keeps the docs' names.
+    let method = match method.chars().next() {
+        Some(first) => format!(
+            "{}{}",
+            first.to_ascii_lowercase(),
+            &method[first.len_utf8()..]
+        ),
+        None => method,
+    };
+    let params: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+    let refused = {
+        let mut throttled = inner.throttled.lock().unwrap();
+        match throttled.get_mut(&method) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    if method != "getUpdates" {
+        inner.calls.lock().unwrap().push(Call {
+            method: method.clone(),
+            params: params.clone(),
+            refused,
+        });
+    }
+    {
+        if refused {
+            return Json(json!({
+                "ok": false,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 1",
+                "parameters": {"retry_after": 1}
+            }));
+        }
+    }
+    match method.as_str() {
+        "getMe" => ok(json!({
+            "id": BOT_ID, "is_bot": true, "first_name": "Tally", "username": "tally_test_bot",
+            "can_join_groups": false, "can_read_all_group_messages": false,
+            "supports_inline_queries": false, "can_connect_to_business": false,
+            "has_main_web_app": false
+        })),
+        "getWebhookInfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "getWebhookInfo" => {
+            ok(json!({"url": "", "has_custom_certificate": false, "pending_update_count": 0}))
+        }
+        "getUpdates" => {
+            let wait = params["timeout"].as_u64().unwrap_or(0).min(2);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let arrived = inner.arrived.notified();
+                let batch: Vec<Value> = inner.updates.lock().unwrap().drain(..).collect();
+                if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return ok(Value::Array(batch));
+                }
+                let _ = tokio::time::timeout_at(deadline, arrived).await;
+            }
+        }
+        "sendMessage" | "sendInvoice" | "editMessageText" => {
+            let message_id = match params["message_id"].as_i64() {
+                Some(id) => id,
+                None => {
+                    let mut next = inner.next_message_id.lock().unwrap();
+                    *next += 1;
+                    *next
+                }
+            };
+            let chat = params["chat_id"].as_i64().unwrap_or(0);
+            let text = params["text"]
+                .as_str()
+                .or(params["title"].as_str())
+                .unwrap_or("");
+            ok(json!({
+                "message_id": message_id,
+                "date": now(),
+                "chat": {"id": chat, "type": "private", "first_name": "user"},
+                "from": bot_user(),
+                "text": text,
+            }))
+        }
+        _ => ok(json!(true)),
+    }
+}
+
+/// A Telegram user, as updates carry it.
+pub fn user(id: i64, language: &str) -> Value {
+    json!({"id": id, "is_bot": false, "first_name": format!("User{id}"), "username": format!("user{id}"), "language_code": language})
+}
+
+/// A private text message from `from`.
+pub fn message(from: &Value, message_id: i64, text: &str) -> Value {
+    let id = from["id"].as_i64().unwrap();
+    let mut message = json!({
+        "message_id": message_id,
+        "date": now(),
+        "chat": {"id": id, "type": "private", "first_name": from["first_name"]},
+        "from": from,
+        "text": text,
+    });
+    if text.starts_with('/') {
+        let length = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .encode_utf16()
+            .count();
+        message["entities"] = json!([{"type": "bot_command", "offset": 0, "length": length}]);
+    }
+    json!({"message": message})
+}
+
+/// A press of an inline button with `data` under the bot's message `message_id`.
+pub fn button(from: &Value, query_id: &str, message_id: i64, data: &str) -> Value {
+    let id = from["id"].as_i64().unwrap();
+    json!({"callback_query": {
+        "id": query_id,
+        "from": from,
+        "chat_instance": format!("ci-{id}"),
+        "data": data,
+        "message": {
+            "message_id": message_id,
+            "date": now(),
+            "chat": {"id": id, "type": "private", "first_name": from["first_name"]},
+            "from": bot_user(),
+            "text": "menu",
+        }
+    }})
+}
+
+/// Telegram's pre-checkout question for an invoice payload.
+pub fn pre_checkout(from: &Value, query_id: &str, payload: &str, stars: u32) -> Value {
+    json!({"pre_checkout_query": {
+        "id": query_id,
+        "from": from,
+        "currency": "XTR",
+        "total_amount": stars,
+        "invoice_payload": payload,
+    }})
+}
+
+/// The service message of a successful Stars payment.
+pub fn successful_payment(
+    from: &Value,
+    message_id: i64,
+    payload: &str,
+    stars: u32,
+    charge: &str,
+) -> Value {
+    let id = from["id"].as_i64().unwrap();
+    json!({"message": {
+        "message_id": message_id,
+        "date": now(),
+        "chat": {"id": id, "type": "private", "first_name": from["first_name"]},
+        "from": from,
+        "successful_payment": {
+            "currency": "XTR",
+            "total_amount": stars,
+            "invoice_payload": payload,
+            "telegram_payment_charge_id": charge,
+            "provider_payment_charge_id": "",
+        }
+    }})
+}
