@@ -823,8 +823,11 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease holder on its own connection (keep it: the locks end with it).
-    pub fn new(conn: PoolConnection<Any>) -> Self {
+    /// A lease holder on its own connection (keep it: the locks end with it). The
+    /// connection is closed when the lease is dropped rather than returned to the
+    /// pool, where it would keep holding the locks for nobody.
+    pub fn new(mut conn: PoolConnection<Any>) -> Self {
+        conn.close_on_drop();
         Self { conn, held: vec![] }
     }
 
