@@ -62,6 +62,16 @@ pub struct ServeArgs {
     /// level comes from RUST_LOG (default info).
     #[arg(long, env = "TALLY_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// The Telegram bot's token from @BotFather; when set, the bot runs too (role
+    /// `bot`, long polling).
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<String>,
+    /// A self-hosted Telegram Bot API server [default: https://api.telegram.org].
+    #[arg(long, env = "TELEGRAM_API_URL")]
+    pub telegram_api_url: Option<String>,
+    /// Telegram user ids allowed to run the bot's admin commands, separated by commas.
+    #[arg(long, env = "TALLY_ADMIN_IDS")]
+    pub admin_ids: Option<String>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -76,6 +86,9 @@ struct File {
     rate_limit_per_key: Option<u32>,
     rate_limit_per_ip: Option<u32>,
     log_format: Option<String>,
+    telegram_bot_token: Option<String>,
+    telegram_api_url: Option<String>,
+    admin_ids: Option<String>,
 }
 
 /// What a process runs.
@@ -87,6 +100,8 @@ pub struct Roles {
     pub projector: bool,
     /// The reactors (payments → credits, refunds, expiries).
     pub reactor: bool,
+    /// The Telegram bot and its notifier.
+    pub bot: bool,
 }
 
 impl std::str::FromStr for Roles {
@@ -98,11 +113,12 @@ impl std::str::FromStr for Roles {
                 "api" => roles.api = true,
                 "projector" => roles.projector = true,
                 "reactor" => roles.reactor = true,
-                other => bail!("role {other:?} is none of api, projector, reactor"),
+                "bot" => roles.bot = true,
+                other => bail!("role {other:?} is none of api, projector, reactor, bot"),
             }
         }
         if roles == Roles::default() {
-            bail!("--roles names nothing to run; give some of api, projector, reactor");
+            bail!("--roles names nothing to run; give some of api, projector, reactor, bot");
         }
         Ok(roles)
     }
@@ -133,6 +149,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
+    /// The bot's settings, when it runs.
+    pub bot: Option<tally_bot::Settings>,
 }
 
 impl Settings {
@@ -149,6 +167,40 @@ impl Settings {
             Some(other) => bail!("log format {other:?} is neither text nor json"),
         };
         let limit = |given: Option<u32>, default: u32| Limit::per_second(given.unwrap_or(default));
+        let token = args
+            .telegram_bot_token
+            .or(file.telegram_bot_token)
+            .filter(|t| !t.trim().is_empty());
+        let default_roles = match token {
+            Some(_) => "api,projector,reactor,bot",
+            None => "api,projector,reactor",
+        };
+        let roles: Roles = args
+            .roles
+            .or(file.roles)
+            .as_deref()
+            .unwrap_or(default_roles)
+            .parse()?;
+        let bot = match (roles.bot, token) {
+            (false, _) => None,
+            (true, None) => {
+                bail!("the bot role needs TELEGRAM_BOT_TOKEN (the token from @BotFather)")
+            }
+            (true, Some(token)) => {
+                let admins = args.admin_ids.or(file.admin_ids).unwrap_or_default();
+                let admins = tally_bot::parse_admin_ids(&admins)
+                    .map_err(|e| anyhow::anyhow!("TALLY_ADMIN_IDS: {e}"))?;
+                let mut bot = tally_bot::Settings::new(token, admins);
+                if let Some(url) = args.telegram_api_url.or(file.telegram_api_url) {
+                    bot.api_url = Some(url.parse().with_context(|| {
+                        format!(
+                            "TELEGRAM_API_URL {url:?} is not a URL (e.g. http://127.0.0.1:8081)"
+                        )
+                    })?);
+                }
+                Some(bot)
+            }
+        };
         Ok(Self {
             database_url: args
                 .database_url
@@ -158,12 +210,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
-            roles: args
-                .roles
-                .or(file.roles)
-                .as_deref()
-                .unwrap_or("api,projector,reactor")
-                .parse()?,
+            roles,
             api_keys: args.api_keys.or(file.api_keys).unwrap_or_default(),
             webhook_secrets: args
                 .webhook_secrets
@@ -180,6 +227,7 @@ impl Settings {
                 ),
             },
             log_format,
+            bot,
         })
     }
 }
@@ -251,6 +299,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tasks.push((
             "reactor",
             tokio::spawn(async move { Ok(reactors.run(stopped).await?) }),
+        ));
+    }
+    if let Some(bot) = settings.bot {
+        let context = Arc::new(tally_bot::Context::new(
+            store.clone(),
+            projector.clone(),
+            config.clone(),
+            bot.admin_ids.clone(),
+        ));
+        let stopped = stopped.clone();
+        tasks.push((
+            "bot",
+            tokio::spawn(async move { Ok(tally_bot::run(context, &bot, stopped).await?) }),
         ));
     }
     let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();

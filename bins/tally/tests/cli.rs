@@ -659,3 +659,29 @@ log_format = "json"
         stderr(&out)
     );
 }
+
+#[test]
+fn the_bot_role_without_a_token_or_with_bad_admin_ids_is_refused_with_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let out = tally(&["serve", "--database-url", &url, "--roles", "bot"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("TELEGRAM_BOT_TOKEN"), "{}", stderr(&out));
+    let out = tally(&[
+        "serve",
+        "--database-url",
+        &url,
+        "--roles",
+        "bot",
+        "--telegram-bot-token",
+        "123:abc",
+        "--admin-ids",
+        "42,alice",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TALLY_ADMIN_IDS: admin id \"alice\" is not a Telegram user id"),
+        "{}",
+        stderr(&out)
+    );
+}
