@@ -666,7 +666,11 @@ fn the_bot_role_without_a_token_or_with_bad_admin_ids_is_refused_with_what_to_se
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let out = tally(&["serve", "--database-url", &url, "--roles", "bot"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("TELEGRAM_BOT_TOKEN"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TELEGRAM_BOT_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
     let out = tally(&[
         "serve",
         "--database-url",
