@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 const ADMIN_A: i64 = 9_001;
 const ADMIN_B: i64 = 9_002;
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
+/// The secret Telegram sends with webhook updates (the bot's, not a payment's).
+const WEBHOOK_TOKEN: &str = "telegram-secret-token_0123";
 
 /// Everything `tally serve` runs, with the bot pointed at the fake Telegram.
 struct Stack {
@@ -43,6 +45,12 @@ struct Stack {
 
 impl Stack {
     async fn start(postgres: bool) -> Self {
+        Self::start_with(postgres, false).await
+    }
+
+    /// The stack, its bot taking updates by long polling or (`webhook`) by a webhook
+    /// route on the API's listener.
+    async fn start_with(postgres: bool, webhook: bool) -> Self {
         let database = match postgres {
             true => TestDatabase::postgres().await,
             false => TestDatabase::sqlite(),
@@ -96,10 +104,34 @@ impl Stack {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
+        let fake = FakeTelegram::start().await;
+        let mut bot = None;
+        let mut routes = None;
+        if webhook {
+            let mut settings = bot_settings(&fake);
+            settings.delivery = tally_bot::Delivery::Webhook {
+                url: format!("{api}/telegram/webhook").parse().unwrap(),
+                secret: WEBHOOK_TOKEN.into(),
+            };
+            let context = Arc::new(tally_bot::Context::new(
+                store.clone(),
+                projector.clone(),
+                config.clone(),
+                settings.admin_ids.clone(),
+            ));
+            let (stop, stopped) = watch::channel(false);
+            let mut running = tally_bot::start(context, &settings, stopped).await.unwrap();
+            routes = running.webhook_routes.take();
+            let task = tokio::spawn(async move { running.finished().await.unwrap() });
+            bot = Some((stop, task));
+        }
         let mut until = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            let app = tally_api::router(state)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let mut app = tally_api::router(state);
+            if let Some(routes) = routes {
+                app = app.merge(routes);
+            }
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = until.changed().await;
@@ -107,8 +139,9 @@ impl Stack {
                 .await
                 .unwrap();
         }));
+        let webhook_bot = bot.is_some();
         let mut stack = Self {
-            fake: FakeTelegram::start().await,
+            fake,
             database,
             store,
             projector,
@@ -116,28 +149,21 @@ impl Stack {
             api,
             stop,
             tasks,
-            bot: None,
+            bot,
         };
-        stack.start_bot();
+        if !webhook_bot {
+            stack.start_bot();
+        }
         stack
     }
 
     fn start_bot(&mut self) {
-        let admins = HashSet::from([ADMIN_A, ADMIN_B]);
-        let mut settings = tally_bot::Settings::new("123456:TEST-TOKEN", admins.clone());
-        settings.api_url = Some(self.fake.url.clone());
-        settings.poll_timeout_seconds = 1;
-        settings.limits = teloxide::adaptors::throttle::Limits {
-            messages_per_sec_chat: 1_000,
-            messages_per_min_chat: 60_000,
-            messages_per_min_channel_or_supergroup: 60_000,
-            messages_per_sec_overall: 10_000,
-        };
+        let settings = bot_settings(&self.fake);
         let context = Arc::new(tally_bot::Context::new(
             self.store.clone(),
             self.projector.clone(),
             self.config.clone(),
-            admins,
+            settings.admin_ids.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -157,8 +183,10 @@ impl Stack {
     }
 
     async fn finish(mut self) {
-        self.stop_bot().await;
+        // As `tally serve` stops: everything at once (a webhook's listener ends when
+        // the API's server lets go of its route).
         self.stop.send(true).unwrap();
+        self.stop_bot().await;
         for task in self.tasks {
             tokio::time::timeout(Duration::from_secs(10), task)
                 .await
@@ -239,6 +267,22 @@ impl Stack {
     }
 }
 
+/// The bot's settings in tests: the fake Telegram, two admins, short polls, limits
+/// high enough for a test's bursts.
+fn bot_settings(fake: &FakeTelegram) -> tally_bot::Settings {
+    let admins = HashSet::from([ADMIN_A, ADMIN_B]);
+    let mut settings = tally_bot::Settings::new("123456:TEST-TOKEN", admins);
+    settings.api_url = Some(fake.url.clone());
+    settings.poll_timeout_seconds = 1;
+    settings.limits = teloxide::adaptors::throttle::Limits {
+        messages_per_sec_chat: 1_000,
+        messages_per_min_chat: 60_000,
+        messages_per_min_channel_or_supergroup: 60_000,
+        messages_per_sec_overall: 10_000,
+    };
+    settings
+}
+
 /// The callback data of every inline button in a call's keyboard.
 fn buttons(call: &fake_telegram::Call) -> Vec<String> {
     call.params["reply_markup"]["inline_keyboard"]
@@ -301,6 +345,58 @@ on_both_backends!(
     a_webhook_top_up_is_told_once_even_when_the_notifier_restarts,
     thirty_users_twenty_commands_each_all_answered_balances_exact,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_webhook_mode_telegram_posts_updates_with_its_secret() {
+    let stack = Stack::start_with(false, true).await;
+    let registered = stack.fake.calls_of("setWebhook");
+    assert_eq!(
+        registered.len(),
+        1,
+        "the webhook is registered with Telegram"
+    );
+    assert_eq!(
+        registered[0].params["url"],
+        format!("{}/telegram/webhook", stack.api)
+    );
+    assert_eq!(registered[0].params["secret_token"], WEBHOOK_TOKEN);
+    assert!(
+        stack.fake.calls_of("deleteWebhook").is_empty(),
+        "not polling"
+    );
+
+    let client = reqwest::Client::new();
+    let post = |update: Value, secret: Option<&str>| {
+        let mut request = client
+            .post(format!("{}/telegram/webhook", stack.api))
+            .json(&update);
+        if let Some(secret) = secret {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", secret);
+        }
+        request.send()
+    };
+    let alice = user(801, "en");
+    let mut start = message(&alice, 1, "/start");
+    start["update_id"] = json!(1);
+    for secret in [None, Some("wrong-secret")] {
+        let answer = post(start.clone(), secret).await.unwrap();
+        assert_eq!(answer.status(), 401, "{secret:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stack.fake.texts_to(801).is_empty(), "nothing answered");
+    assert_eq!(
+        stack.store.last_position().await.unwrap(),
+        0,
+        "nothing appended"
+    );
+
+    let answer = post(start, Some(WEBHOOK_TOKEN)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let texts = stack.fake.wait_texts(801, 1).await;
+    assert!(texts[0].starts_with("Hello, User801!"), "{texts:?}");
+    assert_eq!(stack.count("account-801", "account.opened").await, 1);
+    stack.finish().await;
+}
 
 async fn start_twice_opens_one_account_and_speaks_the_users_language(stack: Stack) -> Stack {
     let alice = user(101, "en");

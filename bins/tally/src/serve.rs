@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// Telegram user ids allowed to run the bot's admin commands, separated by commas.
     #[arg(long, env = "TALLY_ADMIN_IDS")]
     pub admin_ids: Option<String>,
+    /// Take the bot's updates by webhook at this public HTTPS URL instead of long
+    /// polling; its path is served by the API's listener (needs role api too).
+    #[arg(long, env = "TELEGRAM_WEBHOOK_URL")]
+    pub telegram_webhook_url: Option<String>,
+    /// The secret Telegram sends with each webhook update (1-256 of A-Z a-z 0-9 _ -).
+    #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub telegram_webhook_secret: Option<String>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -89,6 +96,8 @@ struct File {
     telegram_bot_token: Option<String>,
     telegram_api_url: Option<String>,
     admin_ids: Option<String>,
+    telegram_webhook_url: Option<String>,
+    telegram_webhook_secret: Option<String>,
 }
 
 /// What a process runs.
@@ -198,6 +207,31 @@ impl Settings {
                         )
                     })?);
                 }
+                let webhook = args.telegram_webhook_url.or(file.telegram_webhook_url);
+                let secret = args
+                    .telegram_webhook_secret
+                    .or(file.telegram_webhook_secret);
+                match (webhook, secret) {
+                    (None, None) => {}
+                    (Some(url), Some(secret)) => {
+                        tally_bot::check_webhook_secret(&secret)
+                            .map_err(|e| anyhow::anyhow!("TELEGRAM_WEBHOOK_SECRET: {e}"))?;
+                        if !roles.api {
+                            bail!(
+                                "a webhook is served by the API's listener: run role api with role bot"
+                            );
+                        }
+                        bot.delivery = tally_bot::Delivery::Webhook {
+                            url: url.parse().with_context(|| {
+                                format!("TELEGRAM_WEBHOOK_URL {url:?} is not a URL (e.g. https://bot.example.com/telegram)")
+                            })?,
+                            secret,
+                        };
+                    }
+                    _ => bail!(
+                        "a webhook needs both TELEGRAM_WEBHOOK_URL and TELEGRAM_WEBHOOK_SECRET"
+                    ),
+                }
                 Some(bot)
             }
         };
@@ -251,6 +285,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let roles = settings.roles;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    // The bot starts first: in webhook mode its route joins the API's listener.
+    let mut webhook_routes = None;
+    if let Some(bot) = &settings.bot {
+        let context = Arc::new(tally_bot::Context::new(
+            store.clone(),
+            projector.clone(),
+            config.clone(),
+            bot.admin_ids.clone(),
+        ));
+        let mut running = tally_bot::start(context, bot, stopped.clone())
+            .await
+            .context("starting the Telegram bot")?;
+        webhook_routes = running.webhook_routes.take();
+        tasks.push((
+            "bot",
+            tokio::spawn(async move { Ok(running.finished().await?) }),
+        ));
+    }
     if roles.api {
         let keys = Keys::new(projector.pool().clone(), &settings.api_keys)
             .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
@@ -280,7 +332,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
         println!("create a key: tally keys create --role service --name my-bot");
         let mut shutdown = stopped.clone();
-        let app = tally_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let mut app = tally_api::router(state);
+        if let Some(routes) = webhook_routes.take() {
+            app = app.merge(routes);
+        }
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         });
@@ -299,19 +355,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tasks.push((
             "reactor",
             tokio::spawn(async move { Ok(reactors.run(stopped).await?) }),
-        ));
-    }
-    if let Some(bot) = settings.bot {
-        let context = Arc::new(tally_bot::Context::new(
-            store.clone(),
-            projector.clone(),
-            config.clone(),
-            bot.admin_ids.clone(),
-        ));
-        let stopped = stopped.clone();
-        tasks.push((
-            "bot",
-            tokio::spawn(async move { Ok(tally_bot::run(context, &bot, stopped).await?) }),
         ));
     }
     let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();

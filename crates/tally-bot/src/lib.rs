@@ -13,7 +13,8 @@
 //! - [`notifier`]: a reactor that tells users what happened without them asking.
 //! - [`texts`]: every word the bot says, per language.
 //!
-//! Updates are dispatched by teloxide: different chats concurrently, one chat's
+//! Updates come by long polling, or by webhook (the route is merged into the API's
+//! server; Telegram's secret-token header is checked). They are dispatched by teloxide: different chats concurrently, one chat's
 //! updates in order. Outgoing calls go through teloxide's `Throttle`, which keeps
 //! Telegram's limits and waits out a 429's `retry_after`.
 //!
@@ -64,6 +65,24 @@ pub struct Settings {
     pub limits: Limits,
     /// How long one `getUpdates` long poll waits for updates.
     pub poll_timeout_seconds: u32,
+    /// Long polling or a webhook.
+    pub delivery: Delivery,
+}
+
+/// How the bot receives updates.
+#[derive(Clone, Debug, Default)]
+pub enum Delivery {
+    /// `getUpdates` long polling (no public address needed).
+    #[default]
+    Polling,
+    /// Telegram posts updates to `url` (public HTTPS, its path served by the API's
+    /// server) with `secret` in `X-Telegram-Bot-Api-Secret-Token`.
+    Webhook {
+        /// The public URL Telegram posts to.
+        url: Url,
+        /// The secret Telegram sends back with every update.
+        secret: String,
+    },
 }
 
 impl Settings {
@@ -75,6 +94,7 @@ impl Settings {
             admin_ids,
             limits: Limits::default(),
             poll_timeout_seconds: 10,
+            delivery: Delivery::Polling,
         }
     }
 }
@@ -110,22 +130,96 @@ fn handler() -> teloxide::dispatching::UpdateHandler<BotError> {
         .branch(Update::filter_callback_query().endpoint(users::on_callback))
 }
 
-/// Runs the bot by long polling, and its notifier, until `stop` turns true.
+/// Runs the bot (by long polling or webhook, as `settings` say) and its notifier
+/// until `stop` turns true. In webhook mode the routes are not served: use [`start`].
 pub async fn run(
     context: Arc<Context>,
     settings: &Settings,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BotError> {
+    start(context, settings, stop).await?.finished().await
+}
+
+/// A bot started by [`start`].
+pub struct Running {
+    /// In webhook mode, the route Telegram posts updates to (it checks the
+    /// `X-Telegram-Bot-Api-Secret-Token` header): merge it into the HTTP server.
+    pub webhook_routes: Option<axum::Router>,
+    task: tokio::task::JoinHandle<Result<(), BotError>>,
+}
+
+impl Running {
+    /// Waits until the bot and its notifier have stopped.
+    pub async fn finished(self) -> Result<(), BotError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(BotError::Internal(format!("the bot task failed: {e}"))),
+        }
+    }
+}
+
+/// Starts the bot and its notifier until `stop` turns true. Long polling starts in the
+/// background, waiting for Telegram if it cannot be reached. A webhook is registered
+/// with Telegram before this returns (an error if Telegram refuses it), and its route
+/// is handed back to be served.
+pub async fn start(
+    context: Arc<Context>,
+    settings: &Settings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Running, BotError> {
     context.load_maintenance().await?;
     let bot = client(settings);
-    // The dispatcher asks for the bot's own user first and gives up for good if
-    // Telegram cannot be reached; wait for Telegram here instead, until stopped.
+    match &settings.delivery {
+        Delivery::Polling => {
+            let timeout = std::time::Duration::from_secs(u64::from(settings.poll_timeout_seconds));
+            let task = tokio::spawn(async move {
+                let mut stop = stop;
+                if !reach_telegram(&bot, &mut stop).await {
+                    return Ok(());
+                }
+                let listener = Polling::builder(bot.clone())
+                    .timeout(timeout)
+                    .delete_webhook()
+                    .await
+                    .build();
+                tracing::info!("the Telegram bot is polling for updates");
+                dispatch(context, bot, listener, stop).await
+            });
+            Ok(Running {
+                webhook_routes: None,
+                task,
+            })
+        }
+        Delivery::Webhook { url, secret } => {
+            check_webhook_secret(secret).map_err(BotError::Internal)?;
+            let options = teloxide::update_listeners::webhooks::Options::new(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                url.clone(),
+            )
+            .secret_token(secret.clone());
+            let (listener, deleted, routes) =
+                teloxide::update_listeners::webhooks::axum_to_router(bot.clone(), options).await?;
+            // Resolves once the listener stopped, after deleting the webhook.
+            tokio::spawn(deleted);
+            tracing::info!(url = %url, "the Telegram bot takes updates by webhook");
+            let task = tokio::spawn(dispatch(context, bot, listener, stop));
+            Ok(Running {
+                webhook_routes: Some(routes),
+                task,
+            })
+        }
+    }
+}
+
+/// Waits until Telegram answers `getMe` (the dispatcher asks for it first and gives up
+/// for good if it cannot); `false` if stopped meanwhile.
+async fn reach_telegram(bot: &TgBot, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
     let mut wait = std::time::Duration::from_millis(200);
     loop {
         match bot.get_me().await {
             Ok(me) => {
                 tracing::info!(username = me.username(), "connected to Telegram");
-                break;
+                return true;
             }
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?wait, "cannot reach the Telegram Bot API");
@@ -134,29 +228,34 @@ pub async fn run(
                     _ = stop.changed() => {}
                 }
                 if *stop.borrow() {
-                    return Ok(());
+                    return false;
                 }
                 wait = (wait * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }
+}
+
+/// Dispatches the updates `listener` hears, with the notifier beside, until `stop`.
+async fn dispatch<L>(
+    context: Arc<Context>,
+    bot: TgBot,
+    listener: L,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BotError>
+where
+    L: teloxide::update_listeners::UpdateListener + Send,
+    L::Err: std::fmt::Debug,
+{
     let notifier = notifier::Notifier::new(context.clone(), bot.clone());
     let notifier_stop = stop.clone();
     let notifier_task = tokio::spawn(async move { notifier.run(notifier_stop).await });
-
-    let mut dispatcher = Dispatcher::builder(bot.clone(), handler())
-        .dependencies(dptree::deps![context.clone()])
+    let mut dispatcher = Dispatcher::builder(bot, handler())
+        .dependencies(dptree::deps![context])
         .default_handler(|_| async {})
         .error_handler(LoggingErrorHandler::with_custom_text(
             "a bot handler failed",
         ))
-        .build();
-    let listener = Polling::builder(bot)
-        .timeout(std::time::Duration::from_secs(u64::from(
-            settings.poll_timeout_seconds,
-        )))
-        .delete_webhook()
-        .await
         .build();
     let token = dispatcher.shutdown_token();
     let shutdown = tokio::spawn(async move {
@@ -176,17 +275,30 @@ pub async fn run(
             }
         }
     });
-    tracing::info!("the Telegram bot is polling for updates");
     dispatcher
         .dispatch_with_listener(
             listener,
-            LoggingErrorHandler::with_custom_text("getUpdates failed"),
+            LoggingErrorHandler::with_custom_text("receiving updates failed"),
         )
         .await;
     let _ = shutdown.await;
     match notifier_task.await {
         Ok(result) => result,
         Err(e) => Err(BotError::Internal(format!("the notifier task failed: {e}"))),
+    }
+}
+
+/// Telegram's rule for a webhook's secret token: 1 to 256 of `A-Z a-z 0-9 _ -`.
+pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
+    let fine = (1..=256).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    match fine {
+        true => Ok(()),
+        false => {
+            Err("the webhook secret must be 1 to 256 characters of A-Z, a-z, 0-9, _ and -".into())
+        }
     }
 }
 
