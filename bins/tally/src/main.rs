@@ -42,7 +42,7 @@ struct DatabaseArgs {
 enum Command {
     /// Run the HTTP API with the projectors and reactors (SQLite by default, no
     /// configuration needed).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(serve::KeysCommand),
@@ -97,7 +97,7 @@ async fn serve_command(args: serve::ServeArgs) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Serve(args) => serve_command(args).await,
+        Command::Serve(args) => serve_command(*args).await,
         command => {
             init_logs(log_format_from_env());
             run(command).await
@@ -114,7 +114,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve_command(args).await,
+        Command::Serve(args) => serve_command(*args).await,
         Command::Keys(command) => serve::keys(command).await,
         Command::Migrate(db) => migrate(&db.database_url).await,
         Command::Projections(command) => projections::run(command).await,

@@ -178,9 +178,7 @@ async fn checkout_problem(
     if payment.status != Some(PaymentStatus::Pending) {
         return Ok(Some(format!("payment {payment_id} is not open")));
     }
-    if query.currency.to_string() != terms.currency
-        || Decimal::from(query.total_amount) != terms.amount.get()
-    {
+    if query.currency != terms.currency || Decimal::from(query.total_amount) != terms.amount.get() {
         return Ok(Some(format!(
             "the checkout is for {} {}, the payment for {} {}",
             query.total_amount, query.currency, terms.amount, terms.currency

@@ -542,26 +542,6 @@ fn ru(text: Text<'_>) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn russian_codes_speak_russian_and_everything_else_english() {
-        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
-        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
-        assert_eq!(Lang::from_code(Some("en-GB")), Lang::En);
-        assert_eq!(Lang::from_code(Some("de")), Lang::En);
-        assert_eq!(Lang::from_code(None), Lang::En);
-    }
-
-    #[test]
-    fn credits_show_two_decimals() {
-        assert_eq!(credits(Decimal::new(5, 0)), "5.00");
-        assert_eq!(credits(Decimal::new(-1250, 3)), "-1.25");
-    }
-}
-
 /// What the bot says to admins. Admin replies are in English (the operators' working
 /// language); users' texts above are per language.
 pub enum AdminText<'a> {
@@ -767,5 +747,25 @@ impl AdminText<'_> {
                 format!("A bot handler failed (error id {error_id}, chat {chat}): {error}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn russian_codes_speak_russian_and_everything_else_english() {
+        assert_eq!(Lang::from_code(Some("ru")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("ru-RU")), Lang::Ru);
+        assert_eq!(Lang::from_code(Some("en-GB")), Lang::En);
+        assert_eq!(Lang::from_code(Some("de")), Lang::En);
+        assert_eq!(Lang::from_code(None), Lang::En);
+    }
+
+    #[test]
+    fn credits_show_two_decimals() {
+        assert_eq!(credits(Decimal::new(5, 0)), "5.00");
+        assert_eq!(credits(Decimal::new(-1250, 3)), "-1.25");
     }
 }
