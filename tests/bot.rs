@@ -15,9 +15,12 @@ use serde_json::{Value, json};
 use tally_domain::Config;
 use tally_domain::account::AccountCommand;
 use tally_domain::payment::{PaymentCommand, Purpose, Terms};
+use tally_domain::slot::{Destination, SlotCommand, SlotConfig};
 use tally_domain::subscription::SubscriptionCommand;
-use tally_domain::values::{Amount, DebitId, GrantId, PaymentId, PlanId, Reason, UserId};
-use tally_ledger::{Accounts, Ledger, Payments, Request, Subscriptions};
+use tally_domain::values::{
+    Amount, DebitId, GrantId, HoldId, PaymentId, PlanId, Reason, SlotId, UserId,
+};
+use tally_ledger::{Accounts, Ledger, Payments, Request, Slots, Subscriptions};
 use tally_projections::{Projector, Reactors, default_projections};
 use tally_store::testing::TestDatabase;
 use tally_store::{Actor, EventStore, Metadata, PostgresOptions, StreamId};
@@ -344,6 +347,10 @@ on_both_backends!(
     a_refund_approved_by_another_admin_returns_credits_and_tells_the_user,
     a_webhook_top_up_is_told_once_even_when_the_notifier_restarts,
     thirty_users_twenty_commands_each_all_answered_balances_exact,
+    a_plan_bought_with_stars_gives_its_slots,
+    a_failing_handler_answers_with_an_error_id_and_tells_the_admins,
+    an_admin_cannot_approve_their_own_refund_and_a_rejection_is_told,
+    an_expired_hold_is_told_with_the_credits_returned,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1044,5 +1051,208 @@ async fn thirty_users_twenty_commands_each_all_answered_balances_exact(stack: St
         };
         assert!(first.starts_with(greeting), "{first}");
     }
+    stack
+}
+
+/// Asks `who`'s chat `text` until the answer contains `wanted` (a read model may still
+/// be catching up), and returns that answer.
+async fn say_until(stack: &Stack, who: &Value, text: &str, wanted: &str) -> String {
+    let mut answer = String::new();
+    for attempt in 0..100 {
+        answer = stack.say(who, 100 + attempt, text).await;
+        if answer.contains(wanted) {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{text} never answered with {wanted:?}; last: {answer}");
+}
+
+async fn a_plan_bought_with_stars_gives_its_slots(stack: Stack) -> Stack {
+    let alice = user(901, "en");
+    stack.say(&alice, 1, "/start").await;
+    assert_eq!(
+        stack.say(&alice, 2, "/subscribe").await,
+        "Plans (one period each):"
+    );
+    let plans = buttons(&last_message_to(&stack.fake, 901));
+    assert_eq!(plans, vec!["p:basic", "p:enterprise", "p:pro"]);
+    let invoices = stack.fake.calls_of("sendInvoice").len();
+    stack.fake.push(button(&alice, "q-plan", 3, "p:pro"));
+    let calls = stack
+        .fake
+        .wait_until("the plan's invoice", |calls| {
+            calls.iter().filter(|c| c.method == "sendInvoice").count() > invoices
+        })
+        .await;
+    let invoice = calls
+        .iter()
+        .rfind(|c| c.method == "sendInvoice")
+        .unwrap()
+        .params
+        .clone();
+    assert_eq!(invoice["title"], "Plan pro");
+    assert_eq!(invoice["currency"], "XTR");
+    assert_eq!(invoice["prices"][0]["amount"], 250);
+    let payload = invoice["payload"].as_str().unwrap().to_string();
+    stack
+        .fake
+        .push(pre_checkout(&alice, "pc-plan", &payload, 250));
+    assert_eq!(checkout_answer(&stack, "pc-plan").await["ok"], true);
+    let before = stack.fake.texts_to(901).len();
+    stack
+        .fake
+        .push(successful_payment(&alice, 4, &payload, 250, "charge-901"));
+    assert_eq!(
+        stack.fake.wait_texts(901, before + 1).await[before],
+        "Payment received: plan pro is active."
+    );
+    let subscription = Ledger::<Subscriptions>::new(stack.store.clone(), stack.config.clone())
+        .load(&UserId::new(901).unwrap())
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(subscription.plan.unwrap().as_str(), "pro");
+    assert_eq!(subscription.slots, 3);
+
+    Ledger::<Slots>::new(stack.store.clone(), stack.config.clone())
+        .execute(Request {
+            key: SlotId::new("s-901".to_string()).unwrap(),
+            command: SlotCommand::Configure(SlotConfig {
+                user_id: UserId::new(901).unwrap(),
+                content: "Fresh bread daily".into(),
+                destinations: vec![Destination {
+                    chat_id: -100_123,
+                    topic_id: None,
+                }],
+            }),
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    let slots = say_until(&stack, &alice, "/slots", "s-901").await;
+    assert_eq!(
+        slots,
+        "Plan pro, 3 slots. Your ad slots:\n• s-901: 1 destinations, 0 posts tried, 0 posted, 0 failed"
+    );
+    stack
+}
+
+async fn a_failing_handler_answers_with_an_error_id_and_tells_the_admins(stack: Stack) -> Stack {
+    let alice = user(1_001, "en");
+    stack.say(&alice, 1, "/start").await;
+    let head = stack.store.last_position().await.unwrap();
+    // The statement's read model goes missing under the bot.
+    sqlx::query("DROP VIEW statement")
+        .execute(stack.projector.pool())
+        .await
+        .unwrap();
+    let answer = stack.say(&alice, 2, "/history").await;
+    let prefix = "Sorry, something went wrong and nothing was changed. Error id: ";
+    assert!(answer.starts_with(prefix), "{answer}");
+    let error_id = answer[prefix.len()..].trim_end_matches('.').to_string();
+    assert!(!error_id.is_empty());
+    for admin in [ADMIN_A, ADMIN_B] {
+        let note = stack.fake.wait_texts(admin, 1).await.join("\n");
+        assert!(
+            note.contains(&format!("error id {error_id}, chat 1001")),
+            "{note}"
+        );
+    }
+    assert_eq!(stack.store.last_position().await.unwrap(), head);
+    stack
+}
+
+async fn an_admin_cannot_approve_their_own_refund_and_a_rejection_is_told(stack: Stack) -> Stack {
+    let admin_a = user(ADMIN_A, "en");
+    let admin_b = user(ADMIN_B, "en");
+    stack.say(&admin_a, 1, "/start").await;
+    stack.grant(ADMIN_A, "g-a", 5).await;
+    stack
+        .accounts()
+        .execute(Request {
+            key: UserId::new(ADMIN_A).unwrap(),
+            command: AccountCommand::Debit {
+                debit_id: DebitId::new("job-a".to_string()).unwrap(),
+                amount: Amount::new(Decimal::from(2)).unwrap(),
+                reason: Reason::new("render".to_string()).unwrap(),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    stack.say(&admin_a, 2, "/refund").await;
+    let spend = buttons(&last_message_to(&stack.fake, ADMIN_A)).remove(0);
+    let before = stack.fake.texts_to(ADMIN_A).len();
+    stack.fake.push(button(&admin_a, "q-ra", 7, &spend));
+    stack.fake.wait_texts(ADMIN_A, before + 1).await;
+    stack.say(&admin_a, 3, "my own job failed").await;
+    let refund_id = format!("tg-{ADMIN_A}-{}", spend.trim_start_matches("r:"));
+
+    let before = stack.fake.texts_to(ADMIN_A).len();
+    stack
+        .fake
+        .push(button(&admin_a, "q-self", 8, &format!("ra:{refund_id}")));
+    let refused = stack.fake.wait_texts(ADMIN_A, before + 1).await[before].clone();
+    assert!(refused.starts_with("Not done:"), "{refused}");
+    assert_eq!(
+        stack
+            .count(&format!("refund-{refund_id}"), "refund.approved")
+            .await,
+        0
+    );
+
+    let before = stack.fake.texts_to(ADMIN_B).len();
+    stack
+        .fake
+        .push(button(&admin_b, "q-reject", 9, &format!("rr:{refund_id}")));
+    assert_eq!(
+        stack.fake.wait_texts(ADMIN_B, before + 1).await[before],
+        format!("Refund {refund_id} rejected.")
+    );
+    stack
+        .fake
+        .wait_until("the requester told of the rejection", |_| {
+            stack.fake.texts_to(ADMIN_A).iter().any(|t| {
+                t == &format!("Your refund was rejected: rejected by admin {ADMIN_B} in the bot.")
+            })
+        })
+        .await;
+    assert_eq!(stack.available(ADMIN_A).await, Decimal::from(3));
+    stack
+}
+
+async fn an_expired_hold_is_told_with_the_credits_returned(stack: Stack) -> Stack {
+    let alice = user(1_101, "ru");
+    stack.say(&alice, 1, "/start").await;
+    stack.grant_quietly(1_101, "g-1101", 5).await;
+    stack
+        .accounts()
+        .execute(Request {
+            key: UserId::new(1_101).unwrap(),
+            command: AccountCommand::PlaceHold {
+                hold_id: HoldId::new("job-1101".to_string()).unwrap(),
+                amount: Amount::new(Decimal::from(2)).unwrap(),
+                ttl_seconds: 1,
+                reason: Reason::new("render".to_string()).unwrap(),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    stack
+        .fake
+        .wait_until("the expiry notice", |_| {
+            stack
+                .fake
+                .texts_to(1_101)
+                .iter()
+                .any(|t| t == "Задача не завершилась вовремя; 2.00 кредитов из резерва возвращены.")
+        })
+        .await;
+    assert_eq!(stack.available(1_101).await, Decimal::from(5));
     stack
 }

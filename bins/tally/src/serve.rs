@@ -5,6 +5,7 @@
 //! (or `--config PATH`), the defaults. With none at all Tally runs on SQLite at
 //! `./data/tally.db` and listens on 127.0.0.1:8080.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -326,11 +327,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let address = listener.local_addr()?;
-        println!(
-            "tally listens on http://{address} (database {})",
+        // Whoever started the server may have stopped reading its output: a closed
+        // stdout must not take the server down with it.
+        let _ = writeln!(
+            std::io::stdout(),
+            "tally listens on http://{address} (database {})\ncreate a key: tally keys create --role service --name my-bot",
             crate::redact(url)
         );
-        println!("create a key: tally keys create --role service --name my-bot");
         let mut shutdown = stopped.clone();
         let mut app = tally_api::router(state);
         if let Some(routes) = webhook_routes.take() {

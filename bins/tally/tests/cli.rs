@@ -572,6 +572,8 @@ fn serve_in(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, Optio
         let mut lines =
             std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
         let first = lines.next().unwrap().unwrap();
+        // Keep reading what the server prints, as a terminal would.
+        std::thread::spawn(move || lines.for_each(drop));
         first
             .split_whitespace()
             .find(|w| w.starts_with("http://"))

@@ -429,7 +429,8 @@ async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
     .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)));
     let rows = sqlx::query(
         "SELECT s.slot_id, s.destinations, \
-                coalesce(sum(p.attempts), 0), coalesce(sum(p.successes), 0), coalesce(sum(p.failures), 0) \
+                CAST(coalesce(sum(p.attempts), 0) AS BIGINT), CAST(coalesce(sum(p.successes), 0) AS BIGINT), \
+                CAST(coalesce(sum(p.failures), 0) AS BIGINT) \
          FROM slots s LEFT JOIN post_stats p ON p.slot_id = s.slot_id \
          WHERE s.user_id = $1 GROUP BY s.slot_id, s.destinations, s.configured_at \
          ORDER BY s.configured_at",
