@@ -80,31 +80,18 @@ impl Stack {
         tasks.push(tokio::spawn(async move {
             reactors.run(until).await.unwrap();
         }));
-        let state = tally_api::AppState {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            slots: Ledger::new(store.clone(), config.clone()),
-            hold_owners: Default::default(),
-            webhook_secrets: Arc::new(
-                tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}"))
-                    .unwrap(),
-            ),
-            store: store.clone(),
-            projector: projector.clone(),
-            keys: Arc::new(
-                tally_api::Keys::new(
-                    projector.pool().clone(),
-                    "service:bot:service-key-0123456789",
-                )
-                .unwrap(),
-            ),
-            config: config.clone(),
-            limiter: Arc::new(tally_api::limits::RateLimiter::new(
-                tally_api::limits::Limits::default(),
-            )),
-        };
+        let state = tally_api::AppState::new(
+            store.clone(),
+            projector.clone(),
+            config.clone(),
+            tally_api::Keys::new(
+                projector.pool().clone(),
+                "service:bot:service-key-0123456789",
+            )
+            .unwrap(),
+            tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}")).unwrap(),
+            tally_api::limits::Limits::default(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
         let fake = FakeTelegram::start().await;
@@ -402,6 +389,8 @@ async fn in_webhook_mode_telegram_posts_updates_with_its_secret() {
     let texts = stack.fake.wait_texts(801, 1).await;
     assert!(texts[0].starts_with("Hello, User801!"), "{texts:?}");
     assert_eq!(stack.count("account-801", "account.opened").await, 1);
+    drop(post);
+    drop(client);
     stack.finish().await;
 }
 

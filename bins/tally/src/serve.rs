@@ -14,10 +14,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use tally_api::auth::{Role, create_key, list_keys, revoke_key};
-use tally_api::limits::{DEFAULT_PER_IP, DEFAULT_PER_KEY, Limit, Limits, RateLimiter};
+use tally_api::limits::{DEFAULT_PER_IP, DEFAULT_PER_KEY, Limit, Limits};
 use tally_api::{AppState, Keys};
 use tally_domain::Config;
-use tally_ledger::Ledger;
 use tally_projections::{Projector, Reactors, default_projections};
 use tally_store::{DEFAULT_DATABASE_URL, PostgresOptions};
 
@@ -309,20 +308,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
         let webhook_secrets = tally_api::payments::parse_webhook_secrets(&settings.webhook_secrets)
             .map_err(|e| anyhow::anyhow!(e))?;
-        let state = AppState {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            hold_owners: Default::default(),
-            slots: Ledger::new(store.clone(), config.clone()),
-            webhook_secrets: Arc::new(webhook_secrets),
-            store: store.clone(),
-            projector: projector.clone(),
-            keys: Arc::new(keys),
-            config: config.clone(),
-            limiter: Arc::new(RateLimiter::new(settings.limits)),
-        };
+        let state = AppState::new(
+            store.clone(),
+            projector.clone(),
+            config.clone(),
+            keys,
+            webhook_secrets,
+            settings.limits,
+        );
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;

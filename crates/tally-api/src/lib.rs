@@ -72,6 +72,34 @@ pub struct AppState {
     pub limiter: Arc<limits::RateLimiter>,
 }
 
+impl AppState {
+    /// The API's state over an opened store and its read models: a command service
+    /// per stream kind, the keys, the webhook secrets by provider and the rate limits.
+    pub fn new(
+        store: Arc<dyn tally_store::EventStore>,
+        projector: Arc<Projector>,
+        config: Arc<Config>,
+        keys: Keys,
+        webhook_secrets: std::collections::HashMap<String, String>,
+        limits: limits::Limits,
+    ) -> Self {
+        Self {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
+            slots: Ledger::new(store.clone(), config.clone()),
+            webhook_secrets: Arc::new(webhook_secrets),
+            store,
+            projector,
+            keys: Arc::new(keys),
+            config,
+            hold_owners: Default::default(),
+            limiter: Arc::new(limits::RateLimiter::new(limits)),
+        }
+    }
+}
+
 /// The OpenAPI document's frame; the paths come from the routes.
 #[derive(OpenApi)]
 #[openapi(

@@ -8,7 +8,6 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tally_api::{AppState, Keys};
 use tally_domain::Config;
-use tally_ledger::Ledger;
 use tally_projections::{Projector, default_projections};
 use tally_store::PostgresOptions;
 use tally_store::testing::TestDatabase;
@@ -55,25 +54,17 @@ impl Server {
             &format!("service:bot:{SERVICE},admin:ops-alice:{ADMIN},admin:ops-bob:{ADMIN_BOB},auditor:aud:{AUDITOR}"),
         )
         .unwrap();
-        let state = AppState {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            hold_owners: Default::default(),
-            slots: Ledger::new(store.clone(), config.clone()),
-            webhook_secrets: Arc::new(
-                tally_api::payments::parse_webhook_secrets(&format!(
-                    "stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"
-                ))
-                .unwrap(),
-            ),
-            store: store.clone(),
-            projector: projector.clone(),
-            keys: Arc::new(keys),
+        let state = AppState::new(
+            store.clone(),
+            projector.clone(),
             config,
-            limiter: Arc::new(tally_api::limits::RateLimiter::new(limits)),
-        };
+            keys,
+            tally_api::payments::parse_webhook_secrets(&format!(
+                "stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"
+            ))
+            .unwrap(),
+            limits,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::watch::channel(false);

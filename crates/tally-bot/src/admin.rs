@@ -292,18 +292,17 @@ async fn run(
                 _ => return Ok(None),
             };
             let reason = args.rest(1).unwrap_or_default();
+            // The event's id comes from the message: a redelivered update is a replay.
+            let stream = tally_store::StreamId::new(MAINTENANCE_STREAM)?;
             let event = tally_store::NewEvent::new(
                 MAINTENANCE_SWITCHED,
                 serde_json::json!({"on": on, "admin": who.user.to_string(), "reason": reason}),
                 metadata,
-            );
+            )
+            .with_id(tally_ledger::event_id(&stream, id, 0));
             context
                 .store
-                .append(
-                    &tally_store::StreamId::new(MAINTENANCE_STREAM)?,
-                    tally_store::ExpectedVersion::Any,
-                    vec![event],
-                )
+                .append(&stream, tally_store::ExpectedVersion::Any, vec![event])
                 .await?;
             context.maintenance.set(on);
             Ok(Some(AdminText::Maintenance { on }.say()))

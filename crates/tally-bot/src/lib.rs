@@ -47,6 +47,9 @@ pub use context::{BotError, Context};
 /// The bot as handlers use it: every call throttled.
 pub type TgBot = Throttle<Bot>;
 
+/// How long the bot may take to finish the updates in hand once told to stop.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The stream that records maintenance mode switches.
 pub const MAINTENANCE_STREAM: &str = "bot-maintenance";
 /// The event type of a maintenance switch.
@@ -258,6 +261,7 @@ where
         ))
         .build();
     let token = dispatcher.shutdown_token();
+    let mut grace = stop.clone();
     let shutdown = tokio::spawn(async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
@@ -275,13 +279,26 @@ where
             }
         }
     });
-    dispatcher
-        .dispatch_with_listener(
-            listener,
-            LoggingErrorHandler::with_custom_text("receiving updates failed"),
-        )
-        .await;
-    let _ = shutdown.await;
+    let dispatching = dispatcher.dispatch_with_listener(
+        listener,
+        LoggingErrorHandler::with_custom_text("receiving updates failed"),
+    );
+    // A webhook's listener ends only when the HTTP server lets go of its route; bound
+    // the wait so a connection held open cannot keep the process from stopping.
+    tokio::select! {
+        _ = dispatching => {}
+        _ = async {
+            while !*grace.borrow() {
+                if grace.changed().await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "the bot's dispatcher did not stop in time; dropped");
+        }
+    }
+    shutdown.abort();
     match notifier_task.await {
         Ok(result) => result,
         Err(e) => Err(BotError::Internal(format!("the notifier task failed: {e}"))),

@@ -420,6 +420,9 @@ async fn plans(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
 }
 
 async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
+    // The plan as the ledger has it now (a plan just paid shows).
+    let loaded = context.subscriptions.load(&who.user_id()?).await?;
+    context.settle("subscriptions", loaded.position).await;
     let plan = sqlx::query(
         "SELECT plan, slots FROM subscriptions WHERE user_id = $1 AND status = 'active'",
     )
