@@ -389,7 +389,6 @@ async fn in_webhook_mode_telegram_posts_updates_with_its_secret() {
     let texts = stack.fake.wait_texts(801, 1).await;
     assert!(texts[0].starts_with("Hello, User801!"), "{texts:?}");
     assert_eq!(stack.count("account-801", "account.opened").await, 1);
-    drop(post);
     drop(client);
     stack.finish().await;
 }
