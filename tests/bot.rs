@@ -338,6 +338,7 @@ on_both_backends!(
     a_failing_handler_answers_with_an_error_id_and_tells_the_admins,
     an_admin_cannot_approve_their_own_refund_and_a_rejection_is_told,
     an_expired_hold_is_told_with_the_credits_returned,
+    a_plan_ending_within_three_days_is_told_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1242,5 +1243,61 @@ async fn an_expired_hold_is_told_with_the_credits_returned(stack: Stack) -> Stac
         })
         .await;
     assert_eq!(stack.available(1_101).await, Decimal::from(5));
+    stack
+}
+
+async fn a_plan_ending_within_three_days_is_told_once(stack: Stack) -> Stack {
+    let alice = user(1_201, "en");
+    stack.say(&alice, 1, "/start").await;
+    let paid = Ledger::<Subscriptions>::new(stack.store.clone(), stack.config.clone())
+        .execute(Request {
+            key: UserId::new(1_201).unwrap(),
+            command: SubscriptionCommand::Pay {
+                payment_id: PaymentId::new("basic-1201".to_string()).unwrap(),
+                plan: PlanId::new("basic".to_string()).unwrap(),
+            },
+            command_id: Some("pay:basic-1201".into()),
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    let period_end = paid.view.period_end.unwrap();
+    stack
+        .projector
+        .wait_for("subscriptions", paid.position, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A notifier of its own, swept at chosen times (the running one sweeps at now).
+    let notifier = tally_bot::notifier::Notifier::new(
+        Arc::new(tally_bot::Context::new(
+            stack.store.clone(),
+            stack.projector.clone(),
+            stack.config.clone(),
+            HashSet::new(),
+        )),
+        tally_bot::client(&bot_settings(&stack.fake)),
+    );
+    let four_days_before = period_end - chrono::Duration::days(4);
+    assert_eq!(notifier.sweep_expiring(four_days_before).await.unwrap(), 0);
+    let two_days_before = period_end - chrono::Duration::days(2);
+    assert_eq!(notifier.sweep_expiring(two_days_before).await.unwrap(), 1);
+    assert_eq!(
+        notifier.sweep_expiring(two_days_before).await.unwrap(),
+        0,
+        "once"
+    );
+    let told: Vec<String> = stack
+        .fake
+        .texts_to(1_201)
+        .into_iter()
+        .filter(|t| t.starts_with("Your plan basic ends on"))
+        .collect();
+    assert_eq!(
+        told,
+        vec![format!(
+            "Your plan basic ends on {}. Renew it with /plans.",
+            period_end.format("%Y-%m-%d %H:%M")
+        )]
+    );
     stack
 }

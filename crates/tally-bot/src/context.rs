@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Row};
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger, LedgerError, Payments, Refunds, Slots, Subscriptions};
+use tally_ledger::{Accounts, Ledger, LedgerError, Payments, Refunds, Subscriptions};
 use tally_projections::{ProjectionError, Projector};
 use tally_store::{Actor, ActorKind, EventStore, Metadata, StreamId};
 use teloxide::prelude::*;
@@ -76,8 +76,6 @@ pub struct Context {
     pub(crate) payments: Ledger<Payments>,
     pub(crate) subscriptions: Ledger<Subscriptions>,
     pub(crate) refunds: Ledger<Refunds>,
-    #[allow(dead_code)]
-    pub(crate) slots: Ledger<Slots>,
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) projector: Arc<Projector>,
     pub(crate) config: Arc<Config>,
@@ -99,7 +97,6 @@ impl Context {
             payments: Ledger::new(store.clone(), config.clone()),
             subscriptions: Ledger::new(store.clone(), config.clone()),
             refunds: Ledger::new(store.clone(), config.clone()),
-            slots: Ledger::new(store.clone(), config.clone()),
             store,
             projector,
             config,

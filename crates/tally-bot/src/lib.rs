@@ -14,8 +14,8 @@
 //! - [`texts`]: every word the bot says, per language.
 //!
 //! Updates come by long polling, or by webhook (the route is merged into the API's
-//! server; Telegram's secret-token header is checked). They are dispatched by teloxide: different chats concurrently, one chat's
-//! updates in order. Outgoing calls go through teloxide's `Throttle`, which keeps
+//! server; Telegram's secret-token header is checked). They are dispatched by
+//! teloxide: different chats concurrently, one chat's updates in order. Outgoing calls go through teloxide's `Throttle`, which keeps
 //! Telegram's limits and waits out a 429's `retry_after`.
 //!
 //! Idempotency: Telegram redelivers an update the bot did not confirm. Every command
@@ -55,8 +55,9 @@ pub const MAINTENANCE_STREAM: &str = "bot-maintenance";
 /// The event type of a maintenance switch.
 pub const MAINTENANCE_SWITCHED: &str = "bot.maintenance_switched";
 
-/// How the bot reaches Telegram and who its admins are.
-#[derive(Clone, Debug)]
+/// How the bot reaches Telegram and who its admins are. (Its `Debug` leaves the
+/// token out.)
+#[derive(Clone)]
 pub struct Settings {
     /// The bot's token from @BotFather.
     pub token: String,
@@ -73,7 +74,7 @@ pub struct Settings {
 }
 
 /// How the bot receives updates.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub enum Delivery {
     /// `getUpdates` long polling (no public address needed).
     #[default]
@@ -98,6 +99,27 @@ impl Settings {
             limits: Limits::default(),
             poll_timeout_seconds: 10,
             delivery: Delivery::Polling,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("token", &"<redacted>")
+            .field("api_url", &self.api_url)
+            .field("admin_ids", &self.admin_ids)
+            .field("poll_timeout_seconds", &self.poll_timeout_seconds)
+            .field("delivery", &self.delivery)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Delivery::Polling => f.write_str("Polling"),
+            Delivery::Webhook { url, .. } => write!(f, "Webhook({url})"),
         }
     }
 }
