@@ -17,8 +17,8 @@ use tally_projections::AsOf;
 use teloxide::prelude::*;
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
 
-use crate::texts::{AdminText, Entry};
-use crate::users::{Who, day_and_time};
+use crate::texts::AdminText;
+use crate::users::{Who, latest_entries};
 use crate::{BotError, Context, MAINTENANCE_STREAM, MAINTENANCE_SWITCHED, TgBot};
 
 /// The admin commands.
@@ -37,7 +37,7 @@ pub const COMMANDS: &[&str] = &[
 /// Refund requests `/refunds` shows at once.
 pub const REFUND_QUEUE_SHOWN_MAX: i64 = 10;
 /// Statement entries `/user` shows.
-pub const USER_CARD_ENTRIES: i64 = 5;
+pub const USER_CARD_ENTRIES: usize = 5;
 
 fn usage(command: &str) -> &'static str {
     match command {
@@ -319,25 +319,7 @@ async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> 
         return Err(tally_domain::DomainError::AccountNotFound { user_id: user }.into());
     }
     let subscription = context.subscriptions.load(&user).await?.state;
-    let rows = sqlx::query(
-        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
-         WHERE user_id = $1 ORDER BY position DESC LIMIT $2",
-    )
-    .bind(user.get())
-    .bind(USER_CARD_ENTRIES)
-    .fetch_all(context.pool())
-    .await?;
-    let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let last: Vec<Entry<'_>> = rows
-        .iter()
-        .zip(&kinds)
-        .map(|(row, kind)| Entry {
-            kind,
-            amount: tally_projections::from_cents(row.get(1)),
-            balance_after: tally_projections::from_cents(row.get(2)),
-            at: day_and_time(row.get(3)),
-        })
-        .collect();
+    let last = latest_entries(context, user.get(), USER_CARD_ENTRIES, 0).await?;
     let status = match account.status {
         tally_domain::account::AccountStatus::Open => "open",
         tally_domain::account::AccountStatus::Blocked => "blocked",

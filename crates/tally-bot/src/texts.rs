@@ -47,9 +47,9 @@ pub fn credits(amount: Decimal) -> String {
 }
 
 /// One statement line as the bot shows it.
-pub struct Entry<'a> {
+pub struct Entry {
     /// `deposit`, `grant`, `debit` …
-    pub kind: &'a str,
+    pub kind: String,
     /// Signed change of the available credits.
     pub amount: Decimal,
     /// Available after it.
@@ -74,7 +74,7 @@ pub enum Text<'a> {
     /// `/history` page header; entries follow.
     History {
         page: usize,
-        entries: &'a [Entry<'a>],
+        entries: &'a [Entry],
     },
     /// `/history` with nothing in it.
     HistoryEmpty,
@@ -230,7 +230,7 @@ pub enum Text<'a> {
     NotifyUnblocked,
 }
 
-fn history_lines(entries: &[Entry<'_>], kind: fn(&str) -> &'static str) -> String {
+fn history_lines(entries: &[Entry], kind: fn(&str) -> &'static str) -> String {
     entries
         .iter()
         .map(|e| {
@@ -238,7 +238,7 @@ fn history_lines(entries: &[Entry<'_>], kind: fn(&str) -> &'static str) -> Strin
             format!(
                 "{} · {} {sign}{} → {}",
                 e.at,
-                kind(e.kind),
+                kind(&e.kind),
                 credits(e.amount),
                 credits(e.balance_after)
             )
@@ -584,7 +584,7 @@ pub enum AdminText<'a> {
         held: Decimal,
         open_holds: usize,
         subscription: Option<(&'a str, u32, String)>,
-        last: &'a [Entry<'a>],
+        last: &'a [Entry],
     },
     /// `/refunds` empty.
     RefundQueueEmpty,

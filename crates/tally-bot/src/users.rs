@@ -309,28 +309,15 @@ async fn history(
 ) -> Result<(), BotError> {
     let loaded = context.accounts.load(&who.user_id()?).await?;
     context.settle("accounts", loaded.position).await;
-    let rows = sqlx::query(
-        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
-         WHERE user_id = $1 ORDER BY position DESC LIMIT $2 OFFSET $3",
+    let mut entries = latest_entries(
+        context,
+        who.user,
+        HISTORY_PAGE_ENTRIES + 1,
+        page * HISTORY_PAGE_ENTRIES,
     )
-    .bind(who.user)
-    .bind((HISTORY_PAGE_ENTRIES + 1) as i64)
-    .bind((page * HISTORY_PAGE_ENTRIES) as i64)
-    .fetch_all(context.pool())
     .await?;
-    let more = rows.len() > HISTORY_PAGE_ENTRIES;
-    let kinds: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let entries: Vec<Entry<'_>> = rows
-        .iter()
-        .zip(&kinds)
-        .take(HISTORY_PAGE_ENTRIES)
-        .map(|(row, kind)| Entry {
-            kind,
-            amount: tally_projections::from_cents(row.get(1)),
-            balance_after: tally_projections::from_cents(row.get(2)),
-            at: day_and_time(row.get(3)),
-        })
-        .collect();
+    let more = entries.len() > HISTORY_PAGE_ENTRIES;
+    entries.truncate(HISTORY_PAGE_ENTRIES);
     let text = match entries.is_empty() {
         true => who.say(Text::HistoryEmpty),
         false => who.say(Text::History {
@@ -365,6 +352,34 @@ async fn history(
         }
     }
     Ok(())
+}
+
+/// A user's statement entries from the read model, newest first: `limit` of them
+/// after the newest `skip`.
+pub(crate) async fn latest_entries(
+    context: &Context,
+    user: i64,
+    limit: usize,
+    skip: usize,
+) -> Result<Vec<Entry>, BotError> {
+    let rows = sqlx::query(
+        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
+         WHERE user_id = $1 ORDER BY position DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(user)
+    .bind(limit as i64)
+    .bind(skip as i64)
+    .fetch_all(context.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Entry {
+            kind: row.get(0),
+            amount: tally_projections::from_cents(row.get(1)),
+            balance_after: tally_projections::from_cents(row.get(2)),
+            at: day_and_time(row.get(3)),
+        })
+        .collect())
 }
 
 pub(crate) fn day_and_time(micros: i64) -> String {
