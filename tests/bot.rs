@@ -771,6 +771,24 @@ async fn admin_commands_take_effect_and_carry_the_admins_id(stack: Stack) -> Sta
     assert_eq!(switches.len(), 2);
     assert_eq!(switches[0].payload["on"], true);
     assert_eq!(switches[0].metadata.actor.id, ADMIN_A.to_string());
+    // Switched on by an admin of another process: this one follows within seconds.
+    stack
+        .store
+        .append(
+            &StreamId::new(tally_bot::MAINTENANCE_STREAM).unwrap(),
+            tally_store::ExpectedVersion::Exact(2),
+            vec![tally_store::NewEvent::new(
+                tally_bot::MAINTENANCE_SWITCHED,
+                json!({"on": true, "admin": ADMIN_B.to_string(), "reason": "elsewhere"}),
+                Metadata::by(Actor::new(
+                    tally_store::ActorKind::Admin,
+                    ADMIN_B.to_string(),
+                )),
+            )],
+        )
+        .await
+        .unwrap();
+    say_until(&stack, &owner, "/balance", "under maintenance").await;
     stack
 }
 

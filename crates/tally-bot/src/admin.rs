@@ -300,11 +300,12 @@ async fn run(
                 metadata,
             )
             .with_id(tally_ledger::event_id(&stream, id, 0));
-            context
+            let appended = context
                 .store
                 .append(&stream, tally_store::ExpectedVersion::Any, vec![event])
                 .await?;
-            context.maintenance.set(on);
+            let version = appended.stream_version(&stream).unwrap_or(0);
+            context.maintenance.set(on, version);
             Ok(Some(AdminText::Maintenance { on }.say()))
         }
         _ => Ok(None),

@@ -175,23 +175,37 @@ impl Context {
         }
     }
 
-    /// Loads the maintenance switch from the log.
+    /// Reads the maintenance switches appended since the last read.
     pub(crate) async fn load_maintenance(&self) -> Result<(), BotError> {
         let stream = StreamId::new(MAINTENANCE_STREAM)?;
-        let mut from = 1;
-        let mut on = false;
+        let known = self.maintenance.get();
+        let (mut on, mut version) = (known.on, known.version);
         loop {
-            let events = self.store.read_stream(&stream, from, 1_000).await?;
+            let events = self.store.read_stream(&stream, version + 1, 1_000).await?;
             let Some(last) = events.last() else { break };
             on = last
                 .payload
                 .get("on")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
-            from = last.stream_version + 1;
+            version = last.stream_version;
         }
-        self.maintenance.set(on);
+        self.maintenance.set(on, version);
         Ok(())
+    }
+
+    /// Whether maintenance is on, as the log said at most [`crate::MAINTENANCE_RECHECK`]
+    /// ago (so a switch by an admin of another process reaches this one). If the log
+    /// cannot be read, the last known state holds.
+    pub(crate) async fn maintenance_on(&self) -> bool {
+        let known = self.maintenance.get();
+        let stale = known
+            .read_at
+            .is_none_or(|at| at.elapsed() >= crate::MAINTENANCE_RECHECK);
+        if stale && let Err(error) = self.load_maintenance().await {
+            tracing::warn!(%error, "could not read the maintenance switch; keeping the last known");
+        }
+        self.maintenance.get().on
     }
 
     /// Tells `chat` about a failure with an error id, and every admin what failed.

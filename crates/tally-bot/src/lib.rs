@@ -32,7 +32,6 @@ pub mod users;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use teloxide::adaptors::Throttle;
 use teloxide::adaptors::throttle::Limits;
@@ -341,17 +340,51 @@ pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
     }
 }
 
-/// Whether maintenance mode is on (kept in memory, loaded from the log at start).
-pub(crate) struct Maintenance(AtomicBool);
+/// How long a process trusts what it last read of the maintenance switch before it
+/// reads the log again (another process may have switched it).
+pub const MAINTENANCE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The maintenance switch as this process last read it from `bot-maintenance`.
+pub(crate) struct Maintenance(std::sync::Mutex<MaintenanceRead>);
+
+#[derive(Clone, Copy)]
+pub(crate) struct MaintenanceRead {
+    /// Whether it is on.
+    pub(crate) on: bool,
+    /// The stream version read up to.
+    pub(crate) version: u64,
+    /// When the log was last read (`None`: never).
+    pub(crate) read_at: Option<std::time::Instant>,
+}
 
 impl Maintenance {
     pub(crate) fn new() -> Self {
-        Self(AtomicBool::new(false))
+        Self(std::sync::Mutex::new(MaintenanceRead {
+            on: false,
+            version: 0,
+            read_at: None,
+        }))
     }
-    pub(crate) fn on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+
+    pub(crate) fn get(&self) -> MaintenanceRead {
+        match self.0.lock() {
+            Ok(read) => *read,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
     }
-    pub(crate) fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
+
+    /// Records a read of the log up to `version` (never going back to an older one).
+    pub(crate) fn set(&self, on: bool, version: u64) {
+        let mut read = match self.0.lock() {
+            Ok(read) => read,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if version >= read.version {
+            *read = MaintenanceRead {
+                on,
+                version,
+                read_at: Some(std::time::Instant::now()),
+            };
+        }
     }
 }

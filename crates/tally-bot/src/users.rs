@@ -135,7 +135,7 @@ async fn route_message(
         return Ok(());
     };
     let admin = context.is_admin(who.user);
-    if context.maintenance.on() && !admin {
+    if !admin && context.maintenance_on().await {
         bot.send_message(who.chat, who.say(Text::Maintenance))
             .await?;
         return Ok(());
@@ -183,7 +183,7 @@ async fn route_callback(
         return Ok(());
     };
     let admin = context.is_admin(who.user);
-    if context.maintenance.on() && !admin {
+    if !admin && context.maintenance_on().await {
         bot.send_message(who.chat, who.say(Text::Maintenance))
             .await?;
         return Ok(());
