@@ -889,29 +889,29 @@ fn sign(body: &str) -> String {
     format!("sha256={hex}")
 }
 
-async fn a_webhook_top_up_is_told_once_even_when_the_notifier_restarts(mut stack: Stack) -> Stack {
-    let alice = user(701, "en");
-    stack.say(&alice, 1, "/start").await;
+/// Creates a payment as a bot backend would, then sends its provider's signed
+/// webhook `times` times.
+async fn pay_by_webhook(stack: &Stack, user: i64, payment: &str, purpose: Purpose, times: usize) {
     Ledger::<Payments>::new(stack.store.clone(), stack.config.clone())
         .execute(Request {
-            key: PaymentId::new("oxa-701".to_string()).unwrap(),
+            key: PaymentId::new(payment.to_string()).unwrap(),
             command: PaymentCommand::Create(Terms {
-                user_id: UserId::new(701).unwrap(),
+                user_id: UserId::new(user).unwrap(),
                 provider: "stars".into(),
                 amount: Amount::new(Decimal::from(100)).unwrap(),
                 currency: "XTR".into(),
-                purpose: Purpose::Credits(Amount::new(Decimal::from(20)).unwrap()),
+                purpose,
             }),
             command_id: None,
             metadata: Metadata::by(Actor::system("test")),
         })
         .await
         .unwrap();
-    let body = json!({"payment_id": "oxa-701", "status": "succeeded", "amount": "100",
-                      "currency": "XTR", "provider_payment_id": "tx-701"})
+    let body = json!({"payment_id": payment, "status": "succeeded", "amount": "100",
+                      "currency": "XTR", "provider_payment_id": format!("tx-{payment}")})
     .to_string();
     let client = reqwest::Client::new();
-    for _ in 0..3 {
+    for _ in 0..times {
         let response = client
             .post(format!("{}/v1/webhooks/stars", stack.api))
             .header("X-Tally-Signature", sign(&body))
@@ -921,17 +921,32 @@ async fn a_webhook_top_up_is_told_once_even_when_the_notifier_restarts(mut stack
             .unwrap();
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
+}
+
+async fn a_webhook_top_up_is_told_once_even_when_the_notifier_restarts(mut stack: Stack) -> Stack {
+    let alice = user(701, "en");
+    stack.say(&alice, 1, "/start").await;
+    let credits = Purpose::Credits(Amount::new(Decimal::from(20)).unwrap());
+    pay_by_webhook(&stack, 701, "oxa-701", credits, 3).await;
+    let plan = Purpose::Plan(PlanId::new("pro".to_string()).unwrap());
+    pay_by_webhook(&stack, 701, "oxa-701-plan", plan, 2).await;
+    let notices = [
+        "Your top-up arrived: +20.00 credits.",
+        "Your payment for plan pro arrived; the plan is active.",
+    ];
     let told = |stack: &Stack| {
-        stack
-            .fake
-            .texts_to(701)
-            .iter()
-            .filter(|t| *t == "Your top-up arrived: +20.00 credits.")
-            .count()
+        notices.map(|notice| {
+            stack
+                .fake
+                .texts_to(701)
+                .iter()
+                .filter(|t| *t == notice)
+                .count()
+        })
     };
     stack
         .fake
-        .wait_until("the top-up notice", |_| told(&stack) >= 1)
+        .wait_until("both notices", |_| told(&stack) == [1, 1])
         .await;
 
     // The notifier dies and comes back having lost its checkpoint: it reads the
@@ -959,7 +974,12 @@ async fn a_webhook_top_up_is_told_once_even_when_the_notifier_restarts(mut stack
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(told(&stack), 1, "told once: {:?}", stack.fake.texts_to(701));
+    assert_eq!(
+        told(&stack),
+        [1, 1],
+        "told once: {:?}",
+        stack.fake.texts_to(701)
+    );
     assert_eq!(stack.count("account-701", "credits.deposited").await, 1);
     stack
 }
