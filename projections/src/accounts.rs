@@ -302,6 +302,30 @@ impl AsOf {
     }
 }
 
+/// The columns of a statement entry, in [`statement_entry`]'s order.
+const STATEMENT_COLUMNS: &str = "position, kind, amount_cents, balance_after_cents, \
+    held_after_cents, reference, actor, occurred_at";
+
+fn statement_entry(row: &sqlx::any::AnyRow) -> Result<StatementEntry, ProjectionError> {
+    let position: i64 = row.get(0);
+    let at: i64 = row.get(7);
+    Ok(StatementEntry {
+        position: u64::try_from(position).unwrap_or(0),
+        kind: row.get(1),
+        amount: crate::from_cents(row.get(2)),
+        balance_after: crate::from_cents(row.get(3)),
+        held_after: crate::from_cents(row.get(4)),
+        reference: row.get(5),
+        actor: row.get(6),
+        occurred_at: chrono::DateTime::from_timestamp_micros(at).ok_or_else(|| {
+            ProjectionError::Event {
+                position: position as u64,
+                detail: format!("occurred_at {at} is out of range"),
+            }
+        })?,
+    })
+}
+
 /// A user's statement from the read model, oldest first, up to `as_of`.
 pub async fn account_statement(
     pool: &sqlx::AnyPool,
@@ -310,35 +334,36 @@ pub async fn account_statement(
 ) -> Result<Vec<StatementEntry>, ProjectionError> {
     let (clause, bound) = as_of.clause();
     let sql = format!(
-        "SELECT position, kind, amount_cents, balance_after_cents, held_after_cents, reference, \
-         actor, occurred_at FROM statement WHERE user_id = $1{clause} ORDER BY position"
+        "SELECT {STATEMENT_COLUMNS} FROM statement WHERE user_id = $1{clause} ORDER BY position"
     );
     let mut query = sqlx::query(AssertSqlSafe(sql)).bind(user_id);
     if !clause.is_empty() {
         query = query.bind(bound);
     }
     let rows = query.fetch_all(pool).await?;
-    rows.into_iter()
-        .map(|row| {
-            let position: i64 = row.get(0);
-            let at: i64 = row.get(7);
-            Ok(StatementEntry {
-                position: u64::try_from(position).unwrap_or(0),
-                kind: row.get(1),
-                amount: crate::from_cents(row.get(2)),
-                balance_after: crate::from_cents(row.get(3)),
-                held_after: crate::from_cents(row.get(4)),
-                reference: row.get(5),
-                actor: row.get(6),
-                occurred_at: chrono::DateTime::from_timestamp_micros(at).ok_or_else(|| {
-                    ProjectionError::Event {
-                        position: position as u64,
-                        detail: format!("occurred_at {at} is out of range"),
-                    }
-                })?,
-            })
-        })
-        .collect()
+    rows.iter().map(statement_entry).collect()
+}
+
+/// One page of a user's statement, oldest first: at most `limit` entries after log
+/// position `after`, read by the statement's (user, position) key, so a page costs
+/// the same however long the history before it.
+pub async fn account_statement_page(
+    pool: &sqlx::AnyPool,
+    user_id: i64,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<StatementEntry>, ProjectionError> {
+    let sql = format!(
+        "SELECT {STATEMENT_COLUMNS} FROM statement WHERE user_id = $1 AND position > $2 \
+         ORDER BY position LIMIT $3"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(crate::runtime::to_i64(after))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(statement_entry).collect()
 }
 
 /// A balance as the read model has it.

@@ -42,6 +42,7 @@ mod trial_balance;
 
 pub use accounts::{
     Accounts, AsOf, BalanceRow, StatementEntry, account_balance, account_statement,
+    account_statement_page,
 };
 pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
 pub use daily_stats::DailyStats;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_ledger::Request;
-use tally_projections::{AsOf, account_balance, account_statement};
+use tally_projections::{AsOf, account_balance, account_statement_page};
 use tally_store::{Actor, ActorKind, Metadata};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -260,30 +260,11 @@ async fn statement(
     }
     settle(&state, "accounts", query.min_position).await?;
     let after = query.after.unwrap_or(0);
-    let rows = sqlx::query(
-        "SELECT position FROM statement WHERE user_id = $1 AND position > $2 \
-         ORDER BY position LIMIT $3",
-    )
-    .bind(user.get())
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(i64::from(limit) + 1)
-    .fetch_all(state.projector.pool())
-    .await?;
-    let positions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    let more = positions.len() > limit as usize;
-    let last = positions.get(limit as usize - 1).copied();
-    let entries: Vec<_> = match (positions.first(), last.or(positions.last().copied())) {
-        (Some(_), Some(until)) => account_statement(
-            state.projector.pool(),
-            user.get(),
-            AsOf::Position(until as u64),
-        )
-        .await?
-        .into_iter()
-        .filter(|e| e.position > after)
-        .collect(),
-        _ => Vec::new(),
-    };
+    // One more than asked tells whether there is a next page.
+    let mut entries =
+        account_statement_page(state.projector.pool(), user.get(), after, limit + 1).await?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
     let next = more.then(|| entries.last().map(|e| e.position)).flatten();
     Ok(Json(StatementPage { entries, next }))
 }
