@@ -97,16 +97,22 @@ pub(crate) async fn on_command(
     }
     let args = Args { words };
     let id = format!("tg-{}-{}", who.chat.0, message.0);
-    let reply = match run(context, who, &id, command, &args).await? {
-        Some(reply) => reply,
-        None => AdminText::Usage {
-            usage: usage(command),
+    // The queue's text and its buttons come from one read, so they always agree.
+    let (reply, keyboard) = match command {
+        "refunds" => {
+            let rows = queue(context).await?;
+            (refund_queue(&rows), refund_buttons(&rows))
         }
-        .say(),
-    };
-    let keyboard = match command {
-        "refunds" => refund_buttons(context).await?,
-        _ => None,
+        _ => match run(context, who, &id, command, &args).await? {
+            Some(reply) => (reply, None),
+            None => (
+                AdminText::Usage {
+                    usage: usage(command),
+                }
+                .say(),
+                None,
+            ),
+        },
     };
     let mut send = bot.send_message(who.chat, reply);
     if let Some(keyboard) = keyboard {
@@ -261,7 +267,6 @@ async fn run(
             };
             user_card(context, user).await.map(Some)
         }
-        "refunds" => refund_queue(context).await.map(Some),
         "stats" => stats(context).await.map(Some),
         "audit" => {
             let Some(user) = args.user(0) else {
@@ -357,13 +362,11 @@ async fn queue(context: &Context) -> Result<Vec<sqlx::any::AnyRow>, BotError> {
     .await?)
 }
 
-async fn refund_queue(context: &Context) -> Result<String, BotError> {
-    let rows = queue(context).await?;
+fn refund_queue(rows: &[sqlx::any::AnyRow]) -> String {
     if rows.is_empty() {
-        return Ok(AdminText::RefundQueueEmpty.say());
+        return AdminText::RefundQueueEmpty.say();
     }
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|r| {
             AdminText::RefundLine {
                 refund_id: &r.get::<String, _>(0),
@@ -375,13 +378,12 @@ async fn refund_queue(context: &Context) -> Result<String, BotError> {
             .say()
         })
         .collect::<Vec<_>>()
-        .join("\n"))
+        .join("\n")
 }
 
 /// Approve/Reject buttons for the queue; a request whose id does not fit Telegram's
 /// 64-byte button data gets none (decide it over the HTTP API).
-async fn refund_buttons(context: &Context) -> Result<Option<InlineKeyboardMarkup>, BotError> {
-    let rows = queue(context).await?;
+fn refund_buttons(rows: &[sqlx::any::AnyRow]) -> Option<InlineKeyboardMarkup> {
     let buttons: Vec<Vec<InlineKeyboardButton>> = rows
         .iter()
         .map(|r| r.get::<String, _>(0))
@@ -399,7 +401,7 @@ async fn refund_buttons(context: &Context) -> Result<Option<InlineKeyboardMarkup
             ]
         })
         .collect();
-    Ok((!buttons.is_empty()).then(|| InlineKeyboardMarkup::new(buttons)))
+    (!buttons.is_empty()).then(|| InlineKeyboardMarkup::new(buttons))
 }
 
 /// An admin pressed Approve or Reject. The rules refuse an admin deciding their own
