@@ -37,6 +37,7 @@ const WEBHOOK_TOKEN: &str = "telegram-secret-token_0123";
 struct Stack {
     fake: FakeTelegram,
     database: TestDatabase,
+    ledgers: tally_ledger::Ledgers,
     store: Arc<dyn EventStore>,
     projector: Arc<Projector>,
     config: Arc<Config>,
@@ -75,15 +76,16 @@ impl Stack {
         tasks.push(tokio::spawn(async move {
             running.run(until).await.unwrap();
         }));
-        let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
+        // One set of command services, as `tally serve` shares them.
+        let ledgers = tally_ledger::Ledgers::new(store.clone(), config.clone());
+        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone());
         let until = stopped.clone();
         tasks.push(tokio::spawn(async move {
             reactors.run(until).await.unwrap();
         }));
         let state = tally_api::AppState::new(
-            store.clone(),
+            ledgers.clone(),
             projector.clone(),
-            config.clone(),
             tally_api::Keys::new(
                 projector.pool().clone(),
                 "service:bot:service-key-0123456789",
@@ -104,9 +106,8 @@ impl Stack {
                 secret: WEBHOOK_TOKEN.into(),
             };
             let context = Arc::new(tally_bot::Context::new(
-                store.clone(),
+                ledgers.clone(),
                 projector.clone(),
-                config.clone(),
                 settings.admin_ids.clone(),
             ));
             let (stop, stopped) = watch::channel(false);
@@ -133,6 +134,7 @@ impl Stack {
         let mut stack = Self {
             fake,
             database,
+            ledgers,
             store,
             projector,
             config,
@@ -150,9 +152,8 @@ impl Stack {
     fn start_bot(&mut self) {
         let settings = bot_settings(&self.fake);
         let context = Arc::new(tally_bot::Context::new(
-            self.store.clone(),
+            self.ledgers.clone(),
             self.projector.clone(),
-            self.config.clone(),
             settings.admin_ids.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
@@ -1308,9 +1309,8 @@ async fn a_plan_ending_within_three_days_is_told_once(stack: Stack) -> Stack {
     // A notifier of its own, swept at chosen times (the running one sweeps at now).
     let notifier = tally_bot::notifier::Notifier::new(
         Arc::new(tally_bot::Context::new(
-            stack.store.clone(),
+            stack.ledgers.clone(),
             stack.projector.clone(),
-            stack.config.clone(),
             HashSet::new(),
         )),
         tally_bot::client(&bot_settings(&stack.fake)),

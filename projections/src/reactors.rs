@@ -23,13 +23,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
-use tally_domain::Config;
 use tally_domain::account::AccountCommand;
 use tally_domain::payment::{PaymentEvent, Purpose};
 use tally_domain::refund::RefundEvent;
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{HoldId, PaymentId, RefundId, UserId};
-use tally_ledger::{Accounts, Ledger, LedgerError, Refunds, Request, Subscriptions};
+use tally_ledger::{Accounts, Ledger, LedgerError, Ledgers, Request, Subscriptions};
 use tally_store::{Actor, EventStore, Metadata, RecordedEvent};
 
 use crate::ProjectionError;
@@ -65,9 +64,7 @@ pub struct Swept {
 pub struct Reactors {
     store: Arc<dyn EventStore>,
     pool: AnyPool,
-    accounts: Ledger<Accounts>,
-    subscriptions: Ledger<Subscriptions>,
-    refunds: Ledger<Refunds>,
+    ledgers: Ledgers,
 }
 
 fn now_micros() -> i64 {
@@ -91,14 +88,12 @@ fn refused(error: &LedgerError) -> bool {
 }
 
 impl Reactors {
-    /// Reactors over `store` (opened, migrated) whose read models are in `pool`, with
-    /// their own command service instances.
-    pub fn new(store: Arc<dyn EventStore>, pool: AnyPool, config: Arc<Config>) -> Self {
+    /// Reactors over the process's command services (whose store is opened and
+    /// migrated), with their read models in `pool`.
+    pub fn new(ledgers: Ledgers, pool: AnyPool) -> Self {
         Self {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config),
-            store,
+            store: ledgers.store().clone(),
+            ledgers,
             pool,
         }
     }
@@ -198,8 +193,8 @@ impl Reactors {
         )) = stream_event::<PaymentEvent>(event, "payment").map_err(decode)?
         {
             fulfil_payment(
-                &self.accounts,
-                &self.subscriptions,
+                &self.ledgers.accounts,
+                &self.ledgers.subscriptions,
                 PaymentId::new(payment_id)?,
                 user_id,
                 purpose,
@@ -212,11 +207,12 @@ impl Reactors {
             stream_event::<RefundEvent>(event, "refund").map_err(decode)?
         {
             let refund_id = RefundId::new(refund_id)?;
-            let request = self.refunds.load(&refund_id).await?.state;
+            let request = self.ledgers.refunds.load(&refund_id).await?.state;
             let Some(ask) = request.ask else {
                 return Err(tally_domain::DomainError::RefundNotFound.into());
             };
-            self.accounts
+            self.ledgers
+                .accounts
                 .execute(Request {
                     key: ask.user_id,
                     command: AccountCommand::Refund {
@@ -279,7 +275,8 @@ impl Reactors {
                 let command = AccountCommand::ExpireHold {
                     hold_id: HoldId::new(hold.clone())?,
                 };
-                self.accounts
+                self.ledgers
+                    .accounts
                     .execute(Request {
                         key: UserId::new(user)?,
                         command,
@@ -310,7 +307,8 @@ impl Reactors {
         for row in due {
             let (user, period_end): (i64, i64) = (row.get(0), row.get(1));
             let result = async {
-                self.subscriptions
+                self.ledgers
+                    .subscriptions
                     .execute(Request {
                         key: UserId::new(user)?,
                         command: SubscriptionCommand::Expire,

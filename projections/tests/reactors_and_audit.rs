@@ -63,9 +63,8 @@ impl Setup {
 
     fn reactors(&self, projector: &Projector) -> Reactors {
         Reactors::new(
-            self.store.clone(),
+            tally_ledger::Ledgers::new(self.store.clone(), self.config.clone()),
             projector.pool().clone(),
-            self.config.clone(),
         )
     }
 

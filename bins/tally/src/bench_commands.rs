@@ -20,6 +20,8 @@ use crate::bench::{BackendArg, Target, quantile_ms};
 const ACCOUNTS_MAX: u64 = 1_000_000;
 /// Most concurrent tasks.
 const CONCURRENCY_MAX: usize = 1_024;
+/// Most independent command services.
+const SERVICES_MAX: usize = 16;
 /// Longest run.
 const SECONDS_MAX: u64 = 3_600;
 /// Loads `bench load` times.
@@ -48,6 +50,10 @@ pub struct CommandsArgs {
     /// Every command goes to one account.
     #[arg(long)]
     hot: bool,
+    /// Independent command services on the database, each with its own connections,
+    /// as that many processes would be; tasks are spread over them.
+    #[arg(long, default_value_t = 1)]
+    services: usize,
 }
 
 #[derive(Serialize)]
@@ -56,11 +62,20 @@ struct CommandsReport {
     accounts: u64,
     concurrency: usize,
     hot: bool,
+    services: usize,
     commands_per_sec: u64,
+    /// Commands that did not run (any error).
     failed: u64,
+    /// Commands refused by the rules: every account is funded far beyond what the run
+    /// spends and every hold is captured at once, so each one is a wrong refusal.
+    wrong_refusals: u64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Batches re-decided after losing a race with another service.
     retries: u64,
+    /// Batches re-decided because another service had moved the stream past the
+    /// state they were about to be refused or answered on.
+    refreshes: u64,
     commands: u64,
     seconds: f64,
 }
@@ -188,16 +203,24 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     if args.seconds == 0 || args.seconds > SECONDS_MAX {
         bail!("--seconds must be between 1 and {SECONDS_MAX}");
     }
+    if args.services == 0 || args.services > SERVICES_MAX {
+        bail!("--services must be between 1 and {SERVICES_MAX}");
+    }
     let target = Target::choose(args.backend, args.database_url)?;
-    let ledger = open_store(&target, args.concurrency).await?;
-    fund(&ledger, accounts, args.concurrency).await?;
+    let mut services = Vec::with_capacity(args.services);
+    for _ in 0..args.services {
+        services.push(open_store(&target, args.concurrency.div_ceil(args.services)).await?);
+    }
+    fund(&services[0], accounts, args.concurrency).await?;
 
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let failed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..args.concurrency {
-        let (ledger, failed, run_id) = (ledger.clone(), failed.clone(), run_id.clone());
+        let ledger = services[t % services.len()].clone();
+        let (failed, refused, run_id) = (failed.clone(), refused.clone(), run_id.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let mut seed = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -234,6 +257,9 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
                             .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
                         Err(error) => {
                             failed.fetch_add(1, Ordering::Relaxed);
+                            if matches!(error, tally_ledger::LedgerError::Domain(_)) {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
                             tracing::debug!(%error, "command failed");
                             break;
                         }
@@ -254,15 +280,18 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         accounts,
         concurrency: args.concurrency,
         hot: args.hot,
+        services: args.services,
         commands_per_sec: (latencies.len() as f64 / seconds) as u64,
         failed: failed.load(Ordering::Relaxed),
+        wrong_refusals: refused.load(Ordering::Relaxed),
         p50_ms: quantile_ms(&latencies, 0.50),
         p99_ms: quantile_ms(&latencies, 0.99),
-        retries: ledger.retries(),
+        retries: services.iter().map(Ledger::retries).sum(),
+        refreshes: services.iter().map(Ledger::refreshes).sum(),
         commands: latencies.len() as u64,
         seconds,
     };
-    drop(ledger);
+    drop(services);
     drop(target);
     println!("{}", serde_json::to_string(&report)?);
     Ok(())

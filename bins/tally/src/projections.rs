@@ -123,11 +123,9 @@ pub async fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
                 Projector::open(store.clone(), &db.database_url, default_projections()).await?,
             );
             projector.prepare().await?;
-            let reactors = Reactors::new(
-                store,
-                projector.pool().clone(),
-                Arc::new(tally_domain::Config::default()),
-            );
+            let ledgers =
+                tally_ledger::Ledgers::new(store, Arc::new(tally_domain::Config::default()));
+            let reactors = Reactors::new(ledgers, projector.pool().clone());
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let projecting = {
                 let (projector, stopped) = (projector.clone(), stopped.clone());

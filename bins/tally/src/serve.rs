@@ -17,6 +17,7 @@ use tally_api::auth::{Role, create_key, list_keys, revoke_key};
 use tally_api::limits::{DEFAULT_PER_IP, DEFAULT_PER_KEY, Limit, Limits};
 use tally_api::{AppState, Keys};
 use tally_domain::Config;
+use tally_ledger::Ledgers;
 use tally_projections::{Projector, Reactors, default_projections};
 use tally_store::{DEFAULT_DATABASE_URL, PostgresOptions};
 
@@ -282,6 +283,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let config = Arc::new(Config::default());
     let projector = Arc::new(Projector::open(store.clone(), url, default_projections()).await?);
     projector.prepare().await?;
+    // One set of command services for the whole process: the API, the bot and the
+    // reactors share one worker per stream.
+    let ledgers = Ledgers::new(store.clone(), config.clone());
     let roles = settings.roles;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
@@ -289,9 +293,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut webhook_routes = None;
     if let Some(bot) = &settings.bot {
         let context = Arc::new(tally_bot::Context::new(
-            store.clone(),
+            ledgers.clone(),
             projector.clone(),
-            config.clone(),
             bot.admin_ids.clone(),
         ));
         let mut running = tally_bot::start(context, bot, stopped.clone())
@@ -309,9 +312,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let webhook_secrets = tally_api::payments::parse_webhook_secrets(&settings.webhook_secrets)
             .map_err(|e| anyhow::anyhow!(e))?;
         let state = AppState::new(
-            store.clone(),
+            ledgers.clone(),
             projector.clone(),
-            config.clone(),
             keys,
             webhook_secrets,
             settings.limits,
@@ -346,7 +348,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ));
     }
     if roles.reactor {
-        let reactors = Reactors::new(store.clone(), projector.pool().clone(), config.clone());
+        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone());
         let stopped = stopped.clone();
         tasks.push((
             "reactor",

@@ -122,8 +122,9 @@ async fn open(
             )));
         }
     }
-    let before = state.accounts.load(&user).await?;
+    let before = state.ledgers.accounts.load(&user).await?;
     let outcome = state
+        .ledgers
         .accounts
         .execute(Request {
             key: user,

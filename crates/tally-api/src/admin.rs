@@ -193,6 +193,7 @@ async fn correct(
         reason: Reason::new(body.reason)?,
     };
     let outcome = state
+        .ledgers
         .subscriptions
         .execute(Request {
             key: user,

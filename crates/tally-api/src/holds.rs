@@ -104,6 +104,7 @@ pub(crate) async fn run(
     command: AccountCommand,
 ) -> Result<Outcome<AccountView>, ApiError> {
     Ok(state
+        .ledgers
         .accounts
         .execute(Request {
             key: user,
@@ -157,10 +158,17 @@ async fn place(
     Ok(answer(StatusCode::CREATED, outcome.replayed, body))
 }
 
-/// The account a hold belongs to, from the holds read model (waiting, bounded, for
-/// it to catch up with the log when the hold is not there yet).
+/// The account a hold belongs to: from the log (a hold id is one hold in the whole
+/// ledger, and its placing event's id derives from the hold id alone), so every
+/// process finds a hold placed anywhere, at once. A hold id never moves, so what was
+/// found once is remembered. Holds placed before hold ids were ledger-wide are found
+/// in the holds read model (waiting, bounded, for it to catch up with the log).
 async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiError> {
     if let Some(user) = state.hold_owners.get(hold_id.as_str()) {
+        return Ok(user);
+    }
+    if let Some(user) = state.ledgers.accounts.hold_account(hold_id).await? {
+        state.hold_owners.insert(hold_id.as_str(), user);
         return Ok(user);
     }
     for attempt in 0..2 {

@@ -30,7 +30,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger, Payments, Refunds, Slots, Subscriptions};
+use tally_ledger::Ledgers;
 use tally_projections::Projector;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -46,16 +46,8 @@ pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// Account commands.
-    pub accounts: Ledger<Accounts>,
-    /// Payment commands.
-    pub payments: Ledger<Payments>,
-    /// Subscription commands.
-    pub subscriptions: Ledger<Subscriptions>,
-    /// Refund request commands.
-    pub refunds: Ledger<Refunds>,
-    /// Ad slot commands.
-    pub slots: Ledger<Slots>,
+    /// The process's command services (shared with its bot and reactors).
+    pub ledgers: Ledgers,
     /// Webhook secrets by provider.
     pub webhook_secrets: Arc<std::collections::HashMap<String, String>>,
     /// The log (raw events for auditors).
@@ -73,27 +65,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The API's state over an opened store and its read models: a command service
-    /// per stream kind, the keys, the webhook secrets by provider and the rate limits.
+    /// The API's state over the process's command services and read models, the
+    /// keys, the webhook secrets by provider and the rate limits.
     pub fn new(
-        store: Arc<dyn tally_store::EventStore>,
+        ledgers: Ledgers,
         projector: Arc<Projector>,
-        config: Arc<Config>,
         keys: Keys,
         webhook_secrets: std::collections::HashMap<String, String>,
         limits: limits::Limits,
     ) -> Self {
         Self {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            slots: Ledger::new(store.clone(), config.clone()),
+            store: ledgers.store().clone(),
+            config: ledgers.config().clone(),
+            ledgers,
             webhook_secrets: Arc::new(webhook_secrets),
-            store,
             projector,
             keys: Arc::new(keys),
-            config,
             hold_owners: Default::default(),
             limiter: Arc::new(limits::RateLimiter::new(limits)),
         }

@@ -158,6 +158,7 @@ async fn create(
         purpose,
     };
     let outcome = state
+        .ledgers
         .payments
         .execute(Request {
             key: payment_id.clone(),
@@ -342,6 +343,7 @@ async fn generic(
         },
     };
     let outcome = state
+        .ledgers
         .payments
         .execute(Request {
             key: payment_id.clone(),
@@ -358,8 +360,8 @@ async fn generic(
     {
         position = position.max(
             fulfil_payment(
-                &state.accounts,
-                &state.subscriptions,
+                &state.ledgers.accounts,
+                &state.ledgers.subscriptions,
                 payment_id.clone(),
                 terms.user_id,
                 terms.purpose.clone(),
@@ -428,7 +430,7 @@ async fn oxapay(
     let metadata = Metadata::by(Actor::new(ActorKind::Webhook, "oxapay"));
     let command = match status.as_str() {
         "paid" => {
-            let payment = state.payments.load(&payment_id).await?.state;
+            let payment = state.ledgers.payments.load(&payment_id).await?.state;
             let Some(terms) = payment.terms else {
                 return Err(ApiError::not_found(
                     "payment_not_found",
@@ -447,6 +449,7 @@ async fn oxapay(
         _ => return Ok(ok_body()),
     };
     let outcome = state
+        .ledgers
         .payments
         .execute(Request {
             key: payment_id.clone(),
@@ -459,8 +462,8 @@ async fn oxapay(
         (outcome.view.status, &outcome.view.terms)
     {
         fulfil_payment(
-            &state.accounts,
-            &state.subscriptions,
+            &state.ledgers.accounts,
+            &state.ledgers.subscriptions,
             payment_id,
             terms.user_id,
             terms.purpose.clone(),

@@ -91,8 +91,8 @@ async fn request(
         requested_by: caller.name.clone(),
     };
     let outcome = request_refund(
-        &state.accounts,
-        &state.refunds,
+        &state.ledgers.accounts,
+        &state.ledgers.refunds,
         &state.config,
         refund_id.clone(),
         ask,
@@ -221,8 +221,8 @@ async fn approve(
     let refund_id = RefundId::new(refund_id)?;
     let body: DecisionBody = input::json(&body)?;
     let outcome = approve_refund(
-        &state.accounts,
-        &state.refunds,
+        &state.ledgers.accounts,
+        &state.ledgers.refunds,
         refund_id.clone(),
         admin_id(&caller)?,
         Reason::new(body.reason)?,
@@ -254,6 +254,7 @@ async fn reject(
     let refund_id = RefundId::new(refund_id)?;
     let body: DecisionBody = input::json(&body)?;
     let outcome = state
+        .ledgers
         .refunds
         .execute(Request {
             key: refund_id.clone(),

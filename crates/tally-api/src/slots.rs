@@ -88,9 +88,10 @@ async fn configure(
             })
             .collect(),
     };
-    let before = state.slots.load(&slot_id).await?;
+    let before = state.ledgers.slots.load(&slot_id).await?;
     let created = before.state.config.is_none();
     let outcome = state
+        .ledgers
         .slots
         .execute(Request {
             key: slot_id.clone(),
@@ -163,7 +164,7 @@ async fn coverage(
     owner: UserId,
     slot: &SlotId,
 ) -> Result<SlotCoverage, ApiError> {
-    let subscription = state.subscriptions.load(&owner).await?.state;
+    let subscription = state.ledgers.subscriptions.load(&owner).await?.state;
     if !subscription.is_active(chrono::Utc::now()) {
         return Ok(SlotCoverage::NoSubscription);
     }
@@ -204,7 +205,7 @@ async fn attempt(
             "attempt_id must be 1 to 128 characters",
         ));
     }
-    let loaded = state.slots.load(&slot_id).await?;
+    let loaded = state.ledgers.slots.load(&slot_id).await?;
     // Coverage ranks the owner's slots from the read model: it must know this one.
     state
         .projector
@@ -239,6 +240,7 @@ async fn attempt(
         coverage,
     };
     let outcome = state
+        .ledgers
         .slots
         .execute(Request {
             key: slot_id.clone(),

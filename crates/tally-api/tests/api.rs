@@ -55,9 +55,8 @@ impl Server {
         )
         .unwrap();
         let state = AppState::new(
-            store.clone(),
+            tally_ledger::Ledgers::new(store.clone(), config),
             projector.clone(),
-            config,
             keys,
             tally_api::payments::parse_webhook_secrets(&format!(
                 "stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"

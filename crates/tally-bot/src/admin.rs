@@ -142,6 +142,7 @@ async fn run(
                 return Ok(None);
             };
             let outcome = context
+                .ledgers
                 .accounts
                 .execute(Request {
                     key: user,
@@ -174,6 +175,7 @@ async fn run(
                 return Ok(None);
             };
             let outcome = context
+                .ledgers
                 .accounts
                 .execute(Request {
                     key: user,
@@ -204,8 +206,9 @@ async fn run(
             let reason = args
                 .rest(2)
                 .unwrap_or_else(|| format!("slots fixed by admin {}", who.user));
-            let before = context.subscriptions.load(&user).await?.state;
+            let before = context.ledgers.subscriptions.load(&user).await?.state;
             let after = context
+                .ledgers
                 .subscriptions
                 .execute(Request {
                     key: user,
@@ -248,6 +251,7 @@ async fn run(
                 false => AccountCommand::Unblock { reason, admin },
             };
             context
+                .ledgers
                 .accounts
                 .execute(Request {
                     key: user,
@@ -272,7 +276,7 @@ async fn run(
             let Some(user) = args.user(0) else {
                 return Ok(None);
             };
-            let loaded = context.accounts.load(&user).await?;
+            let loaded = context.ledgers.accounts.load(&user).await?;
             context.settle("accounts", loaded.position).await;
             let replay = context.projector.replay_account(user, AsOf::Latest).await?;
             Ok(Some(match replay.consistent {
@@ -318,13 +322,13 @@ async fn run(
 }
 
 async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> {
-    let loaded = context.accounts.load(&user).await?;
+    let loaded = context.ledgers.accounts.load(&user).await?;
     context.settle("accounts", loaded.position).await;
     let account = loaded.state;
     if !account.opened {
         return Err(tally_domain::DomainError::AccountNotFound { user_id: user }.into());
     }
-    let subscription = context.subscriptions.load(&user).await?.state;
+    let subscription = context.ledgers.subscriptions.load(&user).await?.state;
     let last = latest_entries(context, user.get(), USER_CARD_ENTRIES, 0).await?;
     let status = match account.status {
         tally_domain::account::AccountStatus::Open => "open",
@@ -423,8 +427,8 @@ pub(crate) async fn on_refund_button(
     let metadata = Context::by_admin(who.user);
     let reply = if approve {
         let outcome = tally_ledger::workflows::approve_refund(
-            &context.accounts,
-            &context.refunds,
+            &context.ledgers.accounts,
+            &context.ledgers.refunds,
             refund_id.clone(),
             admin,
             Reason::new(format!("approved by admin {} in the bot", who.user))?,
@@ -438,6 +442,7 @@ pub(crate) async fn on_refund_button(
         .say()
     } else {
         context
+            .ledgers
             .refunds
             .execute(Request {
                 key: refund_id.clone(),

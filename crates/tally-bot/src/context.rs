@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Row};
 use tally_domain::Config;
-use tally_ledger::{Accounts, Ledger, LedgerError, Payments, Refunds, Subscriptions};
+use tally_ledger::{LedgerError, Ledgers};
 use tally_projections::{ProjectionError, Projector};
 use tally_store::{Actor, ActorKind, EventStore, Metadata, StreamId};
 use teloxide::prelude::*;
@@ -72,10 +72,7 @@ pub(crate) struct PendingRefund {
 
 /// The bot's shared state.
 pub struct Context {
-    pub(crate) accounts: Ledger<Accounts>,
-    pub(crate) payments: Ledger<Payments>,
-    pub(crate) subscriptions: Ledger<Subscriptions>,
-    pub(crate) refunds: Ledger<Refunds>,
+    pub(crate) ledgers: Ledgers,
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) projector: Arc<Projector>,
     pub(crate) config: Arc<Config>,
@@ -85,21 +82,13 @@ pub struct Context {
 }
 
 impl Context {
-    /// The bot's state over an opened store and its read models.
-    pub fn new(
-        store: Arc<dyn EventStore>,
-        projector: Arc<Projector>,
-        config: Arc<Config>,
-        admin_ids: HashSet<i64>,
-    ) -> Self {
+    /// The bot's state over the process's command services and read models.
+    pub fn new(ledgers: Ledgers, projector: Arc<Projector>, admin_ids: HashSet<i64>) -> Self {
         Self {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            store,
+            store: ledgers.store().clone(),
+            config: ledgers.config().clone(),
+            ledgers,
             projector,
-            config,
             admin_ids,
             maintenance: Maintenance::new(),
             pending_refunds: Mutex::new(HashMap::new()),

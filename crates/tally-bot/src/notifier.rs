@@ -211,6 +211,7 @@ impl Notifier {
             };
             let request = self
                 .context
+                .ledgers
                 .refunds
                 .load(&RefundId::new(refund_id.to_string())?)
                 .await?

@@ -131,6 +131,7 @@ async fn invoice(
     open(context, who).await?;
     let payment_id = new_payment_id(who.user)?;
     context
+        .ledgers
         .payments
         .execute(Request {
             key: payment_id.clone(),
@@ -165,7 +166,7 @@ async fn checkout_problem(
     let Ok(payment_id) = PaymentId::new(query.invoice_payload.clone()) else {
         return Ok(Some("the invoice payload is not a payment id".into()));
     };
-    let payment = context.payments.load(&payment_id).await?.state;
+    let payment = context.ledgers.payments.load(&payment_id).await?.state;
     let Some(terms) = payment.terms else {
         return Ok(Some(format!("there is no payment {payment_id}")));
     };
@@ -228,6 +229,7 @@ pub(crate) async fn on_successful_payment(
 ) -> Result<(), BotError> {
     let payment_id = PaymentId::new(paid.invoice_payload.clone())?;
     let outcome = context
+        .ledgers
         .payments
         .execute(Request {
             key: payment_id.clone(),
@@ -246,8 +248,8 @@ pub(crate) async fn on_successful_payment(
         )));
     };
     tally_projections::fulfil_payment(
-        &context.accounts,
-        &context.subscriptions,
+        &context.ledgers.accounts,
+        &context.ledgers.subscriptions,
         payment_id,
         terms.user_id,
         terms.purpose.clone(),
@@ -256,7 +258,7 @@ pub(crate) async fn on_successful_payment(
     .await?;
     let text = match &terms.purpose {
         Purpose::Credits(credits) => {
-            let account = context.accounts.load(&terms.user_id).await?.state;
+            let account = context.ledgers.accounts.load(&terms.user_id).await?.state;
             who.say(Text::TopupDone {
                 credits: credits.get(),
                 available: account.available,

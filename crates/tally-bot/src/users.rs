@@ -271,6 +271,7 @@ pub(crate) async fn open(
     who: &Who,
 ) -> Result<tally_ledger::aggregate::AccountView, BotError> {
     let outcome = context
+        .ledgers
         .accounts
         .execute(Request {
             key: who.user_id()?,
@@ -286,7 +287,7 @@ pub(crate) async fn open(
 }
 
 async fn balance(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
-    let account = context.accounts.load(&who.user_id()?).await?.state;
+    let account = context.ledgers.accounts.load(&who.user_id()?).await?.state;
     bot.send_message(
         who.chat,
         who.say(Text::Balance {
@@ -307,7 +308,7 @@ async fn history(
     page: usize,
     edit: Option<MessageId>,
 ) -> Result<(), BotError> {
-    let loaded = context.accounts.load(&who.user_id()?).await?;
+    let loaded = context.ledgers.accounts.load(&who.user_id()?).await?;
     context.settle("accounts", loaded.position).await;
     let mut entries = latest_entries(
         context,
@@ -436,7 +437,7 @@ async fn plans(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
 
 async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
     // The plan as the ledger has it now (a plan just paid shows).
-    let loaded = context.subscriptions.load(&who.user_id()?).await?;
+    let loaded = context.ledgers.subscriptions.load(&who.user_id()?).await?;
     context.settle("subscriptions", loaded.position).await;
     let plan = sqlx::query(
         "SELECT plan, slots FROM subscriptions WHERE user_id = $1 AND status = 'active'",
@@ -535,7 +536,7 @@ async fn recent_spends(context: &Context, user: i64) -> Result<Vec<Spend>, BotEr
 }
 
 async fn refund_choices(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
-    let loaded = context.accounts.load(&who.user_id()?).await?;
+    let loaded = context.ledgers.accounts.load(&who.user_id()?).await?;
     context.settle("accounts", loaded.position).await;
     context.settle("holds", loaded.position).await;
     let spends = recent_spends(context, who.user).await?;
@@ -621,8 +622,8 @@ async fn request_refund(
         requested_by: who.user.to_string(),
     };
     tally_ledger::workflows::request_refund(
-        &context.accounts,
-        &context.refunds,
+        &context.ledgers.accounts,
+        &context.ledgers.refunds,
         &context.config,
         refund_id,
         ask,

@@ -573,6 +573,62 @@ pub fn spend_command_id(reference: &str) -> Option<String> {
         .map(|id| format!("capture:{id}"))
 }
 
+/// Every command id that files events about a hold: its placing and its closing.
+pub fn hold_command_ids(hold_id: &HoldId) -> Vec<String> {
+    vec![
+        hold_ref(hold_id),
+        format!("capture:{hold_id}"),
+        format!("release:{hold_id}"),
+        format!("expire:{hold_id}"),
+    ]
+}
+
+/// A hold as its events in `past` left it (`None` if they do not place it): for the
+/// answer to a command about a hold the state has forgotten.
+pub fn hold_from_past(hold_id: &HoldId, past: &[(AccountEvent, DateTime<Utc>)]) -> Option<Hold> {
+    use AccountEvent as E;
+    let mut hold: Option<Hold> = None;
+    for (event, _) in past {
+        match (event, hold.as_mut()) {
+            (
+                E::HoldPlaced {
+                    hold_id: id,
+                    amount,
+                    expires_at,
+                    ..
+                },
+                _,
+            ) if id == hold_id => {
+                hold = Some(Hold {
+                    amount: *amount,
+                    captured: Decimal::ZERO,
+                    state: HoldState::Open,
+                    expires_at: *expires_at,
+                });
+            }
+            (
+                E::HoldCaptured {
+                    hold_id: id,
+                    captured,
+                    ..
+                },
+                Some(hold),
+            ) if id == hold_id => {
+                hold.captured = captured.get();
+                hold.state = HoldState::Captured;
+            }
+            (E::HoldReleased { hold_id: id, .. }, Some(hold)) if id == hold_id => {
+                hold.state = HoldState::Released;
+            }
+            (E::HoldExpired { hold_id: id, .. }, Some(hold)) if id == hold_id => {
+                hold.state = HoldState::Expired;
+            }
+            _ => {}
+        }
+    }
+    hold
+}
+
 /// The command ids whose events `decide` needs in [`Context::past`] for this command on
 /// this state (empty when the state knows enough).
 pub fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
@@ -582,12 +638,7 @@ pub fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
         | C::ReleaseHold { hold_id, .. }
         | C::ExpireHold { hold_id } => match state.holds.contains_key(hold_id) {
             true => vec![],
-            false => vec![
-                hold_ref(hold_id),
-                format!("capture:{hold_id}"),
-                format!("release:{hold_id}"),
-                format!("expire:{hold_id}"),
-            ],
+            false => hold_command_ids(hold_id),
         },
         C::Refund { reference, .. } => spend_command_id(reference).into_iter().collect(),
         _ => vec![],

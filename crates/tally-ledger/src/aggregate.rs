@@ -59,6 +59,30 @@ pub trait Aggregate: Send + Sync + 'static {
         serde_json::to_vec(command)
     }
 
+    /// Whether a command id is unique in the whole ledger rather than in its stream
+    /// (an id the API addresses without naming the stream, like a hold id): its
+    /// events' ids then derive from the kind of stream, so the log refuses the id in a
+    /// second stream.
+    fn ledger_wide(_command_id: &str) -> bool {
+        false
+    }
+
+    /// The command ids whose events the answer to a replay of `command` needs, when
+    /// the state no longer shows what it did (empty: [`Aggregate::view`] shows it).
+    fn replay_recall(_state: &Self::State, _command: &Self::Command) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The answer to a replay of `command`, with the events [`Aggregate::replay_recall`]
+    /// named.
+    fn replay_view(
+        state: &Self::State,
+        command: &Self::Command,
+        _past: &[(Self::Event, DateTime<Utc>)],
+    ) -> Self::View {
+        Self::view(state, command)
+    }
+
     /// The command ids whose events `decide` needs and the state no longer holds.
     fn recall(_state: &Self::State, _command: &Self::Command) -> Vec<String> {
         Vec::new()
@@ -118,8 +142,37 @@ impl Aggregate for Accounts {
         account::command_id(command)
     }
 
+    /// Hold ids: the API reaches a hold by its id alone, so one id is one hold in the
+    /// whole ledger.
+    fn ledger_wide(command_id: &str) -> bool {
+        command_id.starts_with("hold:")
+    }
+
     fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
         account::recall(state, command)
+    }
+
+    fn replay_recall(state: &Account, command: &AccountCommand) -> Vec<String> {
+        match held_command(command) {
+            Some(hold_id) if !state.holds.contains_key(hold_id) => {
+                account::hold_command_ids(hold_id)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn replay_view(
+        state: &Account,
+        command: &AccountCommand,
+        past: &[(AccountEvent, DateTime<Utc>)],
+    ) -> AccountView {
+        let mut view = Self::view(state, command);
+        if view.hold.is_none()
+            && let Some(hold_id) = held_command(command)
+        {
+            view.hold = account::hold_from_past(hold_id, past).map(|hold| (hold_id.clone(), hold));
+        }
+        view
     }
 
     fn decide(
@@ -137,13 +190,7 @@ impl Aggregate for Accounts {
     }
 
     fn view(state: &Account, command: &AccountCommand) -> AccountView {
-        let hold_id = match command {
-            AccountCommand::PlaceHold { hold_id, .. }
-            | AccountCommand::CaptureHold { hold_id, .. }
-            | AccountCommand::ReleaseHold { hold_id, .. }
-            | AccountCommand::ExpireHold { hold_id } => Some(hold_id),
-            _ => None,
-        };
+        let hold_id = held_command(command);
         AccountView {
             user_id: state.user_id,
             opened: state.opened,
@@ -152,6 +199,17 @@ impl Aggregate for Accounts {
             held: state.held,
             hold: hold_id.and_then(|id| state.holds.get(id).map(|h| (id.clone(), h.clone()))),
         }
+    }
+}
+
+/// The hold an account command is about, if any.
+fn held_command(command: &AccountCommand) -> Option<&HoldId> {
+    match command {
+        AccountCommand::PlaceHold { hold_id, .. }
+        | AccountCommand::CaptureHold { hold_id, .. }
+        | AccountCommand::ReleaseHold { hold_id, .. }
+        | AccountCommand::ExpireHold { hold_id } => Some(hold_id),
+        _ => None,
     }
 }
 

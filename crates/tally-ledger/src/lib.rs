@@ -43,9 +43,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tally_domain::account;
+use tally_domain::values::{HoldId, UserId};
 use tally_domain::{Config, DomainError, codec};
 use tally_store::{
-    EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, StoreError, StreamId,
+    EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, Snapshot, StoreError,
+    StreamAppend, StreamId,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -158,6 +161,78 @@ struct Job<A: Aggregate> {
     reply: oneshot::Sender<Result<Outcome<A::View>, LedgerError>>,
 }
 
+/// A command decided against the stream's latest state in the log (not a worker's),
+/// not yet appended: for a workflow that appends it atomically with another stream's
+/// ([`workflows::approve_refund`]).
+pub struct Prepared<A: Aggregate> {
+    /// What to append, with the version decided against; `None`: it changes nothing.
+    pub append: Option<StreamAppend>,
+    /// What the sender is told once it is appended.
+    pub view: A::View,
+    /// The stream's version it was decided against.
+    pub version: u64,
+    /// The position of the stream's last event then.
+    pub position: u64,
+}
+
+/// The command services of one process, one per kind of stream, made once and shared
+/// by everything in the process that writes (the API, the bot, the reactors, the
+/// CLI): one worker per stream per process. Clones share the services.
+#[derive(Clone)]
+pub struct Ledgers {
+    /// Accounts: credits and holds.
+    pub accounts: Ledger<Accounts>,
+    /// Payments.
+    pub payments: Ledger<Payments>,
+    /// Subscriptions and their slots.
+    pub subscriptions: Ledger<Subscriptions>,
+    /// Refund requests.
+    pub refunds: Ledger<Refunds>,
+    /// Ad slots.
+    pub slots: Ledger<Slots>,
+}
+
+impl Ledgers {
+    /// The command services over a store, with the business's configuration.
+    pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
+        Self {
+            accounts: Ledger::new(store.clone(), config.clone()),
+            payments: Ledger::new(store.clone(), config.clone()),
+            subscriptions: Ledger::new(store.clone(), config.clone()),
+            refunds: Ledger::new(store.clone(), config.clone()),
+            slots: Ledger::new(store, config),
+        }
+    }
+
+    /// The log they write.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.accounts.inner.store
+    }
+
+    /// The business's configuration they decide with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.accounts.inner.config
+    }
+
+    /// Batches re-decided after losing a race with another process, all kinds.
+    pub fn retries(&self) -> u64 {
+        self.accounts.retries()
+            + self.payments.retries()
+            + self.subscriptions.retries()
+            + self.refunds.retries()
+            + self.slots.retries()
+    }
+
+    /// Batches re-decided because the log had moved past a worker's state, all kinds.
+    pub fn refreshes(&self) -> u64 {
+        self.accounts.refreshes()
+            + self.payments.refreshes()
+            + self.subscriptions.refreshes()
+            + self.refunds.refreshes()
+            + self.slots.refreshes()
+    }
+}
+
 /// The command service for one kind of stream.
 pub struct Ledger<A: Aggregate> {
     inner: Arc<Inner<A>>,
@@ -176,6 +251,7 @@ struct Inner<A: Aggregate> {
     config: Arc<Config>,
     workers: Mutex<HashMap<A::Key, mpsc::Sender<Job<A>>>>,
     retries: AtomicU64,
+    refreshes: AtomicU64,
     snapshots: std::sync::OnceLock<mpsc::Sender<Snapshot>>,
 }
 
@@ -188,6 +264,7 @@ impl<A: Aggregate> Ledger<A> {
                 config,
                 workers: Mutex::new(HashMap::new()),
                 retries: AtomicU64::new(0),
+                refreshes: AtomicU64::new(0),
                 snapshots: std::sync::OnceLock::new(),
             }),
         }
@@ -234,6 +311,63 @@ impl<A: Aggregate> Ledger<A> {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
+    /// How many times a batch about to be answered with no append (refusals, no-ops,
+    /// replays) found that the log had moved past the worker's state, and was decided
+    /// again on the newer state.
+    pub fn refreshes(&self) -> u64 {
+        self.inner.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Decides a command against the stream's latest state in the log, bypassing the
+    /// workers, without appending it: the caller appends [`Prepared::append`] (alone or
+    /// with other streams' in one atomic append) and decides again on a version
+    /// conflict. A refusal is the log's answer as it stands now.
+    pub async fn prepare(&self, request: &Request<A>) -> Result<Prepared<A>, LedgerError> {
+        let stream_id = Self::stream_id(&request.key)?;
+        let loaded = self.load(&request.key).await?;
+        let wanted = A::recall(&loaded.state, &request.command);
+        let past = match wanted.is_empty() {
+            true => Vec::new(),
+            false => recall_from_log::<A>(&self.inner, &stream_id, &wanted).await?,
+        };
+        let now = tally_store::event::now_micros();
+        let decided = A::decide(
+            &loaded.state,
+            &request.command,
+            &past,
+            now,
+            &self.inner.config,
+        )?;
+        if decided.is_empty() {
+            return Ok(Prepared {
+                append: None,
+                view: A::view(&loaded.state, &request.command),
+                version: loaded.version,
+                position: loaded.position,
+            });
+        }
+        let events = encode(&stream_id, request, &decided, now)?;
+        let mut state = loaded.state;
+        for event in &decided {
+            state = A::evolve(state, event, now);
+        }
+        Ok(Prepared {
+            append: Some(StreamAppend {
+                stream_id,
+                expected: ExpectedVersion::Exact(loaded.version),
+                events,
+            }),
+            view: A::view(&state, &request.command),
+            version: loaded.version,
+            position: loaded.position,
+        })
+    }
+
+    /// The log this service writes.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
     /// Loads a stream's state from the log (snapshot + tail), bypassing the workers.
     pub async fn load(&self, key: &A::Key) -> Result<Loaded<A::State>, LedgerError> {
         load::<A>(&self.inner, key).await
@@ -266,6 +400,24 @@ impl<A: Aggregate> Ledger<A> {
         if workers.get(key).is_some_and(|s| s.same_channel(sender)) {
             workers.remove(key);
         }
+    }
+}
+
+impl Ledger<Accounts> {
+    /// The account a hold id belongs to, from the log: the stream of its placing event,
+    /// whose id derives from the hold id alone (hold ids are ledger-wide). Current in
+    /// every process, after any restart; `None` if no hold has that id.
+    pub async fn hold_account(&self, hold_id: &HoldId) -> Result<Option<UserId>, LedgerError> {
+        let placed = event_id_in(Accounts::STREAM_PREFIX, &account::hold_ref(hold_id), 0);
+        let found = self.inner.store.find_events(&[placed]).await?;
+        Ok(found.first().and_then(|event| {
+            event
+                .stream_id
+                .as_str()
+                .strip_prefix("account-")
+                .and_then(|user| user.parse::<i64>().ok())
+                .and_then(|user| UserId::new(user).ok())
+        }))
     }
 }
 
@@ -325,6 +477,8 @@ enum Decision<V> {
     Refused(DomainError),
     /// Answered already.
     Done(Result<Outcome<V>, LedgerError>),
+    /// The same request as the batch's command at this index: answered as its replay.
+    Repeat(usize),
 }
 
 async fn run_batch<A: Aggregate>(
@@ -349,19 +503,20 @@ async fn decide_and_append<A: Aggregate>(
         Ok(id) => id,
         Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
     };
-    for attempt in 0..COMMAND_ATTEMPTS_MAX {
-        if attempt > 0 {
-            inner.retries.fetch_add(1, Ordering::Relaxed);
-            // The winner of a race keeps its state and writes again at once; without a
-            // pause the loser, which must reload first, could lose every time.
-            tokio::time::sleep(backoff(attempt)).await;
-        }
+    let mut attempt = 0;
+    // Whether the state about to be decided on was read from the log after every
+    // command of this batch was received (a worker's cached state may predate them).
+    let mut current = false;
+    loop {
         let loaded = match cached.take() {
             Some(loaded) => loaded,
-            None => match load::<A>(inner, key).await {
-                Ok(loaded) => loaded,
-                Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
-            },
+            None => {
+                current = true;
+                match load::<A>(inner, key).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
         };
         let now = tally_store::event::now_micros();
         // Decided in place: if the append fails, the state is reloaded from the log.
@@ -372,8 +527,24 @@ async fn decide_and_append<A: Aggregate>(
         } = loaded;
         let mut events: Vec<NewEvent> = Vec::new();
         let mut decisions = Vec::with_capacity(batch.len());
-        for job in batch {
+        let mut first_with_id: HashMap<String, usize> = HashMap::new();
+        for (index, job) in batch.iter().enumerate() {
             let command = &job.request.command;
+            // The same command id twice in one batch (a client retrying while its
+            // first request waits): the second is answered as the first, or refused
+            // as a conflict when it asks something else under that id.
+            if let Some(command_id) = effective_command_id(&job.request) {
+                match first_with_id.entry(command_id) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let first = *first.get();
+                        decisions.push(same_request(&batch[first].request, &job.request, first));
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(index);
+                    }
+                }
+            }
             let wanted = A::recall(&state, command);
             let past = match wanted.is_empty() {
                 true => Vec::new(),
@@ -405,6 +576,39 @@ async fn decide_and_append<A: Aggregate>(
         }
 
         if events.is_empty() {
+            // Nothing to append: every answer is a refusal, a no-op or a replay, and
+            // none may rest on a state the log has moved past. Unless the state was
+            // read after these commands arrived, read the stream past its version (an
+            // indexed read that finds nothing in the common case):
+            // - nothing there: the log's stream stood at exactly this version at the
+            //   moment of that read, which lies inside every request's lifetime (after
+            //   it was received, before it is answered). So each answer is the one the
+            //   log gives at that moment. An event another process commits after the
+            //   read is ordered after these answers, as if it had arrived later, which
+            //   it could have: the answers stay linearizable. (Reads see every
+            //   transaction committed before they start, on both backends.)
+            // - newer events: fold them and decide the batch again on the newer state.
+            // A batch that appends needs no such read: the append's expected version
+            // proves, at its commit, that the state was the latest.
+            if !current {
+                let stale = Loaded {
+                    state,
+                    version: loaded_version,
+                    position: loaded_position,
+                };
+                match fold_tail::<A>(inner, &stream_id, stale).await {
+                    Ok((fresh, 0)) => {
+                        state = fresh.state;
+                    }
+                    Ok((fresh, _newer)) => {
+                        inner.refreshes.fetch_add(1, Ordering::Relaxed);
+                        *cached = Some(fresh);
+                        current = true;
+                        continue;
+                    }
+                    Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
             let answers = answer(
                 inner,
                 &stream_id,
@@ -448,7 +652,24 @@ async fn decide_and_append<A: Aggregate>(
                 return answers;
             }
             // Another process wrote the stream: reload and decide the batch again.
-            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                attempt += 1;
+                if attempt >= COMMAND_ATTEMPTS_MAX {
+                    return batch
+                        .iter()
+                        .map(|_| {
+                            Err(LedgerError::Contention {
+                                stream_id: stream_id.to_string(),
+                                attempts: COMMAND_ATTEMPTS_MAX,
+                            })
+                        })
+                        .collect();
+                }
+                inner.retries.fetch_add(1, Ordering::Relaxed);
+                // The winner of a race keeps its state and writes again at once; without a
+                // pause the loser, which must reload first, could lose every time.
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             // The log holds these derived event ids already: commands applied before
             // (re-sent, or run by another process), or an id re-used for something
             // else. The state decided here is not the log's (and is never cached or
@@ -456,8 +677,27 @@ async fn decide_and_append<A: Aggregate>(
             // answered from the log: as a replay when the digest matches, else refused.
             Ok(_) | Err(StoreError::IdempotencyConflict { .. }) => {
                 if batch.len() > 1 {
-                    let mut answers = Vec::with_capacity(batch.len());
-                    for job in batch {
+                    let mut answers: Vec<Result<Outcome<A::View>, LedgerError>> =
+                        Vec::with_capacity(batch.len());
+                    let mut first_with_id: HashMap<String, usize> = HashMap::new();
+                    for (index, job) in batch.iter().enumerate() {
+                        // A repeat within the batch is answered as its first, as above.
+                        if let Some(command_id) = effective_command_id(&job.request) {
+                            if let Some(&first) = first_with_id.get(&command_id) {
+                                let repeat = match same_request(
+                                    &batch[first].request,
+                                    &job.request,
+                                    first,
+                                ) {
+                                    Decision::Repeat(first) => as_replay(&answers[first]),
+                                    Decision::Done(result) => result,
+                                    _ => unreachable!("same_request repeats or refuses"),
+                                };
+                                answers.push(repeat);
+                                continue;
+                            }
+                            first_with_id.insert(command_id, index);
+                        }
                         let one = std::slice::from_ref(job);
                         answers.extend(Box::pin(decide_and_append(inner, key, cached, one)).await);
                     }
@@ -490,15 +730,38 @@ async fn decide_and_append<A: Aggregate>(
             }
         }
     }
-    batch
-        .iter()
-        .map(|_| {
-            Err(LedgerError::Contention {
-                stream_id: stream_id.to_string(),
-                attempts: COMMAND_ATTEMPTS_MAX,
-            })
-        })
-        .collect()
+}
+
+/// A command whose id an earlier command of the same batch carries: a repeat of it
+/// when the request is the same, else a conflict.
+fn same_request<A: Aggregate>(
+    first: &Request<A>,
+    again: &Request<A>,
+    first_index: usize,
+) -> Decision<A::View> {
+    let Some(command_id) = effective_command_id(again) else {
+        return Decision::Repeat(first_index);
+    };
+    let keys = (
+        idempotency_key::<A>(&command_id, &first.command),
+        idempotency_key::<A>(&command_id, &again.command),
+    );
+    match keys {
+        (Ok(first), Ok(again)) if first == again => Decision::Repeat(first_index),
+        (Ok(_), Ok(_)) => Decision::Done(Err(DomainError::IdempotencyConflict(format!(
+            "{command_id} was already used for a different request"
+        ))
+        .into())),
+        (Err(e), _) | (_, Err(e)) => Decision::Done(Err(e)),
+    }
+}
+
+/// The answer to a repeat: the first's, as a replay.
+fn as_replay<V: Clone>(first: &Result<Outcome<V>, LedgerError>) -> Result<Outcome<V>, LedgerError> {
+    first.clone().map(|outcome| Outcome {
+        replayed: true,
+        ..outcome
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -518,9 +781,9 @@ async fn answer<A: Aggregate>(
         position,
         replayed: false,
     };
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut answers: Vec<Result<Outcome<A::View>, LedgerError>> = Vec::with_capacity(batch.len());
     for (job, decision) in batch.iter().zip(decisions) {
-        answers.push(match decision {
+        let answered = match decision {
             Decision::Append(range, view) => Ok(outcome(
                 view,
                 range
@@ -531,22 +794,63 @@ async fn answer<A: Aggregate>(
                     .unwrap_or(position),
             )),
             Decision::NoOp(view) => match applied_before(inner, stream_id, &job.request).await {
-                Ok(Some(original)) => Ok(Outcome {
-                    view,
-                    version,
-                    position: original,
-                    replayed: true,
-                }),
+                Ok(Some(original)) => {
+                    match replayed_view(inner, stream_id, state, &job.request.command).await {
+                        Ok(recalled) => Ok(Outcome {
+                            view: recalled.unwrap_or(view),
+                            version,
+                            position: original,
+                            replayed: true,
+                        }),
+                        Err(e) => Err(e),
+                    }
+                }
                 Ok(None) => Ok(outcome(view, position)),
                 Err(e) => Err(e),
             },
             Decision::Done(result) => result,
+            Decision::Repeat(first) => as_replay(&answers[first]),
             Decision::Refused(refusal) => {
                 replay(inner, stream_id, &job.request, refusal, state, version).await
             }
-        });
+        };
+        answers.push(answered);
     }
     answers
+}
+
+/// The events a command id filed in this stream, and what a replay's answer needs
+/// to show ([`Aggregate::replay_recall`]). An id the log holds in another stream (a
+/// ledger-wide id, like a hold id, used on another account) is a conflict.
+async fn original<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    request: &Request<A>,
+    command_id: &str,
+) -> Result<Vec<RecordedEvent>, LedgerError> {
+    let ids = event_ids::<A>(stream_id, &[command_id.to_string()]);
+    let found = inner.store.find_events(&ids).await?;
+    if found.iter().any(|e| e.stream_id != *stream_id) {
+        return Err(DomainError::IdempotencyConflict(format!(
+            "{command_id} was already used by another {}",
+            A::STREAM_PREFIX
+        ))
+        .into());
+    }
+    if found.is_empty() {
+        return Ok(found);
+    }
+    let key = idempotency_key::<A>(command_id, &request.command)?;
+    if found
+        .iter()
+        .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
+    {
+        return Err(DomainError::IdempotencyConflict(format!(
+            "{command_id} was already used for a different request"
+        ))
+        .into());
+    }
+    Ok(found)
 }
 
 /// A command with an id that changes nothing may be a re-send of one applied before
@@ -561,26 +865,30 @@ async fn applied_before<A: Aggregate>(
     let Some(command_id) = effective_command_id(request) else {
         return Ok(None);
     };
-    let ids = event_ids(stream_id, std::slice::from_ref(&command_id));
-    let found = inner.store.find_events(&ids).await?;
-    let Some(last) = found.last() else {
+    let found = original(inner, stream_id, request, &command_id).await?;
+    Ok(found.last().map(|last| last.position))
+}
+
+/// What a replayed command's answer shows when the state no longer holds what the
+/// command did (a hold closed long ago): rebuilt from the log. `None`: the state's
+/// own view shows it.
+async fn replayed_view<A: Aggregate>(
+    inner: &Arc<Inner<A>>,
+    stream_id: &StreamId,
+    state: &A::State,
+    command: &A::Command,
+) -> Result<Option<A::View>, LedgerError> {
+    let wanted = A::replay_recall(state, command);
+    if wanted.is_empty() {
         return Ok(None);
-    };
-    let key = idempotency_key::<A>(&command_id, &request.command)?;
-    if found
-        .iter()
-        .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
-    {
-        return Err(DomainError::IdempotencyConflict(format!(
-            "{command_id} was already used for a different request"
-        ))
-        .into());
     }
-    Ok(Some(last.position))
+    let past = recall_from_log::<A>(inner, stream_id, &wanted).await?;
+    Ok(Some(A::replay_view(state, command, &past)))
 }
 
 /// A refused command that has an id may have been applied before: find its events by
-/// their derived ids and compare digests.
+/// their derived ids and compare digests. The answer shows what the command did, from
+/// the log when the state no longer holds it (a hold closed long ago).
 async fn replay<A: Aggregate>(
     inner: &Arc<Inner<A>>,
     stream_id: &StreamId,
@@ -592,29 +900,20 @@ async fn replay<A: Aggregate>(
     let Some(command_id) = effective_command_id(request) else {
         return Err(refusal.into());
     };
-    let ids = event_ids(stream_id, std::slice::from_ref(&command_id));
-    let found = inner.store.find_events(&ids).await?;
+    let found = original(inner, stream_id, request, &command_id).await?;
     let Some(last) = found.last() else {
         return Err(refusal.into());
     };
-    let key = idempotency_key::<A>(&command_id, &request.command)?;
-    if found
-        .iter()
-        .any(|e| e.metadata.idempotency_key.as_deref() != Some(key.as_str()))
-    {
-        return Err(DomainError::IdempotencyConflict(format!(
-            "{command_id} was already used for a different request"
-        ))
-        .into());
-    }
+    let view = replayed_view(inner, stream_id, state, &request.command)
+        .await?
+        .unwrap_or_else(|| A::view(state, &request.command));
     Ok(Outcome {
-        view: A::view(state, &request.command),
+        view,
         version,
         position: last.position,
         replayed: true,
     })
 }
-
 fn encode<A: Aggregate>(
     stream_id: &StreamId,
     request: &Request<A>,
@@ -635,7 +934,7 @@ fn encode<A: Aggregate>(
         .map(|(i, event)| {
             let (event_type, schema_version, payload) = codec::encode(event);
             let event_id = match &command_id {
-                Some(command_id) => event_id(stream_id, command_id, i as u32),
+                Some(command_id) => derived_event_id::<A>(stream_id, command_id, i as u32),
                 None => Uuid::now_v7(),
             };
             NewEvent {
@@ -656,11 +955,24 @@ fn effective_command_id<A: Aggregate>(request: &Request<A>) -> Option<String> {
 }
 
 /// Every event id the commands `command_ids` may have produced.
-fn event_ids(stream_id: &StreamId, command_ids: &[String]) -> Vec<Uuid> {
+fn event_ids<A: Aggregate>(stream_id: &StreamId, command_ids: &[String]) -> Vec<Uuid> {
     command_ids
         .iter()
-        .flat_map(|id| (0..EVENTS_PER_COMMAND_MAX).map(move |i| event_id(stream_id, id, i)))
+        .flat_map(|id| {
+            (0..EVENTS_PER_COMMAND_MAX).map(move |i| derived_event_id::<A>(stream_id, id, i))
+        })
         .collect()
+}
+
+/// The id of the `index`-th event of a command: derived from the stream and the
+/// command id, or, for an id unique in the whole ledger ([`Aggregate::ledger_wide`]),
+/// from the kind of stream and the command id, so the log refuses it in a second
+/// stream as it refuses it twice in one.
+fn derived_event_id<A: Aggregate>(stream_id: &StreamId, command_id: &str, index: u32) -> Uuid {
+    match A::ledger_wide(command_id) {
+        true => event_id_in(A::STREAM_PREFIX, command_id, index),
+        false => event_id(stream_id, command_id, index),
+    }
 }
 
 /// The events of earlier commands, for a decision: those already in the log, then those
@@ -673,7 +985,7 @@ async fn recall<A: Aggregate>(
 ) -> Result<Vec<(A::Event, DateTime<Utc>)>, LedgerError> {
     let mut past = recall_from_log::<A>(inner, stream_id, command_ids).await?;
     if !pending.is_empty() {
-        let ids = event_ids(stream_id, command_ids);
+        let ids = event_ids::<A>(stream_id, command_ids);
         for event in pending.iter().filter(|e| ids.contains(&e.event_id)) {
             let decoded =
                 codec::decode_ref(&event.event_type, event.schema_version, &event.payload)?;
@@ -690,10 +1002,12 @@ async fn recall_from_log<A: Aggregate>(
 ) -> Result<Vec<(A::Event, DateTime<Utc>)>, LedgerError> {
     let found = inner
         .store
-        .find_events(&event_ids(stream_id, command_ids))
+        .find_events(&event_ids::<A>(stream_id, command_ids))
         .await?;
+    // A ledger-wide id is found in the one stream that holds it: not this one's past.
     found
         .into_iter()
+        .filter(|recorded| recorded.stream_id == *stream_id)
         .map(|recorded| {
             let event = codec::decode(
                 &recorded.event_type,
@@ -706,18 +1020,26 @@ async fn recall_from_log<A: Aggregate>(
 }
 
 /// A random pause, growing with the attempt, at most [`RETRY_BACKOFF_MAX`].
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     // The random bits of a UUIDv7 are random enough to spread two processes apart.
     let random = u64::from(Uuid::now_v7().as_bytes()[15]) + 1;
     let ceiling = (1u64 << attempt.min(6)).saturating_mul(1_000);
     Duration::from_micros(ceiling * random / 256).min(RETRY_BACKOFF_MAX)
 }
 
-/// The id of the `index`-th event of a command: the same for every retry of it.
+/// The id of the `index`-th event of a command in a stream: the same for every retry
+/// of it.
 pub fn event_id(stream_id: &StreamId, command_id: &str, index: u32) -> Uuid {
+    event_id_in(stream_id.as_str(), command_id, index)
+}
+
+/// The id of the `index`-th event of a command whose id is unique within `scope` (a
+/// stream's name, or a kind of stream for ledger-wide ids: `account` never names a
+/// stream, `account-42` does).
+fn event_id_in(scope: &str, command_id: &str, index: u32) -> Uuid {
     let mut h = Sha256::new();
     h.update(b"tally.command.v1\0");
-    h.update(stream_id.as_str().as_bytes());
+    h.update(scope.as_bytes());
     h.update(b"\0");
     h.update(command_id.as_bytes());
     h.update(b"\0");
@@ -833,17 +1155,29 @@ async fn load<A: Aggregate>(
             };
         }
     }
+    Ok(fold_tail::<A>(inner, &stream_id, loaded).await?.0)
+}
+
+/// Folds the stream's events past `loaded.version` into it; returns the newer state
+/// and how many events it folded.
+async fn fold_tail<A: Aggregate>(
+    inner: &Inner<A>,
+    stream_id: &StreamId,
+    mut loaded: Loaded<A::State>,
+) -> Result<(Loaded<A::State>, usize), LedgerError> {
+    let mut folded = 0;
     loop {
         let page = inner
             .store
-            .read_stream(&stream_id, loaded.version + 1, LOAD_PAGE_EVENTS)
+            .read_stream(stream_id, loaded.version + 1, LOAD_PAGE_EVENTS)
             .await?;
         let done = page.len() < LOAD_PAGE_EVENTS;
+        folded += page.len();
         for recorded in page {
             loaded = fold::<A>(loaded, &recorded)?;
         }
         if done {
-            return Ok(loaded);
+            return Ok((loaded, folded));
         }
     }
 }

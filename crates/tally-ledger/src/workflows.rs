@@ -4,19 +4,24 @@
 //!
 //! - Requesting a refund reads what the account says the spend has left to refund
 //!   within the policy window, then records the request.
-//! - Approving a refund records the approval, then returns the credits to the account
-//!   (idempotent by the refund id: the log refuses `refund:<id>` twice, and a spend
-//!   never gives back more than it took). If the process dies between the two steps,
-//!   approving again — or the refund reactor — returns the credits.
+//! - Approving a refund and returning its credits stand or fall together: both are
+//!   decided against the latest state of the two streams and appended in one atomic
+//!   append. When the account refuses the credits (the spend was refunded in full
+//!   meanwhile), nothing is appended: the request stays requested and can still be
+//!   rejected. A request approved before this rule whose credits did not go back is
+//!   finished by approving again, or by the refund reactor (idempotent by the refund
+//!   id: the log refuses `refund:<id>` twice).
 
 use tally_domain::account::{self, AccountCommand};
 use tally_domain::refund::{RefundAsk, RefundCommand, RefundRequest, RefundStatus};
 use tally_domain::values::{AdminId, Reason, RefundId};
 use tally_domain::{Config, DomainError};
-use tally_store::Metadata;
+use tally_store::{Metadata, StoreError};
 
 use crate::aggregate::AccountView;
-use crate::{Accounts, Ledger, LedgerError, Outcome, Refunds, Request};
+use crate::{
+    Accounts, COMMAND_ATTEMPTS_MAX, Ledger, LedgerError, Outcome, Refunds, Request, backoff,
+};
 
 /// Records a refund request after checking it against the account's spend and the
 /// configured refund window.
@@ -47,7 +52,7 @@ pub async fn request_refund(
         .await
 }
 
-/// Approves a refund request and returns its credits to the account.
+/// Approves a refund request and returns its credits to the account, atomically.
 pub async fn approve_refund(
     accounts: &Ledger<Accounts>,
     refunds: &Ledger<Refunds>,
@@ -56,20 +61,22 @@ pub async fn approve_refund(
     reason: Reason,
     metadata: Metadata,
 ) -> Result<Outcome<AccountView>, LedgerError> {
-    let approved = refunds
-        .execute(Request {
-            key: refund_id.clone(),
-            command: RefundCommand::Approve { admin, reason },
-            command_id: None,
-            metadata: metadata.clone(),
-        })
-        .await?;
-    let ask = match (approved.view.status, approved.view.ask) {
-        (Some(RefundStatus::Approved), Some(ask)) => ask,
-        _ => return Err(DomainError::RefundNotFound.into()),
+    let approve = Request {
+        key: refund_id.clone(),
+        command: RefundCommand::Approve { admin, reason },
+        command_id: None,
+        metadata: metadata.clone(),
     };
-    accounts
-        .execute(Request {
+    for attempt in 0..COMMAND_ATTEMPTS_MAX {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let approval = refunds.prepare(&approve).await?;
+        let ask = match (approval.view.status, approval.view.ask) {
+            (Some(RefundStatus::Approved), Some(ask)) => ask,
+            _ => return Err(DomainError::RefundNotFound.into()),
+        };
+        let credit = Request {
             key: ask.user_id,
             command: AccountCommand::Refund {
                 refund_id: refund_id.clone(),
@@ -77,7 +84,40 @@ pub async fn approve_refund(
                 amount: ask.amount,
             },
             command_id: None,
-            metadata,
-        })
-        .await
+            metadata: metadata.clone(),
+        };
+        let Some(approval) = approval.append else {
+            // Approved already (a re-sent approval): its credits went back with it, or,
+            // for a request approved before this rule, go back now; a replay either way.
+            return accounts.execute(credit).await;
+        };
+        // A refusal here appends nothing: the request is still requested.
+        let credited = accounts.prepare(&credit).await?;
+        let Some(credits) = credited.append else {
+            return Err(DomainError::RefundNotAllowed(
+                "the account returns nothing for this refund".into(),
+            )
+            .into());
+        };
+        let account_stream = credits.stream_id.clone();
+        match accounts.store().append_many(vec![approval, credits]).await {
+            Ok(result) => {
+                return Ok(Outcome {
+                    view: credited.view,
+                    version: result
+                        .stream_version(&account_stream)
+                        .unwrap_or(credited.version),
+                    position: result.position(),
+                    replayed: result.replayed,
+                });
+            }
+            // Another writer moved either stream: decide both again.
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(LedgerError::Contention {
+        stream_id: format!("refund-{refund_id}"),
+        attempts: COMMAND_ATTEMPTS_MAX,
+    })
 }
