@@ -213,7 +213,7 @@ fn scenario(url: &str) {
         // Both processes learn of it from the log: the other one captures nothing
         // early and reads the same hold.
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let expired_at = loop {
             let (status, body, _) = send(
                 &client,
                 "GET",
@@ -222,18 +222,20 @@ fn scenario(url: &str) {
                 Value::Null,
             );
             if status == StatusCode::OK && body["state"] == "expired" {
-                break;
+                break body["position"].as_u64().expect("a position");
             }
             assert!(
                 Instant::now() < deadline,
                 "hold {hold} never expired: {status} {body}"
             );
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        // The balance as of the expiry (each read model moves on its own; a GET
+        // waits for the position it names).
         let (status, body, _) = send(
             &client,
             "GET",
-            &other.url(&format!("/v1/accounts/{user}")),
+            &other.url(&format!("/v1/accounts/{user}?min_position={expired_at}")),
             SERVICE,
             Value::Null,
         );

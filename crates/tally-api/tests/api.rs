@@ -165,6 +165,7 @@ on_both_backends!(
     slots_post_once_per_destination_and_cycle_within_the_plan,
     request_ids_reach_the_events_and_metrics_are_served,
     oxapay_callbacks_as_oxapay_signs_and_retries_them,
+    holds_and_refunds_are_decided_on_the_log_as_it_stands,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -1769,4 +1770,228 @@ async fn oxapay_callbacks_as_oxapay_signs_and_retries_them(s: &Server) {
         r#"{"track_id":"1","status":"Paid","amount":1,"currency":"USD","order_id":"nope"}"#;
     let (status, _) = oxapay_callback(s, unknown, OXAPAY_KEY).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Issue 12's cases over the socket: a hold id is one hold in the whole ledger; a
+/// second refund over a spend already refunded is refused with its credits and stays
+/// requested; a re-send answers the original however long ago, even for a hold the
+/// account's state has forgotten; the same id racing itself in one batch is one write
+/// and its replays, never a 422.
+async fn holds_and_refunds_are_decided_on_the_log_as_it_stands(s: &Server) {
+    for user in [300, 301] {
+        s.call(
+            "PUT",
+            &format!("/v1/accounts/{user}"),
+            Some(SERVICE),
+            Some(json!({})),
+        )
+        .await;
+        let grant = json!({"grant_id": format!("g{user}"), "amount": "100", "reason": "start"});
+        let (status, body, _) = s
+            .call(
+                "POST",
+                &format!("/v1/admin/accounts/{user}/grants"),
+                Some(ADMIN),
+                Some(grant),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // One hold id, one hold.
+    let place =
+        json!({"hold_id": "job-300", "amount": "5", "ttl_seconds": 600, "reason": "render"});
+    let (status, body, _) = s
+        .call(
+            "POST",
+            "/v1/accounts/300/holds",
+            Some(SERVICE),
+            Some(place.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let head = s.store.last_position().await.unwrap();
+    let (status, problem, _) = s
+        .call(
+            "POST",
+            "/v1/accounts/301/holds",
+            Some(SERVICE),
+            Some(place.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "idempotency_conflict", "{problem}");
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "nothing appended"
+    );
+    let (status, captured, _) = s
+        .call(
+            "POST",
+            "/v1/holds/job-300/capture",
+            Some(SERVICE),
+            Some(json!({"amount": "3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    assert_eq!(captured["user_id"], 300, "{captured}");
+
+    // More closed holds than the state keeps: job-300 is forgotten by the state.
+    for n in 0..20 {
+        let hold = format!("later-{n}");
+        let body = json!({"hold_id": hold, "amount": "1", "ttl_seconds": 600, "reason": "job"});
+        let (status, _, _) = s
+            .call("POST", "/v1/accounts/300/holds", Some(SERVICE), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _, _) = s
+            .call(
+                "POST",
+                &format!("/v1/holds/{hold}/release"),
+                Some(SERVICE),
+                Some(json!({"reason": "failed"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let head = s.store.last_position().await.unwrap();
+    let (status, again, headers) = s
+        .call(
+            "POST",
+            "/v1/holds/job-300/capture",
+            Some(SERVICE),
+            Some(json!({"amount": "3"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "an old capture re-sent: {again}");
+    assert_eq!(headers.get("idempotent-replay").unwrap(), "true");
+    assert_eq!(
+        (again["state"].as_str(), again["captured"].as_str()),
+        (Some("captured"), Some("3.00")),
+        "{again}"
+    );
+    assert_eq!(again["position"], captured["position"], "{again}");
+    let (status, again, headers) = s
+        .call("POST", "/v1/accounts/300/holds", Some(SERVICE), Some(place))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "an old placement re-sent: {again}"
+    );
+    assert_eq!(headers.get("idempotent-replay").unwrap(), "true");
+    assert_eq!(again["amount"], "5.00", "{again}");
+    let (status, again, headers) = s
+        .call(
+            "POST",
+            "/v1/holds/later-0/release",
+            Some(SERVICE),
+            Some(json!({"reason": "failed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "an old release re-sent: {again}");
+    assert_eq!(headers.get("idempotent-replay").unwrap(), "true");
+    assert_eq!(again["state"], "released", "{again}");
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "replays append nothing"
+    );
+
+    // The same debit id racing itself: one write, the others its replays.
+    let debit = json!({"debit_id": "race", "amount": "2", "reason": "job"});
+    let sends = (0..8).map(|_| {
+        s.call(
+            "POST",
+            "/v1/accounts/301/debits",
+            Some(SERVICE),
+            Some(debit.clone()),
+        )
+    });
+    let answers = futures::future::join_all(sends).await;
+    let fresh = answers
+        .iter()
+        .filter(|(st, _, h)| *st == StatusCode::CREATED && h.get("idempotent-replay").is_none())
+        .count();
+    let replays = answers
+        .iter()
+        .filter(|(st, _, h)| *st == StatusCode::CREATED && h.get("idempotent-replay").is_some())
+        .count();
+    assert_eq!(
+        (fresh, replays),
+        (1, 7),
+        "{:?}",
+        answers
+            .iter()
+            .map(|a| (a.0, a.1.clone()))
+            .collect::<Vec<_>>()
+    );
+
+    // Two requests over one spend, each for all of it: the second approval is
+    // refused with its credits, appends nothing, and the request can be rejected.
+    let debit = json!({"debit_id": "spend", "amount": "6", "reason": "post"});
+    s.call(
+        "POST",
+        "/v1/accounts/301/debits",
+        Some(SERVICE),
+        Some(debit),
+    )
+    .await;
+    for id in ["twice-1", "twice-2"] {
+        let ask = json!({"refund_id": id, "user_id": 301, "reference": "debit:spend", "amount": "6", "reason": "failed"});
+        let (status, body, _) = s
+            .call("POST", "/v1/refunds", Some(SERVICE), Some(ask))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/twice-1/approve",
+            Some(ADMIN),
+            Some(json!({"reason": "ok"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let head = s.store.last_position().await.unwrap();
+    let (status, problem, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/twice-2/approve",
+            Some(ADMIN),
+            Some(json!({"reason": "ok"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "refund_not_allowed", "{problem}");
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "no approval without its credits"
+    );
+    let (_, queue, _) = s
+        .call(
+            "GET",
+            &format!("/v1/refunds?status=requested&min_position={head}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert!(
+        queue["refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["refund_id"] == "twice-2"),
+        "still requested: {queue}"
+    );
+    let (status, body, _) = s
+        .call(
+            "POST",
+            "/v1/refunds/twice-2/reject",
+            Some(ADMIN),
+            Some(json!({"reason": "refunded already"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
