@@ -157,6 +157,7 @@ async fn pay(s: &Setup, id: &str, u: UserId, price: &str, currency: &str, purpos
     };
     exec(&payments, key.clone(), PaymentCommand::Create(terms)).await;
     let paid = PaymentCommand::Succeed {
+        provider: "stars".into(),
         provider_payment_id: format!("tg-{id}"),
         amount: amount(price),
         currency: currency.into(),
@@ -392,6 +393,7 @@ async fn payments_subscriptions_posts_refunds_and_stats_are_projected(s: &Setup)
     };
     exec(&payments, failed.clone(), PaymentCommand::Create(terms)).await;
     let fail = PaymentCommand::Fail {
+        provider: "oxapay".into(),
         reason: reason("card declined"),
     };
     exec(&payments, failed, fail).await;

@@ -78,6 +78,7 @@ fn status_of(code: &str) -> StatusCode {
         | "hold_not_open"
         | "idempotency_conflict"
         | "payment_conflict"
+        | "provider_mismatch"
         | "already_posted"
         | "slot_not_active"
         | "contention" => StatusCode::CONFLICT,
@@ -216,7 +217,7 @@ pub(crate) enum WriteErrors {
     /// The ledger refuses it as things stand.
     #[response(
         status = 409,
-        description = "`insufficient_credits`, `account_blocked`, `hold_not_open` (detail says captured, released or expired), `idempotency_conflict` (same id, other body), `payment_conflict`, `already_posted`, `slot_not_active`, `contention` (retry)",
+        description = "`insufficient_credits`, `account_blocked`, `hold_not_open` (detail says captured, released or expired), `idempotency_conflict` (same id, other body), `payment_conflict`, `provider_mismatch` (a webhook for another provider's payment), `already_posted`, `slot_not_active`, `contention` (retry)",
         content_type = "application/problem+json"
     )]
     Conflict(Problem),

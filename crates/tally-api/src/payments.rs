@@ -21,7 +21,7 @@ use sha2::Sha256;
 use sqlx::Row;
 use tally_domain::payment::{Payment, PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PaymentId, PlanId, Reason};
-use tally_ledger::{Outcome, Request};
+use tally_ledger::{LedgerError, Outcome, Request};
 use tally_projections::fulfil_payment;
 use tally_store::{Actor, ActorKind, Metadata};
 use utoipa::ToSchema;
@@ -332,6 +332,7 @@ async fn generic(
     let payment_id = PaymentId::new(body.payment_id)?;
     let command = match body.status {
         WebhookStatus::Succeeded => PaymentCommand::Succeed {
+            provider: provider.clone(),
             provider_payment_id: body.provider_payment_id.ok_or_else(|| {
                 ApiError::validation("a succeeded payment needs provider_payment_id")
             })?,
@@ -339,6 +340,7 @@ async fn generic(
             currency: body.currency,
         },
         WebhookStatus::Failed => PaymentCommand::Fail {
+            provider: provider.clone(),
             reason: Reason::new(format!("{provider} reported the payment failed"))?,
         },
     };
@@ -351,7 +353,8 @@ async fn generic(
             command_id: None,
             metadata: Metadata::by(Actor::new(ActorKind::Webhook, provider.clone())),
         })
-        .await?;
+        .await
+        .map_err(|error| refused_webhook(&provider, &payment_id, error))?;
     // Credit at once (the reactor would, a moment later; both are idempotent by the
     // payment id), so `?min_position` on the answer's position shows the credits.
     let mut position = outcome.position;
@@ -429,21 +432,18 @@ async fn oxapay(
     let payment_id = PaymentId::new(order)?;
     let metadata = Metadata::by(Actor::new(ActorKind::Webhook, "oxapay"));
     let command = match status.as_str() {
-        "paid" => {
-            let payment = state.ledgers.payments.load(&payment_id).await?.state;
-            let Some(terms) = payment.terms else {
-                return Err(ApiError::not_found(
-                    "payment_not_found",
-                    format!("there is no payment {payment_id}; create it before its invoice"),
-                ));
-            };
-            PaymentCommand::Succeed {
-                provider_payment_id: track,
-                amount: terms.amount,
-                currency: terms.currency,
-            }
-        }
+        // What OxaPay says was paid is checked against the payment by the ledger:
+        // another amount or currency is a conflict, never a credit. The amount is a
+        // JSON number; its text is read as a decimal, never through a float.
+        "paid" => PaymentCommand::Succeed {
+            provider: OXAPAY.into(),
+            provider_payment_id: track,
+            amount: oxapay_amount(&body)?,
+            currency: text(&["currency"])
+                .ok_or_else(|| ApiError::validation("the callback names no currency"))?,
+        },
         "failed" | "expired" => PaymentCommand::Fail {
+            provider: OXAPAY.into(),
             reason: Reason::new(format!("oxapay reported the invoice {status}"))?,
         },
         _ => return Ok(ok_body()),
@@ -457,7 +457,8 @@ async fn oxapay(
             command_id: None,
             metadata: metadata.clone(),
         })
-        .await?;
+        .await
+        .map_err(|error| refused_webhook(OXAPAY, &payment_id, error))?;
     if let (Some(PaymentStatus::Succeeded), Some(terms)) =
         (outcome.view.status, &outcome.view.terms)
     {
@@ -472,6 +473,45 @@ async fn oxapay(
         .await?;
     }
     Ok(ok_body())
+}
+
+/// The provider name of OxaPay payments in the ledger (and its webhook route).
+const OXAPAY: &str = "oxapay";
+
+/// A webhook the ledger refused: a payment of another provider, or a report that
+/// disagrees with the payment, is logged and counted (someone is sending notices
+/// that do not match; an operator should look), then answered with the refusal.
+fn refused_webhook(provider: &str, payment_id: &PaymentId, error: LedgerError) -> ApiError {
+    let code = error.code();
+    if matches!(code, "provider_mismatch" | "payment_conflict") {
+        tracing::warn!(%provider, %payment_id, %error, "webhook refused: nothing applied");
+        metrics::counter!("tally_webhooks_refused_total", "provider" => provider.to_string(), "code" => code)
+            .increment(1);
+    }
+    error.into()
+}
+
+/// The `amount` of an OxaPay callback (a JSON number, or a string) as a decimal,
+/// read from its text.
+fn oxapay_amount(body: &[u8]) -> Result<Amount, ApiError> {
+    #[derive(Deserialize)]
+    struct Paid<'a> {
+        #[serde(borrow)]
+        amount: Option<&'a serde_json::value::RawValue>,
+    }
+    let paid: Paid = serde_json::from_slice(body)
+        .map_err(|e| ApiError::validation(format!("the callback is not JSON: {e}")))?;
+    let raw = paid
+        .amount
+        .ok_or_else(|| ApiError::validation("the callback names no amount"))?
+        .get();
+    let text = raw.trim().trim_matches('"');
+    let decimal = rust_decimal::Decimal::from_str_exact(text)
+        .or_else(|_| rust_decimal::Decimal::from_scientific(text))
+        .map_err(|_| {
+            ApiError::validation(format!("the callback's amount {raw} is not a number"))
+        })?;
+    Ok(Amount::new(decimal.normalize())?)
 }
 
 fn ok_body() -> Response {

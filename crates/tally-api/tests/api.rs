@@ -166,6 +166,7 @@ on_both_backends!(
     request_ids_reach_the_events_and_metrics_are_served,
     oxapay_callbacks_as_oxapay_signs_and_retries_them,
     holds_and_refunds_are_decided_on_the_log_as_it_stands,
+    a_payment_is_settled_only_by_its_own_provider_and_as_paid,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -1994,4 +1995,64 @@ async fn holds_and_refunds_are_decided_on_the_log_as_it_stands(s: &Server) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A payment is settled only by its own provider, and only as paid: a webhook of
+/// another provider (its route, its signature) or an OxaPay callback whose amount or
+/// currency disagrees with the payment is refused and appends nothing.
+async fn a_payment_is_settled_only_by_its_own_provider_and_as_paid(s: &Server) {
+    let create = json!({"payment_id": "ox-own", "user_id": 96, "provider": "oxapay", "amount": "9.99", "currency": "USD", "purpose": {"credits": "50"}});
+    let (status, body, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let create = json!({"payment_id": "st-own", "user_id": 96, "provider": "stars", "amount": "100", "currency": "XTR", "purpose": {"credits": "20"}});
+    let (status, body, _) = s
+        .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let head = s.store.last_position().await.unwrap();
+    // The stars route, signed with the stars secret, naming an OxaPay payment.
+    let body = r#"{"payment_id":"ox-own","status":"succeeded","amount":"9.99","currency":"USD","provider_payment_id":"fake-1"}"#;
+    let (status, problem) = post_webhook(s, body, &sign(body)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "provider_mismatch", "{problem}");
+    // OxaPay's route and key, naming a Stars payment.
+    let paid =
+        r#"{"track_id":"9","status":"Paid","amount":100,"currency":"XTR","order_id":"st-own"}"#;
+    let (status, text) = oxapay_callback(s, paid, OXAPAY_KEY).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    assert!(text.contains("provider_mismatch"), "{text}");
+    // OxaPay says less was paid, or in another currency: a conflict, not a credit.
+    for paid in [
+        r#"{"track_id":"10","status":"Paid","amount":1.5,"currency":"USD","order_id":"ox-own"}"#,
+        r#"{"track_id":"10","status":"Paid","amount":9.99,"currency":"EUR","order_id":"ox-own"}"#,
+    ] {
+        let (status, text) = oxapay_callback(s, paid, OXAPAY_KEY).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{paid}: {text}");
+        assert!(text.contains("payment_conflict"), "{text}");
+    }
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "nothing appended"
+    );
+    // As paid, by its own provider: credited.
+    let paid =
+        r#"{"track_id":"10","status":"Paid","amount":9.990,"currency":"USD","order_id":"ox-own"}"#;
+    assert_eq!(
+        oxapay_callback(s, paid, OXAPAY_KEY).await,
+        (StatusCode::OK, "ok".to_string())
+    );
+    // The answer is OxaPay's `ok`, with no position: wait for the read model.
+    let head = s.store.last_position().await.unwrap();
+    let (_, payment, _) = s
+        .call(
+            "GET",
+            &format!("/v1/payments/ox-own?min_position={head}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
 }

@@ -170,6 +170,12 @@ async fn checkout_problem(
     let Some(terms) = payment.terms else {
         return Ok(Some(format!("there is no payment {payment_id}")));
     };
+    if terms.provider != STARS {
+        return Ok(Some(format!(
+            "payment {payment_id} is a {} payment, not a Stars one",
+            terms.provider
+        )));
+    }
     let user = query.from.id.0 as i64;
     if terms.user_id.get() != user {
         return Ok(Some(format!(
@@ -234,6 +240,7 @@ pub(crate) async fn on_successful_payment(
         .execute(Request {
             key: payment_id.clone(),
             command: PaymentCommand::Succeed {
+                provider: STARS.into(),
                 provider_payment_id: paid.telegram_payment_charge_id.0.clone(),
                 amount: Amount::new(Decimal::from(paid.total_amount))?,
                 currency: paid.currency.to_string(),

@@ -71,6 +71,16 @@ pub enum DomainError {
     /// A provider's report that disagrees with the payment.
     #[error("payment conflict: {0}")]
     PaymentConflict(String),
+    /// A report about a payment from a provider other than the payment's own.
+    #[error(
+        "this is a {payment_provider} payment; {reported_by} cannot settle it (a payment is settled only by its own provider)"
+    )]
+    ProviderMismatch {
+        /// The payment's provider.
+        payment_provider: String,
+        /// Who reported.
+        reported_by: String,
+    },
     /// No subscription for this user.
     #[error("the user has no subscription (one starts when a plan is paid)")]
     SubscriptionNotFound,
@@ -109,6 +119,7 @@ impl DomainError {
             Self::RefundNotAllowed(_) => "refund_not_allowed",
             Self::PaymentNotFound => "payment_not_found",
             Self::PaymentConflict(_) => "payment_conflict",
+            Self::ProviderMismatch { .. } => "provider_mismatch",
             Self::SubscriptionNotFound => "subscription_not_found",
             Self::RefundNotFound => "refund_not_found",
             Self::SelfApproval(_) => "self_approval",

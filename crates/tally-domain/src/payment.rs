@@ -70,6 +70,8 @@ pub enum PaymentCommand {
     Create(Terms),
     /// The provider says it was paid.
     Succeed {
+        /// Who says so: the payment's own provider, or the report is refused.
+        provider: String,
         /// The provider's charge id.
         provider_payment_id: String,
         /// What the provider says was paid.
@@ -79,6 +81,8 @@ pub enum PaymentCommand {
     },
     /// The provider says it was not paid.
     Fail {
+        /// Who says so: the payment's own provider, or the report is refused.
+        provider: String,
         /// Why.
         reason: Reason,
     },
@@ -172,12 +176,23 @@ pub fn decide(
     let (Some(terms), Some(status)) = (&state.terms, state.status) else {
         return Err(DomainError::PaymentNotFound);
     };
+    // A payment is settled only by its own provider: a webhook of another (signed with
+    // that provider's secret, or at its route) changes nothing.
+    if let C::Succeed { provider, .. } | C::Fail { provider, .. } = command
+        && provider != &terms.provider
+    {
+        return Err(DomainError::ProviderMismatch {
+            payment_provider: terms.provider.clone(),
+            reported_by: provider.clone(),
+        });
+    }
     match command {
         C::Create(_) => Ok(vec![]),
         C::Succeed {
             provider_payment_id,
             amount,
             currency,
+            ..
         } => {
             check_text("provider payment id", provider_payment_id)?;
             if *amount != terms.amount || currency != &terms.currency {
@@ -208,7 +223,7 @@ pub fn decide(
                 )),
             }
         }
-        C::Fail { reason } => match status {
+        C::Fail { reason, .. } => match status {
             PaymentStatus::Pending => Ok(vec![E::Failed {
                 reason: reason.clone(),
             }]),

@@ -26,6 +26,7 @@ fn when(state: &Payment, command: C) -> Result<Vec<E>, DomainError> {
 
 fn succeed(charge: &str, amount: &str, currency: &str) -> C {
     C::Succeed {
+        provider: "stars".into(),
         provider_payment_id: charge.into(),
         amount: amount.parse().unwrap(),
         currency: currency.into(),
@@ -112,7 +113,14 @@ fn only_a_pending_payment_fails_and_only_a_paid_one_is_reversed() {
     let reason = || Reason::new("provider said so").unwrap();
     let pending = given(&[E::Created(terms("180"))]);
     assert!(matches!(
-        when(&pending, C::Fail { reason: reason() }).unwrap()[..],
+        when(
+            &pending,
+            C::Fail {
+                provider: "stars".into(),
+                reason: reason(),
+            }
+        )
+        .unwrap()[..],
         [E::Failed { .. }]
     ));
     assert_eq!(
@@ -123,9 +131,15 @@ fn only_a_pending_payment_fails_and_only_a_paid_one_is_reversed() {
     );
     let paid = given(&[E::Created(terms("180")), succeeded("ch-1")]);
     assert_eq!(
-        when(&paid, C::Fail { reason: reason() })
-            .unwrap_err()
-            .code(),
+        when(
+            &paid,
+            C::Fail {
+                provider: "stars".into(),
+                reason: reason(),
+            }
+        )
+        .unwrap_err()
+        .code(),
         "payment_conflict"
     );
     let reversed = when(&paid, C::Reverse { reason: reason() }).unwrap();
@@ -145,4 +159,25 @@ fn an_unknown_payment_is_not_found() {
         when(&given(&[]), succeed("ch-1", "1", "XTR")).unwrap_err(),
         DomainError::PaymentNotFound
     );
+}
+
+#[test]
+fn a_payment_is_settled_only_by_its_own_provider() {
+    let pending = given(&[E::Created(terms("100"))]);
+    for command in [
+        C::Succeed {
+            provider: "oxapay".into(),
+            provider_payment_id: "charge-1".into(),
+            amount: "100".parse().unwrap(),
+            currency: "XTR".into(),
+        },
+        C::Fail {
+            provider: "acme".into(),
+            reason: Reason::new("declined").unwrap(),
+        },
+    ] {
+        let refused = when(&pending, command).unwrap_err();
+        assert_eq!(refused.code(), "provider_mismatch", "{refused}");
+        assert!(refused.to_string().contains("stars payment"), "{refused}");
+    }
 }
