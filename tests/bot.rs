@@ -537,6 +537,35 @@ async fn a_stars_top_up_credits_once_however_often_telegram_delivers_it(stack: S
             .await,
         1
     );
+    // A second real charge for the paid invoice (two checkouts both charged): on
+    // record once, nothing credited, the user and both admins told once.
+    let admins_before = stack.fake.texts_to(ADMIN_A).len();
+    let second = stack
+        .fake
+        .push(successful_payment(&alice, 21, &payload, 50, "charge-202"));
+    let texts = stack.fake.wait_texts(201, before + 3).await;
+    assert!(texts[before + 2].contains("already paid"), "{texts:?}");
+    let notes = stack.fake.wait_texts(ADMIN_A, admins_before + 1).await;
+    assert!(
+        notes[admins_before].contains("Duplicate charge")
+            && notes[admins_before].contains("charge-202"),
+        "{notes:?}"
+    );
+    stack.fake.push(second);
+    stack.fake.wait_texts(201, before + 4).await;
+    assert_eq!(
+        stack
+            .count(&format!("payment-{payload}"), "payment.duplicate_charge")
+            .await,
+        1
+    );
+    assert_eq!(stack.count("account-201", "credits.deposited").await, 1);
+    assert_eq!(stack.available(201).await, Decimal::from(5));
+    assert_eq!(
+        stack.fake.texts_to(ADMIN_A).len(),
+        admins_before + 1,
+        "the admins are told once"
+    );
     stack
 }
 

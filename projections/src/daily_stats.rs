@@ -183,6 +183,18 @@ impl Projection for DailyStats {
                     PaymentEvent::Failed { .. } => {
                         add(&mut tally, &day, "payments_failed", COUNT, 1)
                     }
+                    PaymentEvent::DuplicateCharge {
+                        amount, currency, ..
+                    } => {
+                        add(&mut tally, &day, "duplicate_charges", &currency, 1);
+                        add(
+                            &mut tally,
+                            &day,
+                            "duplicate_charged_cents",
+                            &currency,
+                            c(amount.get())?,
+                        );
+                    }
                 }
                 continue;
             }

@@ -1,6 +1,8 @@
 //! Read model `payments`: every payment with its terms (who, provider, price, what it
-//! buys) and where it is (pending, succeeded, failed, reversed). Payments are few next
-//! to account events, so each event is one statement.
+//! buys) and where it is (pending, succeeded, failed, reversed); and
+//! `duplicate_charges`: further charges of a provider for a payment already paid,
+//! money to give back. Payments are few next to account events, so each event is one
+//! statement.
 
 use async_trait::async_trait;
 use sqlx::AnyConnection;
@@ -21,7 +23,7 @@ impl Projection for Payments {
     }
 
     fn version(&self) -> i64 {
-        1
+        2
     }
 
     fn schema(&self) -> &'static str {
@@ -29,7 +31,7 @@ impl Projection for Payments {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["payments"]
+        &["payments", "duplicate_charges"]
     }
 
     async fn apply(
@@ -92,6 +94,33 @@ impl Projection for Payments {
                         ),
                         &[
                             provider_payment_id.into(),
+                            at.into(),
+                            position.into(),
+                            payment_id.into(),
+                        ],
+                    )
+                    .await?;
+                    continue;
+                }
+                PaymentEvent::DuplicateCharge {
+                    user_id,
+                    provider_payment_id,
+                    amount,
+                    currency,
+                } => {
+                    execute(
+                        conn,
+                        &format!(
+                            "INSERT INTO duplicate_charges{g} (provider, provider_payment_id, \
+                             payment_id, user_id, amount_cents, currency, occurred_at, position) \
+                             SELECT provider, $1, payment_id, $2, $3, $4, $5, $6 \
+                             FROM payments{g} WHERE payment_id = $7"
+                        ),
+                        &[
+                            provider_payment_id.as_str().into(),
+                            user_id.get().into(),
+                            amount_cents(recorded.position, amount.get())?.into(),
+                            currency.as_str().into(),
                             at.into(),
                             position.into(),
                             payment_id.into(),

@@ -17,3 +17,17 @@ CREATE TABLE payments{g} (
     position            BIGINT NOT NULL
 );
 CREATE INDEX payments{g}_user ON payments{g} (user_id, created_at);
+-- Charges a provider made for a payment already paid (or failed): money received that
+-- bought nothing, for an admin to give back.
+CREATE TABLE duplicate_charges{g} (
+    provider            TEXT NOT NULL,
+    provider_payment_id TEXT NOT NULL,
+    payment_id          TEXT NOT NULL,
+    user_id             BIGINT NOT NULL,
+    amount_cents        BIGINT NOT NULL,
+    currency            TEXT NOT NULL,
+    occurred_at         BIGINT NOT NULL,
+    position            BIGINT NOT NULL,
+    PRIMARY KEY (provider, provider_payment_id)
+);
+CREATE INDEX duplicate_charges{g}_user ON duplicate_charges{g} (user_id, position);

@@ -38,6 +38,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create))
         .routes(routes!(read))
         .routes(routes!(webhook))
+        .routes(routes!(duplicate_charges))
 }
 
 /// Webhook secrets by provider, from `provider:secret,…`.
@@ -284,6 +285,9 @@ pub(crate) struct WebhookAnswer {
     status: String,
     /// Position of the last event (credits included): use as `?min_position`.
     position: u64,
+    /// True when this charge was another one for a payment already paid: recorded
+    /// as a duplicate charge (credits nothing; see the admin's duplicate charges).
+    duplicate_charge: bool,
 }
 
 /// A provider's notice that a payment succeeded or failed. The signature is checked
@@ -319,6 +323,84 @@ async fn webhook(
     }
 }
 
+/// A charge of a provider for a payment already paid: money that bought nothing.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DuplicateChargeBody {
+    provider: String,
+    provider_payment_id: String,
+    payment_id: String,
+    user_id: i64,
+    #[schema(value_type = String, example = "100.00")]
+    amount: rust_decimal::Decimal,
+    currency: String,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    position: i64,
+}
+
+/// The duplicate charges, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DuplicateChargesBody {
+    charges: Vec<DuplicateChargeBody>,
+}
+
+/// Filters of the duplicate charges.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DuplicateChargesQuery {
+    /// Only this user's.
+    user_id: Option<i64>,
+    /// Wait (up to 5 s) for the read model to reach this position.
+    min_position: Option<u64>,
+}
+
+/// Charges a provider made for payments already paid (or failed): money received
+/// that bought nothing and should be given back (newest first, at most 500).
+#[utoipa::path(get, path = "/v1/admin/payments/duplicate-charges", tag = "admin",
+    params(DuplicateChargesQuery),
+    responses((status = 200, body = DuplicateChargesBody), ReadErrors),
+    security(("admin" = [])))]
+async fn duplicate_charges(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<DuplicateChargesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<DuplicateChargesBody>, ApiError> {
+    state.keys.require(&headers, Role::Admin).await?;
+    let query = input::query(query)?;
+    settle(&state, "payments", query.min_position).await?;
+    let rows = sqlx::query(
+        "SELECT provider, provider_payment_id, payment_id, user_id, amount_cents, currency, \
+         occurred_at, position FROM duplicate_charges \
+         WHERE $1 = 0 OR user_id = $1 ORDER BY position DESC LIMIT 500",
+    )
+    .bind(query.user_id.unwrap_or(0))
+    .fetch_all(state.projector.pool())
+    .await?;
+    let charges = rows
+        .iter()
+        .map(|row| DuplicateChargeBody {
+            provider: row.get(0),
+            provider_payment_id: row.get(1),
+            payment_id: row.get(2),
+            user_id: row.get(3),
+            amount: tally_projections::from_cents(row.get(4)),
+            currency: row.get(5),
+            occurred_at: chrono::DateTime::from_timestamp_micros(row.get(6)),
+            position: row.get(7),
+        })
+        .collect();
+    Ok(Json(DuplicateChargesBody { charges }))
+}
+
+/// Counts a charge recorded as a duplicate (the first time it is recorded).
+fn count_duplicate(provider: &str, charge: &str, outcome: &Outcome<Payment>) {
+    if !outcome.replayed && outcome.view.provider_payment_id.as_deref() != Some(charge) {
+        tracing::warn!(%provider, %charge, "a second charge for a paid payment: recorded as a duplicate charge to give back");
+        metrics::counter!("tally_duplicate_charges_total", "provider" => provider.to_string())
+            .increment(1);
+    }
+}
+
 /// The generic format (see the module notes).
 async fn generic(
     state: AppState,
@@ -330,6 +412,8 @@ async fn generic(
     verify_signature(&headers, &body, secret)?;
     let body: WebhookBody = input::json(&body)?;
     let payment_id = PaymentId::new(body.payment_id)?;
+    let charge = body.provider_payment_id.clone().unwrap_or_default();
+    let succeeded = matches!(body.status, WebhookStatus::Succeeded);
     let command = match body.status {
         WebhookStatus::Succeeded => PaymentCommand::Succeed {
             provider: provider.clone(),
@@ -355,6 +439,11 @@ async fn generic(
         })
         .await
         .map_err(|error| refused_webhook(&provider, &payment_id, error))?;
+    let duplicate_charge =
+        succeeded && outcome.view.provider_payment_id.as_deref() != Some(charge.as_str());
+    if duplicate_charge {
+        count_duplicate(&provider, &charge, &outcome);
+    }
     // Credit at once (the reactor would, a moment later; both are idempotent by the
     // payment id), so `?min_position` on the answer's position shows the credits.
     let mut position = outcome.position;
@@ -383,6 +472,7 @@ async fn generic(
         payment_id: payment_id.to_string(),
         status,
         position,
+        duplicate_charge,
     }))
 }
 
@@ -437,7 +527,7 @@ async fn oxapay(
         // JSON number; its text is read as a decimal, never through a float.
         "paid" => PaymentCommand::Succeed {
             provider: OXAPAY.into(),
-            provider_payment_id: track,
+            provider_payment_id: track.clone(),
             amount: oxapay_amount(&body)?,
             currency: text(&["currency"])
                 .ok_or_else(|| ApiError::validation("the callback names no currency"))?,
@@ -459,6 +549,9 @@ async fn oxapay(
         })
         .await
         .map_err(|error| refused_webhook(OXAPAY, &payment_id, error))?;
+    if status == "paid" {
+        count_duplicate(OXAPAY, &track, &outcome);
+    }
     if let (Some(PaymentStatus::Succeeded), Some(terms)) =
         (outcome.view.status, &outcome.view.terms)
     {

@@ -167,6 +167,7 @@ on_both_backends!(
     oxapay_callbacks_as_oxapay_signs_and_retries_them,
     holds_and_refunds_are_decided_on_the_log_as_it_stands,
     a_payment_is_settled_only_by_its_own_provider_and_as_paid,
+    one_charge_one_payment_and_a_second_charge_is_on_record,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -1322,6 +1323,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/refunds/{refund_id}/approve", Needs::Admin),
     ("POST", "/v1/refunds/{refund_id}/reject", Needs::Admin),
     ("GET", "/v1/admin/stats", Needs::Admin),
+    ("GET", "/v1/admin/payments/duplicate-charges", Needs::Admin),
     ("GET", "/v1/audit/accounts/{user_id}/replay", Needs::Auditor),
     ("GET", "/v1/audit/verify", Needs::Auditor),
     ("GET", "/v1/events", Needs::Auditor),
@@ -2055,4 +2057,79 @@ async fn a_payment_is_settled_only_by_its_own_provider_and_as_paid(s: &Server) {
         )
         .await;
     assert_eq!(payment["status"], "succeeded", "{payment}");
+}
+
+/// One provider charge settles one payment; a second real charge for a paid payment is
+/// recorded once as a duplicate charge (credits nothing) and listed for the admins.
+async fn one_charge_one_payment_and_a_second_charge_is_on_record(s: &Server) {
+    for id in ["dc-1", "dc-2"] {
+        let create = json!({"payment_id": id, "user_id": 97, "provider": "stars", "amount": "100", "currency": "XTR", "purpose": {"credits": "20"}});
+        let (status, body, _) = s
+            .call("POST", "/v1/payments", Some(SERVICE), Some(create))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let paid = r#"{"payment_id":"dc-1","status":"succeeded","amount":"100","currency":"XTR","provider_payment_id":"charge-A"}"#;
+    let (status, body) = post_webhook(s, paid, &sign(paid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["duplicate_charge"], false, "{body}");
+    let head = s.store.last_position().await.unwrap();
+    // The same charge named for another payment: refused, nothing appended.
+    let reused = r#"{"payment_id":"dc-2","status":"succeeded","amount":"100","currency":"XTR","provider_payment_id":"charge-A"}"#;
+    let (status, problem) = post_webhook(s, reused, &sign(reused)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "idempotency_conflict", "{problem}");
+    assert_eq!(
+        s.store.last_position().await.unwrap(),
+        head,
+        "nothing appended"
+    );
+    // A second real charge for dc-1: on record once, however often it is sent.
+    let again = r#"{"payment_id":"dc-1","status":"succeeded","amount":"100","currency":"XTR","provider_payment_id":"charge-B"}"#;
+    let mut positions = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = post_webhook(s, again, &sign(again)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["duplicate_charge"], true, "{body}");
+        positions.push(body["position"].as_u64().unwrap());
+    }
+    let last = *positions.iter().max().unwrap();
+    let (status, list, _) = s
+        .call(
+            "GET",
+            &format!("/v1/admin/payments/duplicate-charges?user_id=97&min_position={last}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let charges = list["charges"].as_array().unwrap();
+    assert_eq!(charges.len(), 1, "{list}");
+    assert_eq!(
+        (
+            charges[0]["payment_id"].as_str(),
+            charges[0]["provider_payment_id"].as_str(),
+            charges[0]["amount"].as_str()
+        ),
+        (Some("dc-1"), Some("charge-B"), Some("100.00")),
+        "{list}"
+    );
+    let (_, account, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/97?min_position={last}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(account["available"], "20.00", "credited once: {account}");
+    let (status, _, _) = s
+        .call(
+            "GET",
+            "/v1/admin/payments/duplicate-charges",
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

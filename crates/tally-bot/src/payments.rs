@@ -254,6 +254,30 @@ pub(crate) async fn on_successful_payment(
             "payment {payment_id} has no terms"
         )));
     };
+    let charge = paid.telegram_payment_charge_id.0.as_str();
+    if outcome.view.provider_payment_id.as_deref() != Some(charge) {
+        // Another charge for a paid invoice: on record (payment.duplicate_charge),
+        // nothing credited; the user and the admins are told (once: a redelivery is a
+        // replay).
+        if !outcome.replayed {
+            tracing::warn!(%payment_id, charge, "a second Stars charge for a paid payment");
+            metrics::counter!("tally_duplicate_charges_total", "provider" => STARS).increment(1);
+            let note = crate::texts::AdminText::DuplicateCharge {
+                user: terms.user_id.get(),
+                payment_id: payment_id.as_str(),
+                charge,
+                amount: terms.amount.get(),
+                currency: &terms.currency,
+            }
+            .say();
+            for admin in &context.admin_ids {
+                let _ = bot.send_message(ChatId(*admin), note.clone()).await;
+            }
+        }
+        bot.send_message(who.chat, who.say(Text::DuplicateCharge))
+            .await?;
+        return Ok(());
+    }
     tally_projections::fulfil_payment(
         &context.ledgers.accounts,
         &context.ledgers.subscriptions,

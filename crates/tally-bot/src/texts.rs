@@ -125,6 +125,8 @@ pub enum Text<'a> {
     PlanDone {
         plan: &'a str,
     },
+    /// A second charge for an invoice already paid: recorded, to be given back.
+    DuplicateCharge,
     /// `/slots` with none.
     SlotsNone,
     /// `/slots` header.
@@ -333,6 +335,9 @@ fn en(text: Text<'_>) -> String {
             credits(available)
         ),
         PlanDone { plan } => format!("Payment received: plan {plan} is active."),
+        DuplicateCharge => "This invoice was already paid, so this second payment bought nothing. \
+            It is on record and an admin will give it back."
+            .into(),
         SlotsNone => "You have no ad slots yet.".into(),
         Slots {
             plan: Some((plan, slots)),
@@ -466,6 +471,9 @@ fn ru(text: Text<'_>) -> String {
             credits(available)
         ),
         PlanDone { plan } => format!("Оплата получена: тариф {plan} активен."),
+        DuplicateCharge => "Этот счёт уже был оплачен, поэтому второй платёж ничего не купил. \
+            Он записан, и администратор вернёт его."
+            .into(),
         SlotsNone => "У вас пока нет рекламных слотов.".into(),
         Slots {
             plan: Some((plan, slots)),
@@ -633,6 +641,14 @@ pub enum AdminText<'a> {
         chat: i64,
         error: &'a str,
     },
+    /// A second charge for a payment already paid.
+    DuplicateCharge {
+        user: i64,
+        payment_id: &'a str,
+        charge: &'a str,
+        amount: Decimal,
+        currency: &'a str,
+    },
 }
 
 impl AdminText<'_> {
@@ -746,6 +762,16 @@ impl AdminText<'_> {
             } => {
                 format!("A bot handler failed (error id {error_id}, chat {chat}): {error}")
             }
+            DuplicateCharge {
+                user,
+                payment_id,
+                charge,
+                amount,
+                currency,
+            } => format!(
+                "Duplicate charge: user {user} paid payment {payment_id} again ({amount} {currency}, \
+                 charge {charge}). Nothing was credited; give it back."
+            ),
         }
     }
 }

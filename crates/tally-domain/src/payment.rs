@@ -5,6 +5,13 @@
 //! A payment succeeds once; the same success again changes nothing, while a success
 //! that disagrees with the payment (another amount, currency or provider payment id)
 //! is a `payment_conflict` — never a second credit.
+//!
+//! One provider charge settles one payment in the whole ledger: the success's command
+//! id is the charge ([`charge_id`]), unique across payments. A second real charge for
+//! a payment already paid (two checkouts of one invoice both charged, a second
+//! transaction) is money received all the same: it is recorded as
+//! `payment.duplicate_charge`, once per charge, credits nothing, and waits for an admin
+//! to give it back.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +67,9 @@ pub struct Payment {
     pub status: Option<PaymentStatus>,
     /// The provider's id of the successful charge.
     pub provider_payment_id: Option<String>,
+    /// Further charges recorded as duplicates.
+    #[serde(default)]
+    pub duplicate_charges: u32,
 }
 
 /// What can be asked of a payment.
@@ -116,6 +126,19 @@ pub enum PaymentEvent {
         /// Why.
         reason: Reason,
     },
+    /// A second charge of the provider for a payment already paid (or failed): money
+    /// received that bought nothing, to be given back.
+    #[serde(rename = "payment.duplicate_charge")]
+    DuplicateCharge {
+        /// Who paid.
+        user_id: UserId,
+        /// The provider's id of this other charge.
+        provider_payment_id: String,
+        /// What it took.
+        amount: Amount,
+        /// In what currency.
+        currency: String,
+    },
     /// Taken back.
     #[serde(rename = "payment.reversed")]
     Reversed {
@@ -126,6 +149,12 @@ pub enum PaymentEvent {
         /// Why.
         reason: Reason,
     },
+}
+
+/// The command id of a provider's charge: `charge:<provider>:<charge id>`, unique in
+/// the whole ledger (one charge, one payment).
+pub fn charge_id(provider: &str, provider_payment_id: &str) -> String {
+    format!("charge:{provider}:{provider_payment_id}")
 }
 
 /// The longest provider or provider payment id accepted.
@@ -212,15 +241,17 @@ pub fn decide(
                 {
                     Ok(vec![])
                 }
-                PaymentStatus::Succeeded | PaymentStatus::Reversed => {
-                    Err(DomainError::PaymentConflict(format!(
-                        "already paid by charge {}, not {provider_payment_id}",
-                        state.provider_payment_id.as_deref().unwrap_or("?")
-                    )))
+                // Another real charge (its id is new to the whole ledger, or the
+                // command service would have answered its replay): recorded, never
+                // credited.
+                PaymentStatus::Succeeded | PaymentStatus::Reversed | PaymentStatus::Failed => {
+                    Ok(vec![E::DuplicateCharge {
+                        user_id: terms.user_id,
+                        provider_payment_id: provider_payment_id.clone(),
+                        amount: *amount,
+                        currency: currency.clone(),
+                    }])
                 }
-                PaymentStatus::Failed => Err(DomainError::PaymentConflict(
-                    "the payment had failed; create a new one".into(),
-                )),
             }
         }
         C::Fail { reason, .. } => match status {
@@ -263,6 +294,7 @@ pub fn evolve(mut state: Payment, event: &PaymentEvent) -> Payment {
             state.provider_payment_id = Some(provider_payment_id.clone());
         }
         PaymentEvent::Failed { .. } => state.status = Some(PaymentStatus::Failed),
+        PaymentEvent::DuplicateCharge { .. } => state.duplicate_charges += 1,
         PaymentEvent::Reversed { .. } => state.status = Some(PaymentStatus::Reversed),
     }
     state

@@ -94,11 +94,16 @@ fn a_success_that_disagrees_with_the_payment_is_a_payment_conflict() {
         "payment_conflict"
     );
     let paid = given(&[E::Created(terms("180")), succeeded("ch-1")]);
+    // Another real charge for a paid payment is money received: on record, not
+    // credited, not refused.
     assert_eq!(
-        when(&paid, succeed("ch-2", "180", "XTR"))
-            .unwrap_err()
-            .code(),
-        "payment_conflict"
+        when(&paid, succeed("ch-2", "180", "XTR")).unwrap(),
+        [E::DuplicateCharge {
+            user_id: UserId::new(42).unwrap(),
+            provider_payment_id: "ch-2".into(),
+            amount: "180".parse().unwrap(),
+            currency: "XTR".into(),
+        }]
     );
     assert_eq!(
         when(&paid, succeed("ch-1", "200", "XTR"))
@@ -144,13 +149,12 @@ fn only_a_pending_payment_fails_and_only_a_paid_one_is_reversed() {
     );
     let reversed = when(&paid, C::Reverse { reason: reason() }).unwrap();
     assert!(matches!(&reversed[..], [E::Reversed { user_id, .. }] if user_id.get() == 42));
+    // Money that arrives for a failed payment bought nothing: a duplicate charge.
     let failed = given(&[E::Created(terms("180")), E::Failed { reason: reason() }]);
-    assert_eq!(
-        when(&failed, succeed("ch-1", "180", "XTR"))
-            .unwrap_err()
-            .code(),
-        "payment_conflict"
-    );
+    assert!(matches!(
+        &when(&failed, succeed("ch-1", "180", "XTR")).unwrap()[..],
+        [E::DuplicateCharge { .. }]
+    ));
 }
 
 #[test]

@@ -229,6 +229,23 @@ impl Aggregate for Payments {
         Payment::default()
     }
 
+    /// A success is idempotent by the provider's charge.
+    fn command_id(command: &PaymentCommand) -> Option<String> {
+        match command {
+            PaymentCommand::Succeed {
+                provider,
+                provider_payment_id,
+                ..
+            } => Some(payment::charge_id(provider, provider_payment_id)),
+            _ => None,
+        }
+    }
+
+    /// One provider charge settles one payment in the whole ledger.
+    fn ledger_wide(command_id: &str) -> bool {
+        command_id.starts_with("charge:")
+    }
+
     fn decide(
         state: &Payment,
         command: &PaymentCommand,

@@ -900,7 +900,17 @@ async fn replay<A: Aggregate>(
     let Some(command_id) = effective_command_id(request) else {
         return Err(refusal.into());
     };
-    let found = original(inner, stream_id, request, &command_id).await?;
+    let found = match original(inner, stream_id, request, &command_id).await {
+        // The id was used for another request, and the rules refuse this one as a
+        // conflict of their own (a provider's charge reported with another amount):
+        // their word is the more precise.
+        Err(LedgerError::Domain(DomainError::IdempotencyConflict(_)))
+            if matches!(refusal, DomainError::PaymentConflict(_)) =>
+        {
+            return Err(refusal.into());
+        }
+        found => found?,
+    };
     let Some(last) = found.last() else {
         return Err(refusal.into());
     };

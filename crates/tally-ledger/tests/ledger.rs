@@ -510,6 +510,7 @@ async fn a_payment_success_delivered_a_hundred_times_is_stored_once(s: &Setup) {
     let succeed = |charge: &str, paid: &str| Request::<Payments> {
         key: key.clone(),
         command: P::Succeed {
+            provider: "stars".into(),
             provider_payment_id: charge.into(),
             amount: amount(paid),
             currency: "XTR".into(),
