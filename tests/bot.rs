@@ -719,6 +719,25 @@ async fn admin_commands_take_effect_and_carry_the_admins_id(stack: Stack) -> Sta
     assert_eq!(grant.event_type, "credits.granted");
     assert_eq!(grant.metadata.actor.id, ADMIN_A.to_string());
     assert_eq!(grant.payload["reason"], "welcome bonus");
+    // A command addressed to another bot (a group with several) is not ours: nothing
+    // appended, no answer; addressed to us by name, it runs.
+    let head = stack.store.last_position().await.unwrap();
+    let before = stack.fake.texts_to(ADMIN_A).len();
+    stack.fake.push(message(
+        &admin,
+        2,
+        "/grant@other_bot 7172873873 10 not ours",
+    ));
+    let reply = stack
+        .say(&admin, 3, "/user@tally_test_bot 7172873873")
+        .await;
+    assert!(reply.starts_with("User 7172873873"), "{reply}");
+    assert_eq!(stack.fake.texts_to(ADMIN_A).len(), before + 1, "one answer");
+    assert_eq!(
+        stack.store.last_position().await.unwrap(),
+        head,
+        "the command for another bot appended nothing"
+    );
 
     let reply = stack
         .say(&admin, 2, "/adjust 7172873873 -2.5 duplicate bonus")

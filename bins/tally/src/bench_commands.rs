@@ -66,6 +66,9 @@ struct CommandsReport {
     commands_per_sec: u64,
     /// Commands that did not run (any error).
     failed: u64,
+    /// Of the failed: given up after losing [`tally_ledger::COMMAND_ATTEMPTS_MAX`]
+    /// races in a row to another service (appended nothing; the client retries).
+    contention: u64,
     /// Commands refused by the rules: every account is funded far beyond what the run
     /// spends and every hold is captured at once, so each one is a wrong refusal.
     wrong_refusals: u64,
@@ -217,10 +220,12 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let failed = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let contention = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..args.concurrency {
         let ledger = services[t % services.len()].clone();
         let (failed, refused, run_id) = (failed.clone(), refused.clone(), run_id.clone());
+        let contention = contention.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::new();
             let mut seed = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -257,8 +262,14 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
                             .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
                         Err(error) => {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            if matches!(error, tally_ledger::LedgerError::Domain(_)) {
-                                refused.fetch_add(1, Ordering::Relaxed);
+                            match error {
+                                tally_ledger::LedgerError::Domain(_) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                                tally_ledger::LedgerError::Contention { .. } => {
+                                    contention.fetch_add(1, Ordering::Relaxed);
+                                }
+                                _ => {}
                             }
                             tracing::debug!(%error, "command failed");
                             break;
@@ -283,6 +294,7 @@ pub async fn run(args: CommandsArgs) -> anyhow::Result<()> {
         services: args.services,
         commands_per_sec: (latencies.len() as f64 / seconds) as u64,
         failed: failed.load(Ordering::Relaxed),
+        contention: contention.load(Ordering::Relaxed),
         wrong_refusals: refused.load(Ordering::Relaxed),
         p50_ms: quantile_ms(&latencies, 0.50),
         p99_ms: quantile_ms(&latencies, 0.99),

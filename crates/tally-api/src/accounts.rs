@@ -48,6 +48,19 @@ pub(crate) async fn settle(
     min_position: Option<u64>,
 ) -> Result<(), ApiError> {
     if let Some(position) = min_position {
+        // Only a position the log has may be waited for: one beyond its last event
+        // would wait the whole 5 s for nothing (and beyond i64 it can never exist).
+        let last = state
+            .store
+            .last_position()
+            .await
+            .map_err(ApiError::internal)?;
+        if position > last {
+            return Err(ApiError::validation(format!(
+                "min_position {position} is beyond the log's last position {last}; \
+                 pass a position a write answered"
+            )));
+        }
         state
             .projector
             .wait_for(projection, position, MIN_POSITION_WAIT)

@@ -168,6 +168,7 @@ on_both_backends!(
     holds_and_refunds_are_decided_on_the_log_as_it_stands,
     a_payment_is_settled_only_by_its_own_provider_and_as_paid,
     one_charge_one_payment_and_a_second_charge_is_on_record,
+    a_min_position_beyond_the_log_is_refused_at_once,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -2132,4 +2133,46 @@ async fn one_charge_one_payment_and_a_second_charge_is_on_record(s: &Server) {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// A `min_position` the log does not have is answered at once with 422, not after
+/// waiting 5 s for a position that cannot come.
+async fn a_min_position_beyond_the_log_is_refused_at_once(s: &Server) {
+    let head = s.store.last_position().await.unwrap();
+    for position in [
+        (head + 1).to_string(),
+        i64::MAX.to_string(),
+        u64::MAX.to_string(),
+        "99999999999999999999999".to_string(),
+    ] {
+        for path in ["/v1/accounts/1", "/v1/holds/h1", "/v1/payments/p1"] {
+            let (status, problem, _) = s
+                .call(
+                    "GET",
+                    &format!("{path}?min_position={position}"),
+                    Some(SERVICE),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path} {position}: {problem}"
+            );
+            assert_eq!(problem["code"], "validation", "{problem}");
+        }
+    }
+    let (status, _, _) = s
+        .call(
+            "GET",
+            &format!("/v1/accounts/1?min_position={head}"),
+            Some(SERVICE),
+            None,
+        )
+        .await;
+    assert_ne!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the log's own last position may be waited for"
+    );
 }

@@ -79,6 +79,9 @@ pub struct Context {
     pub(crate) admin_ids: HashSet<i64>,
     pub(crate) maintenance: Maintenance,
     pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
+    /// The bot's own username, from Telegram's `getMe`: commands addressed to other
+    /// bots are ignored.
+    pub(crate) username: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -92,11 +95,17 @@ impl Context {
             admin_ids,
             maintenance: Maintenance::new(),
             pending_refunds: Mutex::new(HashMap::new()),
+            username: std::sync::OnceLock::new(),
         }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
         self.projector.pool()
+    }
+
+    /// The bot's own username, once Telegram told it.
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.username.get().map(String::as_str)
     }
 
     pub(crate) fn is_admin(&self, user: i64) -> bool {

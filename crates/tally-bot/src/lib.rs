@@ -271,6 +271,14 @@ where
     L: teloxide::update_listeners::UpdateListener + Send,
     L::Err: std::fmt::Debug,
 {
+    match bot.get_me().await {
+        Ok(me) => {
+            let _ = context.username.set(me.username().to_string());
+        }
+        Err(error) => {
+            tracing::warn!(%error, "getMe failed: commands addressed by name are ignored")
+        }
+    }
     let notifier = notifier::Notifier::new(context.clone(), bot.clone());
     let notifier_stop = stop.clone();
     let notifier_task = tokio::spawn(async move { notifier.run(notifier_stop).await });

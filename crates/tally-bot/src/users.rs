@@ -71,6 +71,19 @@ fn parse_command(text: &str) -> Option<(String, Vec<&str>)> {
     Some((name, words.collect()))
 }
 
+/// Whether a text is a command addressed to another bot (`/grant@other_bot …` in a
+/// group): such a message is not ours to act on. With our own name unknown, any
+/// addressed command is taken as someone else's.
+fn addressed_to_another(text: &str, me: Option<&str>) -> bool {
+    let Some(first) = text.split_whitespace().next() else {
+        return false;
+    };
+    match first.strip_prefix('/').and_then(|c| c.split_once('@')) {
+        Some((_, to)) => !me.is_some_and(|me| me.eq_ignore_ascii_case(to)),
+        None => false,
+    }
+}
+
 /// Every message: commands, payments, and the reason of a refund being asked.
 pub async fn on_message(
     bot: TgBot,
@@ -134,6 +147,9 @@ async fn route_message(
     let Some(text) = message.text() else {
         return Ok(());
     };
+    if addressed_to_another(text, context.username()) {
+        return Ok(());
+    }
     let admin = context.is_admin(who.user);
     if !admin && context.maintenance_on().await {
         bot.send_message(who.chat, who.say(Text::Maintenance))
@@ -653,7 +669,18 @@ async fn lang_choices(bot: &TgBot, who: &Who) -> Result<(), BotError> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_command;
+    use super::{addressed_to_another, parse_command};
+
+    #[test]
+    fn commands_for_another_bot_are_not_ours() {
+        let me = Some("tally_bot");
+        assert!(!addressed_to_another("/grant 42 10 bonus", me));
+        assert!(!addressed_to_another("/grant@Tally_Bot 42 10 bonus", me));
+        assert!(addressed_to_another("/grant@other_bot 42 10 bonus", me));
+        assert!(addressed_to_another("/start@tally_bot", None));
+        assert!(!addressed_to_another("mail me at a@b.c", me));
+        assert!(!addressed_to_another("", me));
+    }
 
     #[test]
     fn commands_are_parsed_with_or_without_the_bot_name() {

@@ -59,8 +59,11 @@ pub use aggregate::{Accounts, Aggregate, Payments, Refunds, Slots, Subscriptions
 pub const BATCH_COMMANDS_MAX: usize = 128;
 /// Commands waiting for one stream's worker at most; further callers wait to enqueue.
 pub const QUEUE_COMMANDS_MAX: usize = 1_024;
-/// How often a batch is re-decided after losing a race with another process.
-pub const COMMAND_ATTEMPTS_MAX: u32 = 16;
+/// How often a batch is re-decided after losing a race with another process. Two
+/// processes writing one hot stream flat out make the loser lose often (the winner
+/// writes its next batch at once); with growing pauses this many attempts take a few
+/// seconds at most, and losing them all is vanishingly rare.
+pub const COMMAND_ATTEMPTS_MAX: u32 = 64;
 /// A snapshot is taken each time a stream passes a multiple of this many events, so a
 /// load folds at most this many events after the snapshot.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 50;
@@ -504,13 +507,24 @@ async fn decide_and_append<A: Aggregate>(
         Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
     };
     let mut attempt = 0;
+    let mut spare: Option<Loaded<A::State>> = None;
     // Whether the state about to be decided on was read from the log after every
     // command of this batch was received (a worker's cached state may predate them).
     let mut current = false;
     loop {
-        let loaded = match cached.take() {
-            Some(loaded) => loaded,
-            None => {
+        let loaded = match (cached.take(), spare.take()) {
+            (Some(loaded), _) => loaded,
+            // After a lost race: the state before the lost attempt's decisions, with
+            // the winner's events folded in (one indexed read, not a whole load: the
+            // shorter the loser's window, the likelier its next append wins).
+            (None, Some(before)) => {
+                current = true;
+                match fold_tail::<A>(inner, &stream_id, before).await {
+                    Ok((loaded, _)) => loaded,
+                    Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
+            (None, None) => {
                 current = true;
                 match load::<A>(inner, key).await {
                     Ok(loaded) => loaded,
@@ -520,6 +534,9 @@ async fn decide_and_append<A: Aggregate>(
         };
         let now = tally_store::event::now_micros();
         // Decided in place: if the append fails, the state is reloaded from the log.
+        // Once a race was lost, keep the state from before deciding: a further loss
+        // folds the winner's events into it instead of loading the stream again.
+        let kept = (attempt > 0).then(|| loaded.clone());
         let Loaded {
             mut state,
             version: loaded_version,
@@ -666,8 +683,9 @@ async fn decide_and_append<A: Aggregate>(
                         .collect();
                 }
                 inner.retries.fetch_add(1, Ordering::Relaxed);
+                spare = kept;
                 // The winner of a race keeps its state and writes again at once; without a
-                // pause the loser, which must reload first, could lose every time.
+                // pause the loser, which must catch up first, could lose every time.
                 tokio::time::sleep(backoff(attempt)).await;
             }
             // The log holds these derived event ids already: commands applied before
