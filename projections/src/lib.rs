@@ -30,6 +30,7 @@ mod audit;
 mod daily_stats;
 mod error;
 mod events;
+pub mod health;
 mod holds;
 mod payments;
 mod posts;
@@ -54,7 +55,7 @@ pub use posts::Posts;
 pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
 pub use refunds::Refunds;
 pub use runtime::{
-    BATCH_EVENTS_MAX, Lease, POLL_EVERY, Projection, ProjectionStatus, Projector,
+    BATCH_EVENTS_MAX, Lease, POLL_EVERY, PROJECTOR_ROLE, Projection, ProjectionStatus, Projector,
     default_projections,
 };
 pub use sql::{Value, cents, from_cents};

@@ -65,6 +65,7 @@ pub struct Reactors {
     store: Arc<dyn EventStore>,
     pool: AnyPool,
     ledgers: Ledgers,
+    health: Option<Arc<crate::health::Health>>,
 }
 
 fn now_micros() -> i64 {
@@ -95,7 +96,14 @@ impl Reactors {
             store: ledgers.store().clone(),
             ledgers,
             pool,
+            health: None,
         }
+    }
+
+    /// Beats under [`REACTOR`] in `health` while running (`/readyz` reads it).
+    pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     async fn checkpoint(&self) -> Result<u64, ProjectionError> {
@@ -344,15 +352,21 @@ impl Reactors {
         // anyway; the lease saves the others the work); a standby takes over when the
         // holder's connection ends.
         let mut lease = match self.store.backend() {
-            "postgres" => Some(Lease::new(self.pool.acquire().await?)),
+            "postgres" => Some(Lease::new(self.pool.clone())),
             _ => None,
         };
+        if let Some(health) = &self.health {
+            health.expect(REACTOR);
+        }
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
+            if let Some(health) = &self.health {
+                health.beat(REACTOR);
+            }
             let held = match lease.as_mut() {
-                Some(lease) => lease.hold(REACTOR).await?,
+                Some(lease) => lease.hold(REACTOR).await,
                 None => true,
             };
             if held {

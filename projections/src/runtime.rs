@@ -105,6 +105,8 @@ pub struct Projector {
     /// Postgres only: native connections for `COPY` into tables filled aside (the Any
     /// driver has no `COPY`).
     copy_pool: Option<sqlx::PgPool>,
+    /// This process's background roles and their beats (`/readyz`).
+    health: Arc<crate::health::Health>,
 }
 
 pub(crate) fn suffix(generation: i64) -> String {
@@ -163,7 +165,14 @@ impl Projector {
             projections,
             backend,
             copy_pool,
+            health: Default::default(),
         })
+    }
+
+    /// The background roles of this process (the projector's runners and whatever
+    /// else was handed this) and their beats.
+    pub fn health(&self) -> &Arc<crate::health::Health> {
+        &self.health
     }
 
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN
@@ -687,9 +696,10 @@ impl Projector {
         self: Arc<Self>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
+        self.health.expect(PROJECTOR_ROLE);
         let lease = match self.backend {
             Backend::Postgres => Some(Arc::new(tokio::sync::Mutex::new(Lease::new(
-                self.pool.acquire().await?,
+                self.pool.clone(),
             )))),
             Backend::Sqlite => None,
         };
@@ -732,11 +742,12 @@ impl Projector {
             if *stop.borrow() {
                 return Ok(());
             }
+            self.health.beat(PROJECTOR_ROLE);
             // Whether appends came faster than this runner's rounds.
             let mut busy = false;
             for &name in names {
                 let held = match &lease {
-                    Some(lease) => lease.lock().await.hold(name).await?,
+                    Some(lease) => lease.lock().await.hold(name).await,
                     None => true,
                 };
                 if !held {
@@ -814,34 +825,75 @@ async fn begin_on(
     })
 }
 
+/// The role name the projector's runners beat under.
+pub const PROJECTOR_ROLE: &str = "projector";
+
 /// Postgres session advisory locks, one per projection, on one connection: held until
 /// the connection ends, so a standby's `pg_try_advisory_lock` succeeds once the holder
 /// dies.
+///
+/// A lease is only as alive as its session: when the server restarts or the connection
+/// drops, its locks are gone, and another process may take them. So a held lease is
+/// re-checked (its connection answers) every time it is asked for; a dead one is
+/// forgotten, a new connection opened and the locks taken again if they are free. A
+/// database that does not answer means "not held": the caller does no work and asks
+/// again on its next round, so a restart is waited out, never fatal.
 pub struct Lease {
-    conn: PoolConnection<Any>,
+    pool: AnyPool,
+    conn: Option<PoolConnection<Any>>,
     held: Vec<String>,
 }
 
 impl Lease {
-    /// A lease holder on its own connection (keep it: the locks end with it). The
+    /// A lease holder taking its connection from `pool` when first asked. The
     /// connection is closed when the lease is dropped rather than returned to the
     /// pool, where it would keep holding the locks for nobody.
-    pub fn new(mut conn: PoolConnection<Any>) -> Self {
-        conn.close_on_drop();
-        Self { conn, held: vec![] }
+    pub fn new(pool: AnyPool) -> Self {
+        Self {
+            pool,
+            conn: None,
+            held: vec![],
+        }
     }
 
-    /// Whether this process holds `name`'s lease (taking it if it is free).
-    pub async fn hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
+    /// Whether this process holds `name`'s lease now (taking it if it is free).
+    pub async fn hold(&mut self, name: &str) -> bool {
+        match self.try_hold(name).await {
+            Ok(held) => held,
+            Err(error) => {
+                if !self.held.is_empty() {
+                    tracing::warn!(%error, leases = ?self.held, "lost the leases' session; standing by until the database answers");
+                } else {
+                    tracing::debug!(%error, projection = name, "cannot ask for a lease");
+                }
+                self.conn = None;
+                self.held.clear();
+                false
+            }
+        }
+    }
+
+    async fn try_hold(&mut self, name: &str) -> Result<bool, ProjectionError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                conn.close_on_drop();
+                self.held.clear();
+                self.conn.insert(conn)
+            }
+        };
         if self.held.iter().any(|h| h == name) {
+            // The locks live as long as this session: if it answers, they are ours.
+            sqlx::query("SELECT 1").execute(&mut **conn).await?;
             return Ok(true);
         }
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(lease_key(name))
-            .fetch_one(&mut *self.conn)
+            .fetch_one(&mut **conn)
             .await?;
         if got {
-            tracing::info!(projection = name, "holding the projection's lease");
+            tracing::info!(projection = name, "holding the lease");
             self.held.push(name.to_string());
         }
         Ok(got)

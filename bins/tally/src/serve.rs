@@ -340,6 +340,39 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         });
         tasks.push(("api", tokio::spawn(async move { Ok(server.await?) })));
     }
+    if !roles.api {
+        // No API here, but the health, readiness and metrics of the work this process
+        // does are still served, on the same address.
+        let state = AppState::new(
+            ledgers.clone(),
+            projector.clone(),
+            Keys::new(projector.pool().clone(), "").map_err(|e| anyhow::anyhow!("keys: {e}"))?,
+            Default::default(),
+            settings.limits,
+        );
+        // The work goes on without it if the address is taken (an API process beside
+        // this one on the default address): said loudly, with the setting to change.
+        match tokio::net::TcpListener::bind(&settings.listen).await {
+            Ok(listener) => {
+                let address = listener.local_addr()?;
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "tally serves /healthz, /readyz and /metrics on http://{address} (no API role)"
+                );
+                let mut shutdown = stopped.clone();
+                let app = tally_api::ops_router(state).into_make_service();
+                let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                });
+                tasks.push(("ops", tokio::spawn(async move { Ok(server.await?) })));
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                listen = %settings.listen,
+                "no listener for /healthz, /readyz and /metrics: the address is taken; give this process its own with --listen or TALLY_LISTEN"
+            ),
+        }
+    }
     if roles.projector {
         let running = tokio::spawn(projector.clone().run(stopped.clone()));
         tasks.push((
@@ -348,7 +381,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ));
     }
     if roles.reactor {
-        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone());
+        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone())
+            .with_health(projector.health().clone());
         let stopped = stopped.clone();
         tasks.push((
             "reactor",

@@ -54,14 +54,16 @@ impl Server {
             .spawn()
             .expect("start tally serve");
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = roles.contains("api").then(|| {
-            let first = lines.next().expect("a first line").expect("stdout");
+        // Every process prints its address first: the API's, or (without the API
+        // role) that of its /healthz, /readyz and /metrics.
+        let first = lines.next().expect("a first line").expect("stdout");
+        let base = Some(
             first
                 .split_whitespace()
                 .find(|w| w.starts_with("http://"))
                 .unwrap_or_else(|| panic!("no address in {first:?}"))
-                .to_string()
-        });
+                .to_string(),
+        );
         // Keep reading what the server prints, as a terminal would.
         std::thread::spawn(move || lines.for_each(drop));
         Self { child, base }
@@ -125,12 +127,43 @@ fn scenario(url: &str) {
     assert!(migrated.status.success(), "{migrated:?}");
     let a = Server::start(url, "api");
     let b = Server::start(url, "api");
-    let _worker = Server::start(url, "projector,reactor");
+    let worker = Server::start(url, "projector,reactor");
     let apis = [&a, &b];
     let client = Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
+    // The worker has no API, but its health, readiness and lag are scraped from it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client.get(worker.url("/readyz")).send().map(|r| r.status());
+        if matches!(ready, Ok(StatusCode::OK)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker is never ready: {ready:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = client
+        .get(worker.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("tally_projection_lag_events"),
+        "the worker's metrics show projection lag: {metrics}"
+    );
+    let (status, _, _) = send(
+        &client,
+        "GET",
+        &worker.url("/v1/accounts/1"),
+        SERVICE,
+        Value::Null,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND, "no API on the worker");
 
     // Each user: opened through one API, then alternating grants and spends through
     // both, each spend using credits granted through the other process just before.

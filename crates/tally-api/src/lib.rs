@@ -40,6 +40,10 @@ use utoipa_axum::routes;
 pub use auth::{Caller, Keys, Role};
 pub use error::ApiError;
 
+/// A process that keeps read models is not ready while one is further behind the log
+/// than this many events.
+pub const READY_LAG_EVENTS_MAX: u64 = 10_000;
+
 /// How long a GET with `?min_position=N` waits for the read model.
 pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 
@@ -144,6 +148,18 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(slots::routes())
 }
 
+/// The routes a process without the API role still serves (`/healthz`, `/readyz`,
+/// `/metrics`), so the projector's and reactor's health and lag are scraped from the
+/// process that does the work.
+pub fn ops_router(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(observe::metrics_text))
+        .split_for_parts();
+    router.with_state(state)
+}
+
 /// The OpenAPI document of every route.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
@@ -192,16 +208,48 @@ async fn healthz() -> &'static str {
     responses((status = 200, description = "`ready`", content_type = "text/plain"),
               (status = 503, description = "`not_ready`", body = error::Problem, content_type = "application/problem+json")))]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let not_ready = |detail: String| {
+        tracing::warn!(%detail, "not ready");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", detail)
+    };
     sqlx::query("SELECT 1")
         .execute(state.projector.pool())
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "not ready");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the database does not answer",
-            )
-        })?;
+        .map_err(|e| not_ready(format!("the database does not answer: {e}")))?;
+    // The background roles this process runs must be going round their loops …
+    let health = state.projector.health();
+    if let Some((role, age)) = health
+        .stale(tally_projections::health::BEAT_STALE_AFTER)
+        .first()
+    {
+        return Err(not_ready(format!(
+            "the {role} of this process has not run for {} s",
+            age.as_secs()
+        )));
+    }
+    // … and the read models it keeps must not be far behind the log.
+    if health.roles().contains(&tally_projections::PROJECTOR_ROLE) {
+        let statuses = state
+            .projector
+            .status()
+            .await
+            .map_err(|e| not_ready(format!("the read models cannot be read: {e}")))?;
+        let kept: Vec<&str> = state
+            .projector
+            .projections()
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        if let Some(behind) = statuses
+            .iter()
+            .filter(|s| kept.contains(&s.name.as_str()))
+            .find(|s| s.lag_events > READY_LAG_EVENTS_MAX)
+        {
+            return Err(not_ready(format!(
+                "read model {} is {} events behind the log (more than {READY_LAG_EVENTS_MAX})",
+                behind.name, behind.lag_events
+            )));
+        }
+    }
     Ok("ready")
 }

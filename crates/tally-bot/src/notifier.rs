@@ -358,7 +358,7 @@ impl Notifier {
         let mut wakeups = self.context.store.subscribe();
         let mut last_sweep = std::time::Instant::now() - EXPIRING_SWEEP_EVERY;
         let mut lease = match self.context.store.backend() {
-            "postgres" => Some(Lease::new(self.context.pool().acquire().await?)),
+            "postgres" => Some(Lease::new(self.context.pool().clone())),
             _ => None,
         };
         loop {
@@ -366,7 +366,7 @@ impl Notifier {
                 return Ok(());
             }
             let held = match lease.as_mut() {
-                Some(lease) => lease.hold(NOTIFIER).await?,
+                Some(lease) => lease.hold(NOTIFIER).await,
                 None => true,
             };
             if held {
