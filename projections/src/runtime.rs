@@ -1,5 +1,6 @@
 //! The projector runtime: checkpoints, batches, generations, leases.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,8 @@ pub struct Projector {
     /// Postgres only: native connections for `COPY` into tables filled aside (the Any
     /// driver has no `COPY`).
     copy_pool: Option<sqlx::PgPool>,
+    /// SQLite only: the file whose lock makes rebuilds take turns across processes.
+    rebuild_lock_file: Option<std::path::PathBuf>,
     /// This process's background roles and their beats (`/readyz`).
     health: Arc<crate::health::Health>,
 }
@@ -159,12 +162,22 @@ impl Projector {
             ),
             Backend::Sqlite => None,
         };
+        let rebuild_lock_file = match backend {
+            Backend::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+                let mut path = options.get_filename().as_os_str().to_owned();
+                path.push(".rebuild-lock");
+                Some(path.into())
+            }
+            Backend::Postgres => None,
+        };
         Ok(Self {
             pool,
             store,
             projections,
             backend,
             copy_pool,
+            rebuild_lock_file,
             health: Default::default(),
         })
     }
@@ -205,23 +218,90 @@ impl Projector {
     }
 
     /// Creates missing read models and rebuilds those whose version changed in code.
+    /// Two processes started after a version bump rebuild it once: the second waits
+    /// for the first's rebuild lock, then finds the version current.
     pub async fn prepare(&self) -> Result<(), ProjectionError> {
         for projection in &self.projections {
             match self.registered(projection.name()).await? {
                 None => self.create(projection.as_ref()).await?,
                 Some(r) if r.version != projection.version() => {
+                    let _turn = self.rebuild_lock().await?;
+                    let still = self.registered(projection.name()).await?;
+                    if still.is_some_and(|r| r.version == projection.version()) {
+                        tracing::info!(
+                            projection = projection.name(),
+                            "rebuilt by another process meanwhile"
+                        );
+                        continue;
+                    }
                     tracing::info!(
                         projection = projection.name(),
                         from = r.version,
                         to = projection.version(),
                         "version changed in code: rebuilding"
                     );
-                    self.rebuild(projection.name()).await?;
+                    self.rebuild_many_locked(&[projection.name()], |_, _| {})
+                        .await?;
                 }
                 Some(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// Waits for this database's rebuild lock: one rebuild at a time, across
+    /// processes, so two never fill the same new generation (additive read models
+    /// would count every event twice). Postgres: a session advisory lock on a
+    /// connection of its own; SQLite: an exclusive lock on a file beside the
+    /// database. Both end with the process.
+    async fn rebuild_lock(&self) -> Result<RebuildLock, ProjectionError> {
+        match (&self.rebuild_lock_file, self.backend) {
+            (Some(path), _) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| ProjectionError::Event {
+                        position: 0,
+                        detail: format!("cannot open the rebuild lock {}: {e}", path.display()),
+                    })?;
+                let file = match file.try_lock() {
+                    Ok(()) => file,
+                    Err(_) => {
+                        tracing::info!("another rebuild is running; waiting for it");
+                        tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                            .await
+                            .map_err(|e| ProjectionError::Event {
+                                position: 0,
+                                detail: format!("waiting for the rebuild lock: {e}"),
+                            })?
+                            .map_err(|e| ProjectionError::Event {
+                                position: 0,
+                                detail: format!("the rebuild lock: {e}"),
+                            })?
+                    }
+                };
+                Ok(RebuildLock::File(file))
+            }
+            (None, _) => {
+                let mut conn = self.pool.acquire().await?;
+                conn.close_on_drop();
+                let key = lease_key("rebuild");
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if !got {
+                    tracing::info!("another rebuild is running; waiting for it");
+                    sqlx::query("SELECT pg_advisory_lock($1)")
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(RebuildLock::Session(conn))
+            }
+        }
     }
 
     pub(crate) async fn registered(
@@ -489,6 +569,15 @@ impl Projector {
     /// applied to every new generation in one transaction), then swaps each. Returns the
     /// events read; `progress` is told `(position, head)` after each batch.
     pub async fn rebuild_many(
+        &self,
+        names: &[&str],
+        progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ProjectionError> {
+        let _turn = self.rebuild_lock().await?;
+        self.rebuild_many_locked(names, progress).await
+    }
+
+    async fn rebuild_many_locked(
         &self,
         names: &[&str],
         mut progress: impl FnMut(u64, u64),
@@ -823,6 +912,16 @@ async fn begin_on(
             tx
         }
     })
+}
+
+/// Held while a rebuild runs; released when dropped (or when the process ends).
+enum RebuildLock {
+    /// Postgres: the session holding the advisory lock (closed on drop).
+    #[allow(dead_code)]
+    Session(PoolConnection<Any>),
+    /// SQLite: the locked file (unlocked on close).
+    #[allow(dead_code)]
+    File(std::fs::File),
 }
 
 /// The role name the projector's runners beat under.
