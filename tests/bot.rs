@@ -340,6 +340,7 @@ on_both_backends!(
     an_admin_cannot_approve_their_own_refund_and_a_rejection_is_told,
     an_expired_hold_is_told_with_the_credits_returned,
     a_plan_ending_within_three_days_is_told_once,
+    one_unreachable_chat_never_holds_the_notifier_back,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1385,5 +1386,78 @@ async fn a_plan_ending_within_three_days_is_told_once(stack: Stack) -> Stack {
             period_end.format("%Y-%m-%d %H:%M")
         )]
     );
+    stack
+}
+
+/// A user who blocked the bot (403 for ever) is recorded as undeliverable at once; a
+/// chat whose sends fail for a passing reason (502 twice) is retried on its own and
+/// told once; everyone else is told meanwhile, and the notifier keeps going.
+async fn one_unreachable_chat_never_holds_the_notifier_back(stack: Stack) -> Stack {
+    stack.fake.fail_sends_to(
+        801,
+        u32::MAX,
+        403,
+        "Forbidden: bot can't initiate conversation with a user",
+    );
+    stack.fake.fail_sends_to(802, 2, 502, "Bad Gateway");
+    let credits = || Purpose::Credits(Amount::new(Decimal::from(20)).unwrap());
+    for user in [801, 802, 803] {
+        pay_by_webhook(&stack, user, &format!("oxa-{user}"), credits(), 1).await;
+    }
+    let told = "Your top-up arrived: +20.00 credits.";
+    stack.fake.wait_texts(803, 1).await;
+    stack.fake.wait_texts(802, 1).await;
+    assert_eq!(
+        stack.fake.texts_to(802),
+        [told],
+        "told once after the retries"
+    );
+    assert_eq!(stack.fake.texts_to(803), [told]);
+    assert!(stack.fake.texts_to(801).is_empty());
+    // The blocked user's notice is on record as undeliverable, and the notifier went on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let outcome = loop {
+        let outcome: Option<String> =
+            sqlx::query_scalar("SELECT outcome FROM bot_notifications WHERE user_id = 801")
+                .fetch_optional(stack.projector.pool())
+                .await
+                .unwrap();
+        if let Some(outcome) = outcome {
+            break outcome;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "801's notice never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(outcome.starts_with("undeliverable"), "{outcome}");
+    let refused_sends = stack
+        .fake
+        .calls_of("sendMessage")
+        .iter()
+        .filter(|c| c.params["chat_id"] == 801)
+        .count();
+    assert_eq!(refused_sends, 1, "a refusal for good is not retried");
+    pay_by_webhook(&stack, 803, "oxa-803-again", credits(), 1).await;
+    stack.fake.wait_texts(803, 2).await;
+    // The checkpoint moved past every event, the unreachable user's included.
+    let head = stack.store.last_position().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = 'notifier'")
+                .fetch_one(stack.projector.pool())
+                .await
+                .unwrap();
+        if checkpoint as u64 >= head {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notifier's checkpoint is stuck at {checkpoint} (head {head})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stack
 }

@@ -27,7 +27,7 @@ pub struct Call {
     pub method: String,
     /// Its parameters.
     pub params: Value,
-    /// Whether the fake refused it with a 429 (the bot must send it again).
+    /// Whether the fake refused it (a 429, or an error it was told to answer).
     pub refused: bool,
 }
 
@@ -38,6 +38,8 @@ struct Inner {
     next_update_id: Mutex<i64>,
     next_message_id: Mutex<i64>,
     throttled: Mutex<HashMap<String, u32>>,
+    /// sendMessage to a chat answered with an error: (times left, code, description).
+    failing_chats: Mutex<HashMap<i64, (u32, i64, String)>>,
     arrived: Notify,
 }
 
@@ -90,6 +92,17 @@ impl FakeTelegram {
             .lock()
             .unwrap()
             .insert(method.to_string(), times);
+    }
+
+    /// Answers the next `times` sendMessage calls to `chat` with Telegram's error
+    /// `code` and `description` (`u32::MAX`: for ever), e.g. 403 "Forbidden: bot was
+    /// blocked by the user" or 502 "Bad Gateway".
+    pub fn fail_sends_to(&self, chat: i64, times: u32, code: i64, description: &str) {
+        self.inner
+            .failing_chats
+            .lock()
+            .unwrap()
+            .insert(chat, (times, code, description.to_string()));
     }
 
     /// Every call so far.
@@ -224,12 +237,29 @@ async fn call(
             _ => false,
         }
     };
+    let failure = match method.as_str() {
+        "sendMessage" => {
+            let chat = params["chat_id"].as_i64().unwrap_or_default();
+            let mut failing = inner.failing_chats.lock().unwrap();
+            match failing.get_mut(&chat) {
+                Some((left, code, description)) if *left > 0 => {
+                    *left = left.saturating_sub(u32::from(*left != u32::MAX));
+                    Some((*code, description.clone()))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     if method != "getUpdates" {
         inner.calls.lock().unwrap().push(Call {
             method: method.clone(),
             params: params.clone(),
-            refused,
+            refused: refused || failure.is_some(),
         });
+    }
+    if let Some((code, description)) = failure {
+        return Json(json!({"ok": false, "error_code": code, "description": description}));
     }
     {
         if refused {

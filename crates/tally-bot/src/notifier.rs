@@ -40,6 +40,30 @@ pub const EXPIRING_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Most expiring plans told about per sweep.
 pub const EXPIRING_SWEEP_MAX: i64 = 500;
 
+/// Pauses between tries of a notice to one chat whose sending failed for a reason
+/// that may pass (about 15 s in all); then it is recorded as undeliverable.
+pub const DELIVERY_RETRY_PAUSES: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// Whether Telegram refused this message for good (retrying sends the same refusal):
+/// every error it names (blocked, chat not found, deactivated, kicked, a message it
+/// rejects) and every other `Forbidden`/`Bad Request`. The network, Telegram's 5xx and
+/// flood waits (the throttle waits those out) may pass.
+fn refused_for_good(error: &RequestError) -> bool {
+    match error {
+        RequestError::Api(ApiError::Unknown(text)) => {
+            text.starts_with("Forbidden") || text.starts_with("Bad Request")
+        }
+        RequestError::Api(_) | RequestError::MigrateToChatId(_) => true,
+        _ => false,
+    }
+}
+
 /// A message for one user, in their language.
 struct Notice {
     key: String,
@@ -254,14 +278,15 @@ impl Notifier {
         )
     }
 
-    async fn record(&self, key: &str, user: i64) -> Result<(), BotError> {
+    async fn record(&self, key: &str, user: i64, outcome: &str) -> Result<(), BotError> {
         sqlx::query(
-            "INSERT INTO bot_notifications (key, user_id, sent_at) VALUES ($1, $2, $3) \
+            "INSERT INTO bot_notifications (key, user_id, sent_at, outcome) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(user)
         .bind(now_micros())
+        .bind(outcome)
         .execute(self.context.pool())
         .await?;
         Ok(())
@@ -288,31 +313,46 @@ impl Notifier {
         Ok(())
     }
 
-    /// Sends a notice unless it was sent before. A user who blocked the bot (or never
-    /// started it) cannot be reached: recorded as done, not retried forever.
+    /// Sends a notice unless it was sent before, and records what became of it. Only
+    /// a failure to record fails the batch, so one chat never holds the others back:
+    /// - a refusal of this message by Telegram (the user blocked the bot or never
+    ///   started it, the chat is gone, the message is rejected) is permanent: recorded
+    ///   as undeliverable at once, never retried;
+    /// - anything else (the network, Telegram's own 5xx) is retried for this chat
+    ///   with growing pauses ([`DELIVERY_RETRY_PAUSES`]); still failing after them, the
+    ///   notice is recorded as undeliverable with the error, and the notifier moves on.
     async fn deliver(&self, notice: Notice) -> Result<(), BotError> {
         if self.sent(&notice.key).await? {
             return Ok(());
         }
         let lang = self.context.lang(notice.user, None).await;
-        let sent = self
-            .bot
-            .send_message(ChatId(notice.user), (notice.text)(lang))
-            .await;
-        match sent {
-            Ok(_) => {}
-            Err(RequestError::Api(
-                ApiError::BotBlocked | ApiError::ChatNotFound | ApiError::UserDeactivated,
-            )) => {
-                tracing::info!(
-                    user = notice.user,
-                    key = notice.key,
-                    "user cannot be notified"
-                );
+        let text = (notice.text)(lang);
+        let mut pauses = DELIVERY_RETRY_PAUSES.iter();
+        let outcome = loop {
+            let error = match self
+                .bot
+                .send_message(ChatId(notice.user), text.clone())
+                .await
+            {
+                Ok(_) => break "sent".to_string(),
+                Err(error) => error,
+            };
+            if refused_for_good(&error) {
+                tracing::info!(user = notice.user, key = notice.key, %error, "user cannot be notified");
+                break format!("undeliverable: {error}");
             }
-            Err(error) => return Err(error.into()),
-        }
-        self.record(&notice.key, notice.user).await
+            match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(user = notice.user, %error, ?pause, "notice not delivered; retrying this chat");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => {
+                    tracing::warn!(user = notice.user, key = notice.key, %error, "notice given up after retries");
+                    break format!("undeliverable after retries: {error}");
+                }
+            }
+        };
+        self.record(&notice.key, notice.user, &outcome).await
     }
 
     /// Tells owners of plans ending within [`EXPIRING_NOTICE_DAYS`] (once per period).
