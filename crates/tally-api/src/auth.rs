@@ -112,6 +112,8 @@ struct EnvKey {
 pub struct Keys {
     pool: AnyPool,
     env: Vec<EnvKey>,
+    /// Hashes of database keys seen valid (bucket choice only; see [`Keys::is_known`]).
+    confirmed: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl Keys {
@@ -139,7 +141,37 @@ impl Keys {
                 hash: Sha256::digest(key.as_bytes()).into(),
             });
         }
-        Ok(Self { pool, env: keys })
+        Ok(Self {
+            pool,
+            env: keys,
+            confirmed: Default::default(),
+        })
+    }
+
+    /// Whether an `Authorization` header carries a key known to be valid: one from
+    /// `TALLY_API_KEYS`, or one the database confirmed before. Only picks a rate-limit
+    /// bucket (an unknown key is limited with its address's); every request is still
+    /// authenticated against the database, so a key revoked since is refused.
+    pub fn is_known(&self, value: &axum::http::HeaderValue) -> Option<[u8; 32]> {
+        let hash: [u8; 32] = Sha256::digest(bearer_key(value)?.as_bytes()).into();
+        let known = self
+            .env
+            .iter()
+            .any(|entry| bool::from(entry.hash.ct_eq(&hash)))
+            || self
+                .confirmed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&hash);
+        known.then_some(hash)
+    }
+
+    fn remember(&self, hash: [u8; 32]) {
+        let mut confirmed = self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        if confirmed.len() >= CONFIRMED_KEYS_MAX {
+            confirmed.clear();
+        }
+        confirmed.insert(hash);
     }
 
     /// The caller of a request, or 401.
@@ -153,15 +185,9 @@ impl Keys {
                 "no Authorization header; send `Authorization: Bearer <key>`",
             ));
         };
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header is not `Bearer <key>`")
-            })?;
+        let key = bearer_key(value).ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header is not `Bearer <key>`")
+        })?;
         let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for entry in &self.env {
@@ -182,6 +208,9 @@ impl Keys {
         .bind(key_hash(key))
         .fetch_optional(&self.pool)
         .await?;
+        if row.is_some() {
+            self.remember(hash);
+        }
         match row {
             Some(row) => Ok(Caller {
                 name: row.get(0),
@@ -220,6 +249,20 @@ impl Keys {
             }
         }
     }
+}
+
+/// Most database keys remembered as valid (for picking rate-limit buckets).
+const CONFIRMED_KEYS_MAX: usize = 10_000;
+
+/// The key of an `Authorization: Bearer <key>` header, spaces around it ignored (so
+/// spacing variants of one key are one key).
+fn bearer_key(value: &axum::http::HeaderValue) -> Option<&str> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim_start().strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
 }
 
 /// A key as `tally keys list` shows it (never the key).

@@ -173,10 +173,12 @@ pub fn router(state: AppState) -> Router {
             .to_json()
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
     );
-    let limiter = state.limiter.clone();
     router
         .layer(axum::Extension(OpenApiDocument(document)))
-        .layer(axum::middleware::from_fn_with_state(limiter, limits::limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
         .layer(axum::middleware::from_fn(observe::track))
         .with_state(state)
 }

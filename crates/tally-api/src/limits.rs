@@ -15,7 +15,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 
@@ -114,21 +113,22 @@ impl RateLimiter {
     }
 }
 
-/// Middleware: 429 `rate_limited` past a key's or an address's bucket.
-pub async fn limit(
-    State(limiter): State<std::sync::Arc<RateLimiter>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Middleware: 429 `rate_limited` past a key's or an address's bucket. A known key
+/// (`TALLY_API_KEYS`, or confirmed by the database before) has its own bucket; every
+/// other request — no key, an unknown, malformed or made-up key — is counted against
+/// its address's, before anything looks the key up: making up keys buys no requests.
+pub async fn limit(State(state): State<crate::AppState>, request: Request, next: Next) -> Response {
+    let limiter = &state.limiter;
     let key = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| Sha256::digest(v.as_bytes()));
+        .and_then(|value| state.keys.is_known(value));
     let checked = match (key, limiter.limits.per_key, limiter.limits.per_ip) {
         (Some(hash), Some(limit), _) => {
             let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
             limiter.take(format!("key:{hex}"), limit)
         }
+        (Some(_), None, _) => Ok(()),
         (None, _, Some(limit)) => {
             let address = request
                 .extensions()

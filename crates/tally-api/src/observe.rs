@@ -45,11 +45,16 @@ pub async fn track(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(uuid::Uuid::now_v7);
     let value = HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static(""));
     request.headers_mut().insert(REQUEST_ID, value.clone());
+    // Labels come from bounded sets: a route template (never the raw path) and a
+    // standard method; anything else is `other`.
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let started = Instant::now();
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID, value);

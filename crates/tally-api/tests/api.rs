@@ -373,9 +373,10 @@ async fn hold_then_partial_capture_shows_in_the_statement(s: &Server) {
             None,
         )
         .await;
+    // A position beyond the log is refused at once (API.md), not waited for.
     assert_eq!(
         (status, lagging["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("projection_lagging"))
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation"))
     );
 }
 
@@ -1688,6 +1689,28 @@ async fn rate_limits_answer_429_per_key_and_per_address_and_append_nothing() {
     );
     let (status, _, _) = s.call("GET", "/v1/admin/stats", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::OK);
+    // Made-up keys buy no requests: they count against the address's bucket (empty
+    // now), before any key lookup.
+    for n in 0..3 {
+        let (status, problem, _) = s
+            .call(
+                "GET",
+                "/v1/accounts/1/balance",
+                Some(&format!("junk-key-{n}-0123456789")),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    }
+    // Spacing variants of a key are that key, with its (empty) bucket.
+    let response = s
+        .client
+        .get(format!("{}/v1/accounts/1/balance", s.base))
+        .header("authorization", format!("  Bearer   {SERVICE}  "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     s.finish().await;
 }
 
