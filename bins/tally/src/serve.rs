@@ -276,6 +276,7 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
 /// Runs `tally serve` until Ctrl-C or SIGTERM; then stops accepting, finishes the
 /// requests in flight and the projectors' batches, and exits 0.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tally_api::observe::install_recorder();
     let url = &settings.database_url;
     let store = tally_store::open(url, PostgresOptions::default())
         .await

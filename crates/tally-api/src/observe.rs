@@ -22,6 +22,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Installs the process's Prometheus recorder now (`tally serve` does at start, so
+/// what the bot or the reactors record before the first scrape is kept).
+pub fn install_recorder() {
+    let _ = recorder();
+}
+
 /// The process's Prometheus recorder (installed on first use; `None` if another
 /// recorder was installed first).
 fn recorder() -> Option<&'static PrometheusHandle> {
@@ -29,9 +35,73 @@ fn recorder() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+            let installed = metrics::set_global_recorder(recorder).ok().map(|_| handle);
+            describe();
+            installed
         })
         .as_ref()
+}
+
+/// The HELP text of every metric Tally records (`promtool check metrics` wants one
+/// for each; a metric without it is a lint).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "tally_http_requests_total",
+        "HTTP requests answered, by route template, method and status"
+    );
+    describe_histogram!(
+        "tally_http_request_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by route template and method"
+    );
+    describe_counter!(
+        "tally_http_rate_limited_total",
+        "HTTP requests refused with 429 rate_limited"
+    );
+    describe_counter!(
+        "tally_commands_total",
+        "Commands run by the command services, by stream kind and outcome (applied, replayed or the refusal's code)"
+    );
+    describe_histogram!(
+        "tally_append_seconds",
+        Unit::Seconds,
+        "Time to append one batch of a stream's events to the log, by stream kind"
+    );
+    describe_gauge!(
+        "tally_projection_checkpoint",
+        "Position of the last event a read model applied"
+    );
+    describe_gauge!(
+        "tally_projection_head",
+        "Position of the last event in the log, as a read model's lag is measured against"
+    );
+    describe_gauge!(
+        "tally_projection_lag_events",
+        "Events in the log a read model has not applied yet"
+    );
+    describe_gauge!(
+        "tally_projection_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest event a read model has not applied yet"
+    );
+    describe_gauge!(
+        "tally_reactor_lag_events",
+        "Events in the log the reactors have not reacted to yet"
+    );
+    describe_gauge!(
+        "tally_reactor_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest event the reactors have not reacted to yet"
+    );
+    describe_counter!(
+        "tally_webhooks_refused_total",
+        "Provider webhooks refused (another provider's payment, or a report that disagrees with the payment), by provider and code"
+    );
+    describe_counter!(
+        "tally_duplicate_charges_total",
+        "Second charges of a provider for a payment already paid, recorded to be given back, by provider"
+    );
 }
 
 /// Gives the request its id and records its route, status and latency.
