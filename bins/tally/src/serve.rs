@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Telegram user ids allowed to run the bot's admin commands, separated by commas.
     #[arg(long, env = "TALLY_ADMIN_IDS")]
     pub admin_ids: Option<String>,
+    /// Which API key names are which admins' Telegram ids, as `key-name:telegram-id`
+    /// entries separated by commas: the approver of a refund is never its requester,
+    /// whether either acted through the API or the bot.
+    #[arg(long, env = "TALLY_ADMIN_LINKS")]
+    pub admin_links: Option<String>,
     /// Take the bot's updates by webhook at this public HTTPS URL instead of long
     /// polling; its path is served by the API's listener (needs role api too).
     #[arg(long, env = "TELEGRAM_WEBHOOK_URL")]
@@ -97,6 +102,7 @@ struct File {
     telegram_bot_token: Option<String>,
     telegram_api_url: Option<String>,
     admin_ids: Option<String>,
+    admin_links: Option<String>,
     telegram_webhook_url: Option<String>,
     telegram_webhook_secret: Option<String>,
 }
@@ -161,6 +167,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The bot's settings, when it runs.
     pub bot: Option<tally_bot::Settings>,
+    /// API key names linked to admins' Telegram ids.
+    pub admin_links: tally_domain::config::AdminLinks,
 }
 
 impl Settings {
@@ -177,6 +185,10 @@ impl Settings {
             Some(other) => bail!("log format {other:?} is neither text nor json"),
         };
         let limit = |given: Option<u32>, default: u32| Limit::per_second(given.unwrap_or(default));
+        let admin_links = tally_domain::config::AdminLinks::parse(
+            &args.admin_links.or(file.admin_links).unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let token = args
             .telegram_bot_token
             .or(file.telegram_bot_token)
@@ -261,6 +273,7 @@ impl Settings {
                     DEFAULT_PER_IP,
                 ),
             },
+            admin_links,
             log_format,
             bot,
         })
@@ -281,7 +294,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = tally_store::open(url, PostgresOptions::default())
         .await
         .with_context(|| format!("opening {}", crate::redact(url)))?;
-    let config = Arc::new(Config::default());
+    let config = Arc::new(Config {
+        admin_links: settings.admin_links.clone(),
+        ..Config::default()
+    });
     let projector = Arc::new(Projector::open(store.clone(), url, default_projections()).await?);
     projector.prepare().await?;
     // One set of command services for the whole process: the API, the bot and the

@@ -59,6 +59,44 @@ pub struct Config {
     pub hold_ttl_seconds_max: u64,
     /// Refund policy.
     pub refund_window: RefundWindow,
+    /// Which API key names and Telegram ids are the same admin (`TALLY_ADMIN_LINKS`),
+    /// so the rule "the approver is not the requester" compares people, not strings
+    /// from two namespaces: a refund requested through the API with key `ops-alice`
+    /// cannot be approved in the bot by Alice's Telegram id, nor the other way round.
+    #[serde(default)]
+    pub admin_links: AdminLinks,
+}
+
+/// API key names linked to the Telegram ids of the same admins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminLinks(BTreeMap<String, i64>);
+
+impl AdminLinks {
+    /// Parses `key-name:telegram-id` entries separated by commas.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut links = BTreeMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, id) = entry.rsplit_once(':').ok_or_else(|| {
+                format!("TALLY_ADMIN_LINKS entry {entry:?} is not key-name:telegram-id")
+            })?;
+            let id: i64 = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                format!("TALLY_ADMIN_LINKS entry {entry:?}: {id:?} is not a Telegram user id")
+            })?;
+            links.insert(name.trim().to_string(), id);
+        }
+        Ok(Self(links))
+    }
+
+    /// Whether two actors' ids (an API key name or a Telegram id, as requests and
+    /// approvals record them) are one person: the same id, or a key linked to the id.
+    pub fn same_person(&self, a: &str, b: &str) -> bool {
+        let linked = |key: &str, telegram: &str| {
+            self.0
+                .get(key)
+                .is_some_and(|id| telegram.parse::<i64>().ok() == Some(*id))
+        };
+        a == b || linked(a, b) || linked(b, a)
+    }
 }
 
 impl Config {
@@ -112,6 +150,7 @@ impl Default for Config {
                 min_age_days: 0,
                 max_age_days: 30,
             },
+            admin_links: AdminLinks::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::error::DomainError;
 use crate::values::{AdminId, Amount, Reason, UserId};
 
@@ -106,6 +107,7 @@ pub enum RefundEvent {
 pub fn decide(
     state: &RefundRequest,
     command: &RefundCommand,
+    config: &Config,
 ) -> Result<Vec<RefundEvent>, DomainError> {
     use RefundCommand as C;
     use RefundEvent as E;
@@ -140,7 +142,11 @@ pub fn decide(
                 }
                 None => return Err(DomainError::RefundNotFound),
             }
-            if approving && ask.requested_by == admin.as_str() {
+            if approving
+                && config
+                    .admin_links
+                    .same_person(&ask.requested_by, admin.as_str())
+            {
                 return Err(DomainError::SelfApproval(admin.as_str().to_string()));
             }
             Ok(vec![if approving {

@@ -1,9 +1,9 @@
 //! Refund requests: within what the spend has left, approved by someone else.
 
 use rust_decimal::Decimal;
-use tally_domain::DomainError;
 use tally_domain::refund::{self, RefundAsk, RefundCommand as C, RefundEvent as E, RefundRequest};
 use tally_domain::values::{AdminId, Reason, UserId};
+use tally_domain::{Config, DomainError};
 
 fn ask(amount: &str, by: &str) -> RefundAsk {
     RefundAsk {
@@ -33,7 +33,9 @@ fn a_request_may_ask_at_most_what_the_spend_has_left() {
         refundable: Decimal::from(3),
     };
     assert_eq!(
-        refund::decide(&given(&[]), &too_much).unwrap_err().code(),
+        refund::decide(&given(&[]), &too_much, &Config::default())
+            .unwrap_err()
+            .code(),
         "refund_not_allowed"
     );
     let fine = C::Request {
@@ -41,7 +43,7 @@ fn a_request_may_ask_at_most_what_the_spend_has_left() {
         refundable: Decimal::from(3),
     };
     assert_eq!(
-        refund::decide(&given(&[]), &fine).unwrap(),
+        refund::decide(&given(&[]), &fine, &Config::default()).unwrap(),
         vec![E::Requested(ask("3", "42"))]
     );
 }
@@ -49,11 +51,11 @@ fn a_request_may_ask_at_most_what_the_spend_has_left() {
 #[test]
 fn an_admin_cannot_approve_a_request_they_made() {
     let state = given(&[E::Requested(ask("3", "ops-alice"))]);
-    let err = refund::decide(&state, &approve("ops-alice")).unwrap_err();
+    let err = refund::decide(&state, &approve("ops-alice"), &Config::default()).unwrap_err();
     assert_eq!(err, DomainError::SelfApproval("ops-alice".into()));
     assert_eq!(err.code(), "self_approval");
     assert!(matches!(
-        refund::decide(&state, &approve("ops-bob")).unwrap()[..],
+        refund::decide(&state, &approve("ops-bob"), &Config::default()).unwrap()[..],
         [E::Approved { .. }]
     ));
 }
@@ -68,7 +70,7 @@ fn a_decided_request_is_not_decided_again() {
         },
     ]);
     assert_eq!(
-        refund::decide(&approved, &approve("ops-bob")).unwrap(),
+        refund::decide(&approved, &approve("ops-bob"), &Config::default()).unwrap(),
         vec![],
         "approving twice changes nothing"
     );
@@ -77,11 +79,42 @@ fn a_decided_request_is_not_decided_again() {
         reason: Reason::new("no").unwrap(),
     };
     assert_eq!(
-        refund::decide(&approved, &reject).unwrap_err().code(),
+        refund::decide(&approved, &reject, &Config::default())
+            .unwrap_err()
+            .code(),
         "refund_not_allowed"
     );
     assert_eq!(
-        refund::decide(&given(&[]), &approve("ops-bob")).unwrap_err(),
+        refund::decide(&given(&[]), &approve("ops-bob"), &Config::default()).unwrap_err(),
         DomainError::RefundNotFound
     );
+}
+
+#[test]
+fn an_admin_linked_to_a_telegram_id_is_one_person_in_both_namespaces() {
+    let config = Config {
+        admin_links: tally_domain::config::AdminLinks::parse("ops-alice:9001, ops-bob : 9002")
+            .unwrap(),
+        ..Config::default()
+    };
+    // Requested in the bot by Alice's Telegram id, approved through the API with her key.
+    let by_telegram = given(&[E::Requested(ask("3", "9001"))]);
+    assert_eq!(
+        refund::decide(&by_telegram, &approve("ops-alice"), &config)
+            .unwrap_err()
+            .code(),
+        "self_approval"
+    );
+    assert!(refund::decide(&by_telegram, &approve("ops-bob"), &config).is_ok());
+    // Requested through the API with her key, approved in the bot by her Telegram id.
+    let by_key = given(&[E::Requested(ask("3", "ops-alice"))]);
+    assert_eq!(
+        refund::decide(&by_key, &approve("9001"), &config)
+            .unwrap_err()
+            .code(),
+        "self_approval"
+    );
+    assert!(refund::decide(&by_key, &approve("9002"), &config).is_ok());
+    assert!(tally_domain::config::AdminLinks::parse("ops-alice=9001").is_err());
+    assert!(tally_domain::config::AdminLinks::parse("ops-alice:-4").is_err());
 }

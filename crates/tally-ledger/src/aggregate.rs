@@ -348,9 +348,9 @@ impl Aggregate for Refunds {
         command: &RefundCommand,
         _past: &[(RefundEvent, DateTime<Utc>)],
         _now: DateTime<Utc>,
-        _config: &Config,
+        config: &Config,
     ) -> Result<Vec<RefundEvent>, DomainError> {
-        refund::decide(state, command)
+        refund::decide(state, command, config)
     }
 
     fn evolve(state: RefundRequest, event: &RefundEvent, _: DateTime<Utc>) -> RefundRequest {
