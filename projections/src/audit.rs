@@ -10,6 +10,7 @@
 //! dropped afterwards.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -203,12 +204,29 @@ impl Projector {
     /// told `(stage, done, total)` as it goes.
     pub async fn verify(
         &self,
+        progress: impl FnMut(&str, u64, u64),
+    ) -> Result<AuditReport, ProjectionError> {
+        self.verify_within(None, progress).await
+    }
+
+    /// [`Projector::verify`], given up (scratch tables dropped) once `deadline` has
+    /// passed: what an HTTP caller may wait for is bounded, and its scratch work is
+    /// cleaned up whichever way the audit ends.
+    pub async fn verify_within(
+        &self,
+        deadline: Option<Instant>,
         mut progress: impl FnMut(&str, u64, u64),
     ) -> Result<AuditReport, ProjectionError> {
         let head = self.store.last_position().await?;
         let mut problems = Vec::new();
 
         let chains = verify_log(self.store.as_ref(), |n| progress("hash chains", n, head)).await?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(ProjectionError::Event {
+                position: 0,
+                detail: "the audit ran past its time limit checking hash chains; run `tally audit verify` for a log this long".into(),
+            });
+        }
         if let Some(p) = &chains.first_problem {
             problems.push(AuditProblem {
                 kind: "hash_chain",
@@ -262,7 +280,9 @@ impl Projector {
                 .await?;
             tx.commit().await?;
         }
-        let replayed = self.replay_into_scratch(&live, &mut progress).await;
+        let replayed = self
+            .replay_into_scratch(&live, deadline, &mut progress)
+            .await;
         let mut audits = Vec::new();
         if replayed.is_ok() {
             for l in &live {
@@ -338,11 +358,18 @@ impl Projector {
     async fn replay_into_scratch(
         &self,
         live: &[Live],
+        deadline: Option<Instant>,
         progress: &mut impl FnMut(&str, u64, u64),
     ) -> Result<(), ProjectionError> {
         let until = live.iter().map(|l| l.checkpoint).max().unwrap_or(0);
         let mut position = 0;
         while position < until {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ProjectionError::Event {
+                    position,
+                    detail: "the audit ran past its time limit; run `tally audit verify` for a log this long".into(),
+                });
+            }
             let events = self.store.read_all(position, BATCH_EVENTS_MAX).await?;
             let Some(last) = events.last() else {
                 return Err(ProjectionError::Lagging {

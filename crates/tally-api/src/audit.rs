@@ -74,10 +74,43 @@ async fn replay(
 async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<tally_projections::AuditReport>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     state.keys.require(&headers, Role::Auditor).await?;
-    Ok(Json(state.projector.verify(|_, _, _| {}).await?))
+    // One audit at a time in this process; a second caller is told to come back.
+    let Ok(turn) = state.audit_turn.clone().try_acquire_owned() else {
+        let mut busy = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "an audit is running; retry when it is done",
+        )
+        .into_response();
+        busy.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(AUDIT_RETRY_AFTER_SECONDS),
+        );
+        return Ok(busy);
+    };
+    // Run on its own task: a caller that goes away does not cut the audit short
+    // before it drops its scratch tables; the deadline bounds it either way.
+    let projector = state.projector.clone();
+    let deadline = std::time::Instant::now() + AUDIT_VERIFY_MAX;
+    let audit = tokio::spawn(async move {
+        let _turn = turn;
+        projector.verify_within(Some(deadline), |_, _, _| {}).await
+    });
+    match audit.await {
+        Ok(report) => Ok(Json(report?).into_response()),
+        Err(failed) => Err(ApiError::internal(format!(
+            "the audit task failed: {failed}"
+        ))),
+    }
 }
+
+/// Longest an audit over HTTP runs before it gives up (and cleans up).
+pub const AUDIT_VERIFY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// What a second caller is told to wait.
+const AUDIT_RETRY_AFTER_SECONDS: u64 = 10;
 
 /// A page of the log.
 #[derive(Deserialize, IntoParams)]

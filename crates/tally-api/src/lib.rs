@@ -66,6 +66,8 @@ pub struct AppState {
     pub hold_owners: Arc<holds::HoldOwners>,
     /// Rate limits per key and per address.
     pub limiter: Arc<limits::RateLimiter>,
+    /// One `GET /v1/audit/verify` at a time.
+    pub audit_turn: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             keys: Arc::new(keys),
             hold_owners: Default::default(),
             limiter: Arc::new(limits::RateLimiter::new(limits)),
+            audit_turn: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }

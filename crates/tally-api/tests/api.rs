@@ -26,6 +26,9 @@ struct Server {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     database: TestDatabase,
     store: Arc<dyn tally_store::EventStore>,
+    /// The server's audit turn (to hold it as a running audit would).
+    audit_turn: Arc<tokio::sync::Semaphore>,
+    projector: Arc<Projector>,
 }
 
 impl Server {
@@ -64,6 +67,7 @@ impl Server {
             .unwrap(),
             limits,
         );
+        let audit_turn = state.audit_turn.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -79,8 +83,9 @@ impl Server {
                 .await
                 .unwrap();
         }));
+        let running = projector.clone();
         tasks.push(tokio::spawn(async move {
-            projector.run(stopped).await.unwrap();
+            running.run(stopped).await.unwrap();
         }));
         Self {
             base,
@@ -89,6 +94,8 @@ impl Server {
             tasks,
             database,
             store,
+            audit_turn,
+            projector,
         }
     }
 
@@ -169,6 +176,7 @@ on_both_backends!(
     a_payment_is_settled_only_by_its_own_provider_and_as_paid,
     one_charge_one_payment_and_a_second_charge_is_on_record,
     a_min_position_beyond_the_log_is_refused_at_once,
+    one_audit_at_a_time_and_its_scratch_tables_go_with_it,
 );
 
 async fn keys_and_roles_are_enforced_with_problem_json(s: &Server) {
@@ -2257,4 +2265,48 @@ async fn a_min_position_beyond_the_log_is_refused_at_once(s: &Server) {
         StatusCode::UNPROCESSABLE_ENTITY,
         "the log's own last position may be waited for"
     );
+}
+
+/// `GET /v1/audit/verify` runs one at a time (a second caller gets 429 with
+/// `Retry-After`), and its scratch tables are dropped even when the caller goes away.
+async fn one_audit_at_a_time_and_its_scratch_tables_go_with_it(s: &Server) {
+    s.call("PUT", "/v1/accounts/5", Some(SERVICE), Some(json!({})))
+        .await;
+    let held = s.audit_turn.clone().acquire_owned().await.unwrap();
+    let (status, problem, headers) = s.call("GET", "/v1/audit/verify", Some(AUDITOR), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{problem}");
+    assert_eq!(problem["code"], "rate_limited");
+    assert!(headers.contains_key("retry-after"));
+    drop(held);
+    let (status, report, _) = s.call("GET", "/v1/audit/verify", Some(AUDITOR), None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["projections_consistent"], true, "{report}");
+    // A caller that gives up at once: the audit finishes and cleans up on its own.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let _ = impatient
+        .get(format!("{}/v1/audit/verify", s.base))
+        .bearer_auth(AUDITOR)
+        .send()
+        .await;
+    let _done = tokio::time::timeout(Duration::from_secs(30), s.audit_turn.acquire())
+        .await
+        .expect("the audit finished");
+    let tables: Vec<String> = match s.store.backend() {
+        "postgres" => sqlx::query_scalar(
+            "SELECT tablename::TEXT FROM pg_tables WHERE tablename LIKE '%audit%'",
+        )
+        .fetch_all(s.projector.pool())
+        .await
+        .unwrap(),
+        _ => sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%audit%'",
+        )
+        .fetch_all(s.projector.pool())
+        .await
+        .unwrap(),
+    };
+    assert!(tables.is_empty(), "scratch tables left: {tables:?}");
 }
