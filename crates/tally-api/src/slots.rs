@@ -264,6 +264,11 @@ async fn attempt(
 pub(crate) struct DueQuery {
     /// The posting cycle.
     cycle: u64,
+    /// Slots per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+    /// The `next` of the page before: slots after this slot id.
+    after: Option<String>,
     /// Wait until the read models have applied the log up to this position.
     min_position: Option<u64>,
 }
@@ -273,7 +278,13 @@ pub(crate) struct DueQuery {
 pub(crate) struct DueBody {
     cycle: u64,
     slots: Vec<DueSlot>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
+
+/// Most due slots one page holds.
+pub const DUE_PAGE_MAX: u32 = 500;
 
 /// A slot and its destinations not yet posted to successfully in the cycle.
 #[derive(Serialize, ToSchema)]
@@ -303,46 +314,44 @@ async fn due(
     settle(&state, "subscriptions", query.min_position).await?;
     let cycle =
         i64::try_from(query.cycle).map_err(|_| ApiError::validation("cycle is too large"))?;
-    // Slots beyond their owner's plan are not due: rank each owner's slots by age.
-    let plan_slots: std::collections::HashMap<i64, i64> =
-        sqlx::query("SELECT user_id, slots FROM subscriptions")
-            .fetch_all(state.projector.pool())
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-    let mut covered = std::collections::HashSet::new();
-    let mut rank: std::collections::HashMap<i64, i64> = Default::default();
-    for row in sqlx::query("SELECT slot_id, user_id FROM slots ORDER BY configured_at, slot_id")
-        .fetch_all(state.projector.pool())
-        .await?
-    {
-        let (slot, owner): (String, i64) = (row.get(0), row.get(1));
-        let n = rank.entry(owner).or_default();
-        if *n < plan_slots.get(&owner).copied().unwrap_or(0) {
-            covered.insert(slot);
-        }
-        *n += 1;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=DUE_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::validation(format!(
+            "limit must be between 1 and {DUE_PAGE_MAX}"
+        )));
     }
+    // One page of slots, decided in the database: a slot is covered when its rank
+    // among its owner's slots (by configuration time) is within the owner's plan, and
+    // due while one of its destinations has no success in the cycle. One slot more
+    // than the page is read to know whether another page follows.
     let rows = sqlx::query(
-        "SELECT d.slot_id, s.user_id, s.content, d.chat_id, d.topic_id \
-         FROM slot_destinations d JOIN slots s ON s.slot_id = d.slot_id \
-         JOIN subscriptions u ON u.user_id = s.user_id \
-         WHERE u.status IN ('active', 'cancelled') AND u.period_end > $1 \
-           AND NOT EXISTS (SELECT 1 FROM slot_posts p WHERE p.slot_id = d.slot_id \
-               AND p.cycle = $2 AND p.chat_id = d.chat_id AND p.topic_id = d.topic_id) \
-         ORDER BY d.slot_id, d.chat_id, d.topic_id",
+        "WITH ranked AS ( \
+             SELECT slot_id, user_id, content, ROW_NUMBER() OVER \
+                 (PARTITION BY user_id ORDER BY configured_at, slot_id) AS n FROM slots), \
+         open AS ( \
+             SELECT d.slot_id, d.chat_id, d.topic_id FROM slot_destinations d \
+             WHERE NOT EXISTS (SELECT 1 FROM slot_posts p WHERE p.slot_id = d.slot_id \
+                 AND p.cycle = $2 AND p.chat_id = d.chat_id AND p.topic_id = d.topic_id)), \
+         page AS ( \
+             SELECT r.slot_id, r.user_id, r.content FROM ranked r \
+             JOIN subscriptions u ON u.user_id = r.user_id \
+             WHERE r.n <= u.slots AND u.status IN ('active', 'cancelled') \
+               AND u.period_end > $1 AND r.slot_id > $3 \
+               AND EXISTS (SELECT 1 FROM open o WHERE o.slot_id = r.slot_id) \
+             ORDER BY r.slot_id LIMIT $4) \
+         SELECT o.slot_id, p.user_id, p.content, o.chat_id, o.topic_id \
+         FROM page p JOIN open o ON o.slot_id = p.slot_id \
+         ORDER BY o.slot_id, o.chat_id, o.topic_id",
     )
     .bind(chrono::Utc::now().timestamp_micros())
     .bind(cycle)
+    .bind(query.after.clone().unwrap_or_default())
+    .bind(i64::from(limit) + 1)
     .fetch_all(state.projector.pool())
     .await?;
     let mut slots: Vec<DueSlot> = Vec::new();
     for row in rows {
         let slot_id: String = row.get(0);
-        if !covered.contains(&slot_id) {
-            continue;
-        }
         let topic: i64 = row.get(4);
         let destination = DestinationBody {
             chat_id: row.get(3),
@@ -358,8 +367,16 @@ async fn due(
             }),
         }
     }
+    let next = match slots.len() > limit as usize {
+        true => {
+            slots.truncate(limit as usize);
+            slots.last().map(|s| s.slot_id.clone())
+        }
+        false => None,
+    };
     Ok(Json(DueBody {
         cycle: query.cycle,
         slots,
+        next,
     }))
 }

@@ -1591,6 +1591,56 @@ async fn slots_post_once_per_destination_and_cycle_within_the_plan(s: &Server) {
         (status, problem["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("validation"))
     );
+    // Due slots come in pages: `limit` slots and the `next` cursor.
+    let create = json!({"payment_id": "plan-e", "user_id": 98, "provider": "stars", "amount": "400", "currency": "XTR", "purpose": {"plan": "enterprise"}});
+    s.call("POST", "/v1/payments", Some(SERVICE), Some(create))
+        .await;
+    let paid = r#"{"payment_id":"plan-e","status":"succeeded","amount":"400","currency":"XTR","provider_payment_id":"tg-e"}"#;
+    let (status, _) = post_webhook(s, paid, &sign(paid)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut position = 0;
+    for n in 1..=4 {
+        let slot = json!({"user_id": 98, "content": format!("ad {n}"), "destinations": [{"chat_id": -2000 - n}]});
+        let (status, body, _) = s
+            .call("PUT", &format!("/v1/slots/e{n}"), Some(SERVICE), Some(slot))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        position = body["position"].as_u64().unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for page in 0.. {
+        let (status, due, _) = s
+            .call(
+                "GET",
+                &format!("/v1/slots/due?cycle=9&limit=2&after={after}&min_position={position}"),
+                Some(SERVICE),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{due}");
+        let slots = due["slots"].as_array().unwrap();
+        assert!(slots.len() <= 2, "{due}");
+        seen.extend(
+            slots
+                .iter()
+                .map(|d| d["slot_id"].as_str().unwrap().to_string()),
+        );
+        match due["next"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+        assert!(page < 5, "pages never end: {due}");
+    }
+    assert_eq!(
+        seen,
+        ["e1", "e2", "e3", "e4", "s1"],
+        "every due slot once, in order"
+    );
+    let (status, _, _) = s
+        .call("GET", "/v1/slots/due?cycle=9&limit=0", Some(SERVICE), None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 async fn request_ids_reach_the_events_and_metrics_are_served(s: &Server) {

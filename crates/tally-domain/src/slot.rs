@@ -136,6 +136,9 @@ pub enum SlotEvent {
     PostAttempted(Attempt),
 }
 
+/// Longest `error_kind` of an attempt: a short class name, not a message.
+pub const ERROR_KIND_BYTES_MAX: usize = 64;
+
 /// Decides what a command does to a slot.
 pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, DomainError> {
     match command {
@@ -166,6 +169,18 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
             if state.attempt_ids.contains(&attempt.attempt_id) {
                 return Ok(vec![]);
+            }
+            if let Some(kind) = &attempt.error_kind {
+                let ok = (1..=ERROR_KIND_BYTES_MAX).contains(&kind.len())
+                    && kind
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+                if !ok {
+                    return Err(DomainError::Validation(format!(
+                        "error_kind must be 1 to {ERROR_KIND_BYTES_MAX} letters, digits or `_-.:` \
+                         (e.g. rate_limited, chat_not_found)"
+                    )));
+                }
             }
             if !config.destinations.contains(&attempt.destination) {
                 return Err(DomainError::Validation(format!(

@@ -131,3 +131,18 @@ fn a_slot_posts_only_to_its_destinations_and_needs_content() {
         "validation"
     );
 }
+
+#[test]
+fn an_error_kind_is_a_short_class_name() {
+    let state = configured();
+    for kind in ["x".repeat(65), String::new(), "chat not found!".into()] {
+        let mut command = attempt("a-kind", 1, dest(-1_001, None), Outcome::Failed);
+        if let C::RecordAttempt { attempt, .. } = &mut command {
+            attempt.error_kind = Some(kind.clone());
+        }
+        let refused = slot::decide(&state, &command).unwrap_err();
+        assert_eq!(refused.code(), "validation", "{kind:?}: {refused}");
+    }
+    let fine = attempt("a-kind", 1, dest(-1_001, None), Outcome::Failed);
+    assert!(slot::decide(&state, &fine).is_ok());
+}
