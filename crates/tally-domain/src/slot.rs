@@ -6,7 +6,7 @@
 //! active subscription may post; whether they are is a fact the caller reads from the
 //! subscription and passes in ([`SlotCoverage`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -105,9 +105,20 @@ pub struct Slot {
     pub posted: BTreeSet<(u64, Destination)>,
     /// Attempts made per cycle and destination.
     pub attempts: BTreeMap<(u64, Destination), u32>,
-    /// Attempt ids recorded.
-    pub attempt_ids: BTreeSet<String>,
+    /// The last [`ATTEMPT_IDS_KEPT`] attempt ids recorded, oldest first: a re-send of
+    /// one is a no-op here; an older one is answered from the log by the command
+    /// service (its events' ids derive from the attempt id).
+    pub attempt_ids: VecDeque<String>,
+    /// The latest cycle attempted; `posted` and `attempts` keep the last
+    /// [`CYCLES_KEPT`] cycles only, so the state stays small however long the slot runs.
+    #[serde(default)]
+    pub latest_cycle: u64,
 }
+
+/// Attempt ids a slot's state remembers.
+pub const ATTEMPT_IDS_KEPT: usize = 256;
+/// Cycles a slot's state remembers; attempts for older cycles are refused.
+pub const CYCLES_KEPT: u64 = 16;
 
 /// What can be asked of a slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -170,6 +181,12 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
             if state.attempt_ids.contains(&attempt.attempt_id) {
                 return Ok(vec![]);
             }
+            if attempt.cycle.saturating_add(CYCLES_KEPT) < state.latest_cycle {
+                return Err(DomainError::Validation(format!(
+                    "cycle {} is over: attempts are recorded for the last {CYCLES_KEPT} cycles (now {})",
+                    attempt.cycle, state.latest_cycle
+                )));
+            }
             if let Some(kind) = &attempt.error_kind {
                 let ok = (1..=ERROR_KIND_BYTES_MAX).contains(&kind.len())
                     && kind
@@ -224,9 +241,18 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
         SlotEvent::PostAttempted(attempt) => {
             let key = (attempt.cycle, attempt.destination);
             state.attempts.insert(key, attempt.attempt);
-            state.attempt_ids.insert(attempt.attempt_id.clone());
+            state.attempt_ids.push_back(attempt.attempt_id.clone());
+            while state.attempt_ids.len() > ATTEMPT_IDS_KEPT {
+                state.attempt_ids.pop_front();
+            }
             if attempt.outcome == Outcome::Succeeded {
                 state.posted.insert(key);
+            }
+            if attempt.cycle > state.latest_cycle {
+                state.latest_cycle = attempt.cycle;
+                let oldest = state.latest_cycle.saturating_sub(CYCLES_KEPT);
+                state.attempts.retain(|(cycle, _), _| *cycle >= oldest);
+                state.posted.retain(|(cycle, _)| *cycle >= oldest);
             }
         }
     }

@@ -146,3 +146,39 @@ fn an_error_kind_is_a_short_class_name() {
     let fine = attempt("a-kind", 1, dest(-1_001, None), Outcome::Failed);
     assert!(slot::decide(&state, &fine).is_ok());
 }
+
+#[test]
+fn a_long_running_slot_keeps_a_small_state() {
+    let mut state = configured();
+    for n in 0..400u64 {
+        let cycle = 1 + n / 10;
+        let command = attempt(
+            &format!("a-{n}"),
+            cycle,
+            dest(-1_001, None),
+            Outcome::Failed,
+        );
+        state = apply(state, &command);
+    }
+    assert_eq!(state.attempt_ids.len(), slot::ATTEMPT_IDS_KEPT);
+    assert_eq!(state.latest_cycle, 40);
+    assert!(
+        state
+            .attempts
+            .keys()
+            .all(|(cycle, _)| *cycle + slot::CYCLES_KEPT >= 40),
+        "{:?}",
+        state.attempts.keys().map(|k| k.0).collect::<Vec<_>>()
+    );
+    // A cycle past the window is over; a recent one still counts attempts.
+    let late = attempt("late", 3, dest(-1_001, None), Outcome::Succeeded);
+    assert_eq!(
+        slot::decide(&state, &late).unwrap_err().code(),
+        "validation"
+    );
+    let recent = attempt("recent", 40, dest(-1_001, None), Outcome::Succeeded);
+    assert!(matches!(
+        &slot::decide(&state, &recent).unwrap()[..],
+        [E::PostAttempted(a)] if a.attempt == 11
+    ));
+}
