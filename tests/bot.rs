@@ -341,6 +341,7 @@ on_both_backends!(
     an_expired_hold_is_told_with_the_credits_returned,
     a_plan_ending_within_three_days_is_told_once,
     one_unreachable_chat_never_holds_the_notifier_back,
+    unpaid_invoices_do_not_pile_up,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1459,5 +1460,44 @@ async fn one_unreachable_chat_never_holds_the_notifier_back(stack: Stack) -> Sta
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    stack
+}
+
+/// A user has at most five unpaid invoices: asking for more fails the oldest, whose
+/// checkout is then refused.
+async fn unpaid_invoices_do_not_pile_up(stack: Stack) -> Stack {
+    let carol = user(901, "en");
+    stack.say(&carol, 1, "/start").await;
+    let mut payloads = Vec::new();
+    for _ in 0..7 {
+        let invoice = invoice_for_pack(&stack, &carol, "pack_5").await;
+        payloads.push(invoice["payload"].as_str().unwrap().to_string());
+        // Each request sees the ones before it in the read model.
+        let head = stack.store.last_position().await.unwrap();
+        stack
+            .projector
+            .wait_for("payments", head, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let mut failed = Vec::new();
+    for payload in &payloads {
+        if stack
+            .count(&format!("payment-{payload}"), "payment.failed")
+            .await
+            == 1
+        {
+            failed.push(payload.clone());
+        }
+    }
+    assert_eq!(failed, payloads[..2], "the two oldest expired");
+    stack
+        .fake
+        .push(pre_checkout(&carol, "pc-old", &payloads[0], 50));
+    assert_eq!(checkout_answer(&stack, "pc-old").await["ok"], false);
+    stack
+        .fake
+        .push(pre_checkout(&carol, "pc-new", &payloads[6], 50));
+    assert_eq!(checkout_answer(&stack, "pc-new").await["ok"], true);
     stack
 }

@@ -13,6 +13,7 @@
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use sqlx::Row;
 use std::sync::Arc;
 use tally_domain::payment::{PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
@@ -111,6 +112,55 @@ pub(crate) async fn send_plan_invoice(
     .await
 }
 
+/// Most unpaid invoices a user has open at once; asking for another fails the oldest
+/// (their pre-checkout is then refused; money that arrives for one all the same is
+/// recorded as a duplicate charge, never lost).
+pub const OPEN_INVOICES_MAX: i64 = 5;
+
+/// Fails the user's pending Stars payments beyond the newest [`OPEN_INVOICES_MAX`]
+/// (`newest` just created among them), so unpaid invoices do not pile up.
+async fn expire_older_invoices(
+    context: &Context,
+    who: &Who,
+    newest: &PaymentId,
+) -> Result<(), BotError> {
+    // The read model may not show the newest yet: it is kept by name.
+    let rows = sqlx::query(
+        "SELECT payment_id FROM payments WHERE user_id = $1 AND provider = $2 \
+         AND status = 'pending' AND payment_id <> $3 ORDER BY created_at DESC, payment_id DESC",
+    )
+    .bind(who.user)
+    .bind(STARS)
+    .bind(newest.as_str())
+    .fetch_all(context.pool())
+    .await?;
+    for row in rows.iter().skip(OPEN_INVOICES_MAX as usize - 1) {
+        let payment_id = PaymentId::new(row.get::<String, _>(0))?;
+        let failed = context
+            .ledgers
+            .payments
+            .execute(Request {
+                key: payment_id.clone(),
+                command: PaymentCommand::Fail {
+                    provider: STARS.into(),
+                    reason: tally_domain::values::Reason::new(
+                        "expired: the user asked for newer invoices",
+                    )?,
+                },
+                command_id: None,
+                metadata: Context::by_user(who.user),
+            })
+            .await;
+        // Paid meanwhile: it stays paid.
+        if let Err(error) = failed
+            && error.code() != "payment_conflict"
+        {
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn invoice(
     bot: &TgBot,
@@ -146,6 +196,7 @@ async fn invoice(
             metadata: Context::by_user(who.user),
         })
         .await?;
+    expire_older_invoices(context, who, &payment_id).await?;
     bot.send_invoice(
         who.chat,
         title.clone(),
