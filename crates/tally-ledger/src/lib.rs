@@ -78,6 +78,13 @@ pub const EVENTS_PER_COMMAND_MAX: u32 = 8;
 pub const WORKER_IDLE: Duration = Duration::from_secs(30);
 /// Longest pause before re-deciding a batch that lost a race with another process.
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// A batch at least this large marks a hot stream (see [`HOT_STREAM_PAUSE`]).
+pub const HOT_BATCH_COMMANDS: usize = 8;
+/// The pause a hot stream's worker takes after each batch, so another process's
+/// worker can win a race for the stream.
+pub const HOT_STREAM_PAUSE: Duration = Duration::from_millis(1);
+/// How long after a lost race a stream's worker keeps pausing after hot batches.
+pub const CONTENDED_FOR: Duration = Duration::from_secs(10);
 /// Events read per page when loading a stream.
 const LOAD_PAGE_EVENTS: usize = 1_000;
 
@@ -431,6 +438,8 @@ async fn run_worker<A: Aggregate>(
 ) {
     let mut cached: Option<Loaded<A::State>> = None;
     let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
+    // Until when this stream counts as written by another process too.
+    let mut contended_until: Option<std::time::Instant> = None;
     loop {
         match tokio::time::timeout(WORKER_IDLE, jobs.recv_many(&mut batch, BATCH_COMMANDS_MAX))
             .await
@@ -446,7 +455,21 @@ async fn run_worker<A: Aggregate>(
                         Err(_) => break,
                     }
                 }
+                let hot = batch.len() >= HOT_BATCH_COMMANDS;
+                let raced = inner.retries.load(Ordering::Relaxed);
                 run_batch(&inner, &key, &mut cached, &mut batch).await;
+                if inner.retries.load(Ordering::Relaxed) != raced {
+                    contended_until = Some(std::time::Instant::now() + CONTENDED_FOR);
+                }
+                // A busy stream another process writes too: that process's worker must
+                // read past this commit and append before the next one, so a short
+                // pause after each batch leaves it the window (without it, a process
+                // writing flat out makes the other lose every race). Only while races
+                // are being lost here: a stream one process writes pays nothing, and
+                // commands that queue meanwhile join the next batch.
+                if hot && contended_until.is_some_and(|until| std::time::Instant::now() < until) {
+                    tokio::time::sleep(HOT_STREAM_PAUSE).await;
+                }
             }
             Err(_idle) => {
                 // Close first, under the map's lock, then finish what slipped in: no
@@ -684,9 +707,12 @@ async fn decide_and_append<A: Aggregate>(
                 }
                 inner.retries.fetch_add(1, Ordering::Relaxed);
                 spare = kept;
-                // The winner of a race keeps its state and writes again at once; without a
-                // pause the loser, which must catch up first, could lose every time.
-                tokio::time::sleep(backoff(attempt)).await;
+                // First catch up and try again at once (the winner pauses after a hot
+                // batch: that is the window); losing again, pause, growing, so two
+                // losers do not keep colliding.
+                if attempt > 2 {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
             }
             // The log holds these derived event ids already: commands applied before
             // (re-sent, or run by another process), or an id re-used for something
