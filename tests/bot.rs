@@ -62,7 +62,12 @@ impl Stack {
         let store = tally_store::open(&database.url, PostgresOptions::default())
             .await
             .unwrap();
-        let config = Arc::new(Config::default());
+        // Admin A also acts through the API with key name ops-alice.
+        let config = Arc::new(Config {
+            admin_links: tally_domain::config::AdminLinks::parse(&format!("ops-alice:{ADMIN_A}"))
+                .unwrap(),
+            ..Config::default()
+        });
         let projector = Arc::new(
             Projector::open(store.clone(), &database.url, default_projections())
                 .await
@@ -342,6 +347,7 @@ on_both_backends!(
     a_plan_ending_within_three_days_is_told_once,
     one_unreachable_chat_never_holds_the_notifier_back,
     unpaid_invoices_do_not_pile_up,
+    a_refund_an_admin_requested_through_the_api_is_not_theirs_to_approve_in_the_bot,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -567,6 +573,13 @@ async fn a_stars_top_up_credits_once_however_often_telegram_delivers_it(stack: S
         stack.fake.texts_to(ADMIN_A).len(),
         admins_before + 1,
         "the admins are told once"
+    );
+    // And /user shows it to an admin, to give back.
+    let admin = user(ADMIN_A, "en");
+    let card = say_until(&stack, &admin, "/user 201", "charge-202").await;
+    assert!(
+        card.contains("Duplicate charges to give back:\n50.00 XTR"),
+        "{card}"
     );
     stack
 }
@@ -1499,5 +1512,63 @@ async fn unpaid_invoices_do_not_pile_up(stack: Stack) -> Stack {
         .fake
         .push(pre_checkout(&carol, "pc-new", &payloads[6], 50));
     assert_eq!(checkout_answer(&stack, "pc-new").await["ok"], true);
+    stack
+}
+
+/// Self-approval compares people: a refund requested through the API with admin A's key
+/// name (`ops-alice`, linked to A's Telegram id) cannot be approved by A in the bot;
+/// admin B approves it.
+async fn a_refund_an_admin_requested_through_the_api_is_not_theirs_to_approve_in_the_bot(
+    stack: Stack,
+) -> Stack {
+    let admin_a = user(ADMIN_A, "en");
+    let admin_b = user(ADMIN_B, "en");
+    let owner = user(905, "en");
+    stack.say(&owner, 1, "/start").await;
+    stack.grant(905, "g-905", 5).await;
+    stack
+        .accounts()
+        .execute(Request {
+            key: UserId::new(905).unwrap(),
+            command: AccountCommand::Debit {
+                debit_id: DebitId::new("job-905".to_string()).unwrap(),
+                amount: Amount::new(Decimal::from(2)).unwrap(),
+                reason: Reason::new("render".to_string()).unwrap(),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    let ask = tally_domain::refund::RefundAsk {
+        user_id: UserId::new(905).unwrap(),
+        reference: "debit:job-905".into(),
+        amount: Amount::new(Decimal::from(2)).unwrap(),
+        reason: Reason::new("asked for the user".to_string()).unwrap(),
+        requested_by: "ops-alice".into(),
+    };
+    tally_ledger::workflows::request_refund(
+        &stack.ledgers.accounts,
+        &stack.ledgers.refunds,
+        &stack.config,
+        tally_domain::values::RefundId::new("api-905".to_string()).unwrap(),
+        ask,
+        Metadata::by(Actor::new(tally_store::ActorKind::Admin, "ops-alice")),
+    )
+    .await
+    .unwrap();
+    let before = stack.fake.texts_to(ADMIN_A).len();
+    stack
+        .fake
+        .push(button(&admin_a, "q-linked", 8, "ra:api-905"));
+    let refused = stack.fake.wait_texts(ADMIN_A, before + 1).await[before].clone();
+    assert!(refused.starts_with("Not done:"), "{refused}");
+    assert_eq!(stack.count("refund-api-905", "refund.approved").await, 0);
+    let before = stack.fake.texts_to(ADMIN_B).len();
+    stack
+        .fake
+        .push(button(&admin_b, "q-other", 9, "ra:api-905"));
+    stack.fake.wait_texts(ADMIN_B, before + 1).await;
+    assert_eq!(stack.count("refund-api-905", "refund.approved").await, 1);
     stack
 }

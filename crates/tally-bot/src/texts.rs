@@ -593,6 +593,8 @@ pub enum AdminText<'a> {
         open_holds: usize,
         subscription: Option<(&'a str, u32, String)>,
         last: &'a [Entry],
+        /// Second charges to give back: (payment id, provider charge id, amount, currency).
+        duplicates: &'a [(String, String, Decimal, String)],
     },
     /// `/refunds` empty.
     RefundQueueEmpty,
@@ -694,6 +696,7 @@ impl AdminText<'_> {
                 open_holds,
                 subscription,
                 last,
+                duplicates,
             } => {
                 let plan = match subscription {
                     Some((plan, slots, until)) => format!("{plan}, {slots} slots, until {until}"),
@@ -707,6 +710,14 @@ impl AdminText<'_> {
                 if !last.is_empty() {
                     text.push_str("\nLast entries:\n");
                     text.push_str(&history_lines(last, kind_en));
+                }
+                if !duplicates.is_empty() {
+                    text.push_str("\nDuplicate charges to give back:");
+                    for (payment, charge, amount, currency) in duplicates.iter() {
+                        text.push_str(&format!(
+                            "\n{amount} {currency}: payment {payment}, charge {charge}"
+                        ));
+                    }
                 }
                 text
             }
