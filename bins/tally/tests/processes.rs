@@ -6,8 +6,7 @@
 //! spendable at once everywhere, duplicates racing through both APIs are one write
 //! and its replays, and a hold id is one hold in the whole ledger.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -15,80 +14,16 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use tally_store::testing::TestDatabase;
 
+mod common;
+use common::Served;
+
 const SERVICE: &str = "service-key-processes-0123456789";
 const ADMIN: &str = "admin-key-processes-0123456789";
 
-/// A `tally serve` child process, stopped (SIGTERM, then waited for) when dropped.
-struct Server {
-    child: Child,
-    base: Option<String>,
-}
-
-impl Server {
-    fn start(url: &str, roles: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("TALLY_") || name.starts_with("TELEGRAM_") {
-                command.env_remove(name);
-            }
-        }
-        let mut child = command
-            .args([
-                "serve",
-                "--roles",
-                roles,
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                url,
-            ])
-            .env(
-                "TALLY_API_KEYS",
-                format!("service:bot:{SERVICE},admin:ops:{ADMIN}"),
-            )
-            .env("TALLY_RATE_LIMIT_PER_KEY", "0")
-            .env("TALLY_RATE_LIMIT_PER_IP", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tally serve");
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        // Every process prints its address first: the API's, or (without the API
-        // role) that of its /healthz, /readyz and /metrics.
-        let first = lines.next().expect("a first line").expect("stdout");
-        let base = Some(
-            first
-                .split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .unwrap_or_else(|| panic!("no address in {first:?}"))
-                .to_string(),
-        );
-        // Keep reading what the server prints, as a terminal would.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base.as_deref().expect("an API process"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `tally serve --roles ROLES` on `url`, with the test's keys.
+fn start(url: &str, roles: &str) -> Served {
+    let keys = format!("service:bot:{SERVICE},admin:ops:{ADMIN}");
+    Served::start(url, &["--roles", roles], &[("TALLY_API_KEYS", &keys)])
 }
 
 fn send(
@@ -125,9 +60,9 @@ fn scenario(url: &str) {
         .output()
         .expect("tally migrate");
     assert!(migrated.status.success(), "{migrated:?}");
-    let a = Server::start(url, "api");
-    let b = Server::start(url, "api");
-    let worker = Server::start(url, "projector,reactor");
+    let a = start(url, "api");
+    let b = start(url, "api");
+    let worker = start(url, "projector,reactor");
     let apis = [&a, &b];
     let client = Client::builder()
         .timeout(Duration::from_secs(30))

@@ -6,9 +6,8 @@
 //! and every acknowledged write is in the log exactly once (a retry of an
 //! unacknowledged one lands once).
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +15,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
+
+mod common;
+use common::Served;
 
 const SERVICE: &str = "service-key-restart-0123456789";
 const ADMIN: &str = "admin-key-restart-0123456789";
@@ -152,54 +154,9 @@ fn private_cluster() -> Option<Cluster> {
     Some(cluster)
 }
 
-struct Server(Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(url: &str) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TALLY_") || name.starts_with("TELEGRAM_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-        .env(
-            "TALLY_API_KEYS",
-            format!("service:bot:{SERVICE},admin:ops:{ADMIN},auditor:aud:{AUDITOR}"),
-        )
-        .env("TALLY_RATE_LIMIT_PER_KEY", "0")
-        .env("TALLY_RATE_LIMIT_PER_IP", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tally serve");
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    Server(child, base)
+fn serve(url: &str) -> Served {
+    let keys = format!("service:bot:{SERVICE},admin:ops:{ADMIN},auditor:aud:{AUDITOR}");
+    Served::start(url, &[], &[("TALLY_API_KEYS", &keys)])
 }
 
 fn call(
@@ -252,7 +209,7 @@ fn a_postgres_restart_under_load_is_survived_without_an_operator() {
         .unwrap();
     assert!(migrated.status.success(), "{migrated:?}");
     let server = serve(&url);
-    let base = server.1.clone();
+    let base = server.base.clone();
     let client = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

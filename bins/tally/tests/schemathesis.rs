@@ -8,8 +8,10 @@
 //! (schemathesis' `positive_data_acceptance`): the document does not yet state every
 //! constraint the server enforces (id charsets, amount formats …).
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
+use common::Served;
 
 const KEYS: [(&str, &str); 3] = [
     ("service", "svc-key-schemathesis-0123456789"),
@@ -45,33 +47,20 @@ fn no_generated_request_gets_a_server_error_for_any_role() {
         .iter()
         .map(|(role, key)| format!("{role}:{role}-fuzz:{key}"))
         .collect();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("TALLY_") || name.starts_with("TELEGRAM_") {
-            command.env_remove(name);
-        }
-    }
-    let mut server = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
-        .env("TALLY_API_KEYS", keys.join(","))
-        .env(
-            "TALLY_WEBHOOK_SECRETS",
-            "stars:fuzz-webhook-secret-0123456789",
-        )
-        .env("TALLY_RATE_LIMIT_PER_KEY", "0")
-        .env("TALLY_RATE_LIMIT_PER_IP", "0")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let keys = keys.join(",");
+    let server = Served::start(
+        &url,
+        &[],
+        &[
+            ("TALLY_API_KEYS", &keys),
+            (
+                "TALLY_WEBHOOK_SECRETS",
+                "stars:fuzz-webhook-secret-0123456789",
+            ),
+            ("RUST_LOG", "error"),
+        ],
+    );
+    let base = server.base.clone();
     let mut failures = Vec::new();
     for (role, key) in KEYS {
         let out = Command::new(&schemathesis)
@@ -106,9 +95,6 @@ fn no_generated_request_gets_a_server_error_for_any_role() {
             ));
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    drop(server);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
