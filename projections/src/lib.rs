@@ -50,7 +50,7 @@ pub use daily_stats::DailyStats;
 pub use error::ProjectionError;
 pub use events::{Batch, stream_event};
 pub use holds::Holds;
-pub use payments::Payments;
+pub use payments::{DuplicateCharge, Payments, duplicate_charges, pending_payments};
 pub use posts::Posts;
 pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
 pub use refunds::Refunds;

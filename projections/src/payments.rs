@@ -151,3 +151,74 @@ impl Projection for Payments {
         Ok(())
     }
 }
+
+/// A charge of a provider for a payment already paid (or failed), as the
+/// `duplicate_charges` read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateCharge {
+    /// The provider.
+    pub provider: String,
+    /// The provider's id of this other charge.
+    pub provider_payment_id: String,
+    /// The payment it was for.
+    pub payment_id: String,
+    /// Who paid.
+    pub user_id: i64,
+    /// What it took.
+    pub amount: rust_decimal::Decimal,
+    /// In what currency.
+    pub currency: String,
+    /// When, microseconds since the epoch.
+    pub occurred_at: i64,
+    /// The position of its event.
+    pub position: i64,
+}
+
+/// Duplicate charges to give back, newest first, at most `limit`; only `user`'s when
+/// given.
+pub async fn duplicate_charges(
+    pool: &sqlx::AnyPool,
+    user: Option<i64>,
+    limit: i64,
+) -> Result<Vec<DuplicateCharge>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT provider, provider_payment_id, payment_id, user_id, amount_cents, currency, \
+         occurred_at, position FROM duplicate_charges \
+         WHERE $1 = 0 OR user_id = $1 ORDER BY position DESC LIMIT $2",
+    )
+    .bind(user.unwrap_or(0))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| DuplicateCharge {
+            provider: row.get(0),
+            provider_payment_id: row.get(1),
+            payment_id: row.get(2),
+            user_id: row.get(3),
+            amount: crate::from_cents(row.get(4)),
+            currency: row.get(5),
+            occurred_at: row.get(6),
+            position: row.get(7),
+        })
+        .collect())
+}
+
+/// The ids of a user's payments with `provider` still pending, newest first (by
+/// creation time).
+pub async fn pending_payments(
+    pool: &sqlx::AnyPool,
+    user: i64,
+    provider: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT payment_id FROM payments WHERE user_id = $1 AND provider = $2 \
+         AND status = 'pending' ORDER BY created_at DESC, payment_id DESC",
+    )
+    .bind(user)
+    .bind(provider)
+    .fetch_all(pool)
+    .await?)
+}

@@ -368,29 +368,29 @@ async fn duplicate_charges(
     state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     settle(&state, "payments", query.min_position).await?;
-    let rows = sqlx::query(
-        "SELECT provider, provider_payment_id, payment_id, user_id, amount_cents, currency, \
-         occurred_at, position FROM duplicate_charges \
-         WHERE $1 = 0 OR user_id = $1 ORDER BY position DESC LIMIT 500",
+    let charges = tally_projections::duplicate_charges(
+        state.projector.pool(),
+        query.user_id,
+        DUPLICATE_CHARGES_LISTED_MAX,
     )
-    .bind(query.user_id.unwrap_or(0))
-    .fetch_all(state.projector.pool())
-    .await?;
-    let charges = rows
-        .iter()
-        .map(|row| DuplicateChargeBody {
-            provider: row.get(0),
-            provider_payment_id: row.get(1),
-            payment_id: row.get(2),
-            user_id: row.get(3),
-            amount: tally_projections::from_cents(row.get(4)),
-            currency: row.get(5),
-            occurred_at: chrono::DateTime::from_timestamp_micros(row.get(6)),
-            position: row.get(7),
-        })
-        .collect();
+    .await?
+    .into_iter()
+    .map(|charge| DuplicateChargeBody {
+        provider: charge.provider,
+        provider_payment_id: charge.provider_payment_id,
+        payment_id: charge.payment_id,
+        user_id: charge.user_id,
+        amount: charge.amount,
+        currency: charge.currency,
+        occurred_at: chrono::DateTime::from_timestamp_micros(charge.occurred_at),
+        position: charge.position,
+    })
+    .collect();
     Ok(Json(DuplicateChargesBody { charges }))
 }
+
+/// Most duplicate charges one answer lists.
+const DUPLICATE_CHARGES_LISTED_MAX: i64 = 500;
 
 /// Counts a charge recorded as a duplicate (the first time it is recorded).
 fn count_duplicate(provider: &str, charge: &str, outcome: &Outcome<Payment>) {

@@ -339,23 +339,12 @@ async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> 
         .values()
         .filter(|h| h.state == tally_domain::account::HoldState::Open)
         .count();
-    let duplicates: Vec<(String, String, rust_decimal::Decimal, String)> = sqlx::query(
-        "SELECT payment_id, provider_payment_id, amount_cents, currency FROM duplicate_charges \
-         WHERE user_id = $1 ORDER BY position DESC LIMIT 10",
-    )
-    .bind(user.get())
-    .fetch_all(context.pool())
-    .await?
-    .iter()
-    .map(|row| {
-        (
-            row.get(0),
-            row.get(1),
-            tally_projections::from_cents(row.get(2)),
-            row.get(3),
-        )
-    })
-    .collect();
+    let duplicates: Vec<(String, String, rust_decimal::Decimal, String)> =
+        tally_projections::duplicate_charges(context.pool(), Some(user.get()), 10)
+            .await?
+            .into_iter()
+            .map(|c| (c.payment_id, c.provider_payment_id, c.amount, c.currency))
+            .collect();
     let plan = subscription.plan.as_ref().map(|p| p.as_str().to_string());
     let until = subscription
         .period_end

@@ -13,7 +13,6 @@
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
-use sqlx::Row;
 use std::sync::Arc;
 use tally_domain::payment::{PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
@@ -112,30 +111,22 @@ pub(crate) async fn send_plan_invoice(
     .await
 }
 
-/// Most unpaid invoices a user has open at once; asking for another fails the oldest
-/// (their pre-checkout is then refused; money that arrives for one all the same is
-/// recorded as a duplicate charge, never lost).
-pub const OPEN_INVOICES_MAX: i64 = 5;
-
-/// Fails the user's pending Stars payments beyond the newest [`OPEN_INVOICES_MAX`]
-/// (`newest` just created among them), so unpaid invoices do not pile up.
+/// Fails the user's pending Stars payments beyond the newest
+/// [`tally_domain::Config::open_invoices_max`] (`newest` just created among them), so
+/// unpaid invoices do not pile up: their pre-checkout is then refused, and money that
+/// arrives for one all the same is recorded as a duplicate charge, never lost.
 async fn expire_older_invoices(
     context: &Context,
     who: &Who,
     newest: &PaymentId,
 ) -> Result<(), BotError> {
-    // The read model may not show the newest yet: it is kept by name.
-    let rows = sqlx::query(
-        "SELECT payment_id FROM payments WHERE user_id = $1 AND provider = $2 \
-         AND status = 'pending' AND payment_id <> $3 ORDER BY created_at DESC, payment_id DESC",
-    )
-    .bind(who.user)
-    .bind(STARS)
-    .bind(newest.as_str())
-    .fetch_all(context.pool())
-    .await?;
-    for row in rows.iter().skip(OPEN_INVOICES_MAX as usize - 1) {
-        let payment_id = PaymentId::new(row.get::<String, _>(0))?;
+    // The read model may not show the newest yet: it is kept by name. A read model
+    // behind the log shows fewer pending ones, so fewer expire: never a newer one.
+    let pending = tally_projections::pending_payments(context.pool(), who.user, STARS).await?;
+    let keep = (context.config.open_invoices_max as usize).saturating_sub(1);
+    let older = pending.into_iter().filter(|id| id != newest.as_str());
+    for payment_id in older.skip(keep) {
+        let payment_id = PaymentId::new(payment_id)?;
         let failed = context
             .ledgers
             .payments

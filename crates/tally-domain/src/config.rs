@@ -65,6 +65,14 @@ pub struct Config {
     /// cannot be approved in the bot by Alice's Telegram id, nor the other way round.
     #[serde(default)]
     pub admin_links: AdminLinks,
+    /// Most unpaid invoices a user of the bot has open at once; asking for another
+    /// fails the oldest.
+    #[serde(default = "default_open_invoices_max")]
+    pub open_invoices_max: u32,
+}
+
+fn default_open_invoices_max() -> u32 {
+    5
 }
 
 /// API key names linked to the Telegram ids of the same admins.
@@ -151,6 +159,7 @@ impl Default for Config {
                 max_age_days: 30,
             },
             admin_links: AdminLinks::default(),
+            open_invoices_max: default_open_invoices_max(),
         }
     }
 }

@@ -456,9 +456,7 @@ async fn run_worker<A: Aggregate>(
                     }
                 }
                 let hot = batch.len() >= HOT_BATCH_COMMANDS;
-                let raced = inner.retries.load(Ordering::Relaxed);
-                run_batch(&inner, &key, &mut cached, &mut batch).await;
-                if inner.retries.load(Ordering::Relaxed) != raced {
+                if run_batch(&inner, &key, &mut cached, &mut batch).await {
                     contended_until = Some(std::time::Instant::now() + CONTENDED_FOR);
                 }
                 // A busy stream another process writes too: that process's worker must
@@ -507,23 +505,29 @@ enum Decision<V> {
     Repeat(usize),
 }
 
+/// Decides, appends and answers a batch; returns whether it lost a race for its
+/// stream to another process on the way.
 async fn run_batch<A: Aggregate>(
     inner: &Arc<Inner<A>>,
     key: &A::Key,
     cached: &mut Option<Loaded<A::State>>,
     batch: &mut Vec<Job<A>>,
-) {
-    let results = decide_and_append(inner, key, cached, batch).await;
+) -> bool {
+    let mut raced = false;
+    let results = decide_and_append(inner, key, cached, batch, &mut raced).await;
     for (job, result) in batch.drain(..).zip(results) {
         let _ = job.reply.send(result);
     }
+    raced
 }
 
+/// `raced` is set when an append lost a race for the stream to another process.
 async fn decide_and_append<A: Aggregate>(
     inner: &Arc<Inner<A>>,
     key: &A::Key,
     cached: &mut Option<Loaded<A::State>>,
     batch: &[Job<A>],
+    raced: &mut bool,
 ) -> Vec<Result<Outcome<A::View>, LedgerError>> {
     let stream_id = match Ledger::<A>::stream_id(key) {
         Ok(id) => id,
@@ -706,6 +710,7 @@ async fn decide_and_append<A: Aggregate>(
                         .collect();
                 }
                 inner.retries.fetch_add(1, Ordering::Relaxed);
+                *raced = true;
                 spare = kept;
                 // First catch up and try again at once (the winner pauses after a hot
                 // batch: that is the window); losing again, pause, growing, so two
@@ -743,7 +748,9 @@ async fn decide_and_append<A: Aggregate>(
                             first_with_id.insert(command_id, index);
                         }
                         let one = std::slice::from_ref(job);
-                        answers.extend(Box::pin(decide_and_append(inner, key, cached, one)).await);
+                        answers.extend(
+                            Box::pin(decide_and_append(inner, key, cached, one, raced)).await,
+                        );
                     }
                     return answers;
                 }
