@@ -1,5 +1,8 @@
 //! Accounts: open (idempotent), read, statement, balance at a time or position.
 
+use crate::constraints::{
+    PROFILE_TEXT_CHARS_MAX, PositionNumber, ProfileText, TimeText, UserIdNumber,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -8,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::account::AccountCommand;
+use tally_domain::values::check_text_chars;
 use tally_ledger::Request;
 use tally_projections::{AsOf, account_balance, account_statement_page};
 use tally_store::{Actor, ActorKind, Metadata};
@@ -55,11 +59,21 @@ pub(crate) async fn settle(
             .last_position()
             .await
             .map_err(ApiError::internal)?;
-        if position > last {
+        if position > i64::MAX as u64 {
             return Err(ApiError::validation(format!(
-                "min_position {position} is beyond the log's last position {last}; \
-                 pass a position a write answered"
+                "min_position {position} is beyond any position a log can have ({})",
+                i64::MAX
             )));
+        }
+        if position > last {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "position_beyond_log",
+                format!(
+                    "min_position {position} is beyond the log's last position {last}; \
+                     pass a position a write answered"
+                ),
+            ));
         }
         state
             .projector
@@ -74,8 +88,10 @@ pub(crate) async fn settle(
 #[serde(deny_unknown_fields)]
 pub(crate) struct OpenBody {
     /// Telegram username, without `@`.
+    #[schema(value_type = Option<ProfileText>)]
     username: Option<String>,
     /// IETF language tag from Telegram (`en`, `ru`).
+    #[schema(value_type = Option<ProfileText>)]
     language: Option<String>,
 }
 
@@ -114,7 +130,7 @@ pub(crate) const USER_ID: &str = "Telegram user id (a positive 64-bit integer)";
 
 /// Opens the account (idempotent: an open account answers 200 as it is).
 #[utoipa::path(put, path = "/v1/accounts/{user_id}", tag = "accounts",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = OpenBody,
     responses((status = 201, description = "opened", body = AccountBody),
               (status = 200, description = "already open", body = AccountBody), WriteErrors),
@@ -129,11 +145,13 @@ async fn open(
     let user = input::user_id(&user)?;
     let body: OpenBody = input::json(&body)?;
     for (what, text) in [("username", &body.username), ("language", &body.language)] {
-        if text.as_ref().is_some_and(|t| t.len() > 64) {
+        let Some(text) = text else { continue };
+        if text.chars().count() > PROFILE_TEXT_CHARS_MAX {
             return Err(ApiError::validation(format!(
-                "{what} is longer than 64 bytes"
+                "{what} is longer than {PROFILE_TEXT_CHARS_MAX} characters"
             )));
         }
+        check_text_chars(what, text)?;
     }
     let before = state.ledgers.accounts.load(&user).await?;
     let outcome = state
@@ -180,12 +198,14 @@ fn status_name(status: tally_domain::account::AccountStatus) -> String {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReadQuery {
     /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     pub(crate) min_position: Option<u64>,
 }
 
 /// The account: balances, status, subscription.
 #[utoipa::path(get, path = "/v1/accounts/{user_id}", tag = "accounts",
-    params(("user_id" = i64, Path, description = USER_ID), ReadQuery),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID), ReadQuery),
     responses((status = 200, body = AccountBody), ReadErrors),
     security(("service" = [])))]
 async fn read(
@@ -233,10 +253,16 @@ async fn read(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatementQuery {
     /// Entries after this position (the previous page's `next`).
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     after: Option<u64>,
     /// Entries per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     limit: Option<u32>,
     /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 
@@ -254,7 +280,7 @@ pub(crate) struct StatementPage {
 
 /// The account's statement: every credit movement with the balance after it.
 #[utoipa::path(get, path = "/v1/accounts/{user_id}/statement", tag = "accounts",
-    params(("user_id" = i64, Path, description = USER_ID), StatementQuery),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID), StatementQuery),
     responses((status = 200, body = StatementPage), ReadErrors),
     security(("service" = [])))]
 async fn statement(
@@ -288,17 +314,24 @@ async fn statement(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct BalanceQuery {
-    /// An RFC 3339 time: the balance after the last event at or before it.
+    /// An RFC 3339 time: the balance after the last event at or before it (not
+    /// with `at_position`).
+    #[param(value_type = Option<TimeText>)]
     at: Option<String>,
-    /// A log position: the balance after the last event at or before it.
+    /// A log position: the balance after the last event at or before it (not with
+    /// `at`).
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     at_position: Option<u64>,
     /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 
 /// The balance now, at a time or at a log position (0.00 before the first event).
 #[utoipa::path(get, path = "/v1/accounts/{user_id}/balance", tag = "accounts",
-    params(("user_id" = i64, Path, description = USER_ID), BalanceQuery),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID), BalanceQuery),
     responses((status = 200, body = BalanceBody), ReadErrors),
     security(("service" = [])))]
 async fn balance(
@@ -355,7 +388,7 @@ pub(crate) struct CorrectionRecord {
 
 /// The user's subscription: plan, slots, period end, status and corrections.
 #[utoipa::path(get, path = "/v1/accounts/{user_id}/subscription", tag = "accounts",
-    params(("user_id" = i64, Path, description = USER_ID), ReadQuery),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID), ReadQuery),
     responses((status = 200, body = SubscriptionBody), ReadErrors),
     security(("service" = [])))]
 async fn subscription(

@@ -2,6 +2,9 @@
 //! of the seeds, on record), refund decisions, stats. Every event an admin causes
 //! names the admin's key as its actor.
 
+use crate::constraints::{
+    DayText, IdText, PlanName, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -40,11 +43,13 @@ pub(crate) fn admin_id(caller: &Caller) -> Result<AdminId, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AdjustBody {
     /// The admin's id for the adjustment; re-sending it is answered as the original.
+    #[schema(value_type = IdText)]
     adjustment_id: String,
     /// Signed credits with at most 2 places (`"-3.50"`, `"10"`).
-    #[schema(example = "-3.50")]
+    #[schema(value_type = SignedAmountText)]
     amount: String,
     /// Why (kept on the event with the admin key's name).
+    #[schema(value_type = ReasonText)]
     reason: String,
     /// Let the balance go below zero (to take back credits already spent).
     #[serde(default)]
@@ -53,7 +58,7 @@ pub(crate) struct AdjustBody {
 
 /// Adjusts an account's credits by a signed amount, on record.
 #[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/adjustments", tag = "admin",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = AdjustBody,
     responses((status = 201, body = BalanceBody), WriteErrors),
     security(("admin" = [])))]
@@ -83,6 +88,7 @@ async fn adjust(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonBody {
     /// Why (kept on the event with the admin key's name).
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
@@ -123,7 +129,7 @@ async fn block_or_unblock(
 
 /// Blocks an account: no spending, holds or debits until unblocked.
 #[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/block", tag = "admin",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = ReasonBody,
     responses((status = 200, body = StatusBody), WriteErrors),
     security(("admin" = [])))]
@@ -138,7 +144,7 @@ async fn block(
 
 /// Unblocks an account.
 #[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/unblock", tag = "admin",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = ReasonBody,
     responses((status = 200, body = StatusBody), WriteErrors),
     security(("admin" = [])))]
@@ -156,9 +162,10 @@ async fn unblock(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CorrectionBody {
     /// The plan to set; its slots come with it (`basic`, `pro`, `enterprise`).
-    #[schema(example = "basic")]
+    #[schema(value_type = PlanName)]
     plan: String,
     /// Why (kept with the before and after).
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
@@ -174,7 +181,7 @@ pub(crate) struct CorrectedBody {
 
 /// Sets the user's plan and its slots; the before and after stay on record.
 #[utoipa::path(post, path = "/v1/admin/subscriptions/{user_id}/correction", tag = "admin",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = CorrectionBody,
     responses((status = 200, body = CorrectedBody), WriteErrors),
     security(("admin" = [])))]
@@ -218,10 +225,14 @@ async fn correct(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsQuery {
     /// First day, `YYYY-MM-DD` (default: the beginning).
+    #[param(value_type = Option<DayText>)]
     from: Option<String>,
     /// Last day, `YYYY-MM-DD` (default: the end).
+    #[param(value_type = Option<DayText>)]
     to: Option<String>,
     /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 

@@ -2,6 +2,7 @@
 //! whole audit (hash chains, trial balance, read models against a fresh replay), and
 //! the raw log with its envelopes.
 
+use crate::constraints::{PositionNumber, TimeText, UserIdNumber};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -29,9 +30,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ReplayQuery {
-    /// An RFC 3339 time.
+    /// An RFC 3339 time (not with `at_position`).
+    #[param(value_type = Option<TimeText>)]
     at: Option<String>,
-    /// A log position.
+    /// A log position (not with `at`).
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     at_position: Option<u64>,
 }
 
@@ -39,7 +43,7 @@ pub(crate) struct ReplayQuery {
 /// `{user_id, through_position, recomputed, projected, consistent, differences, events,
 /// statement}`.
 #[utoipa::path(get, path = "/v1/audit/accounts/{user_id}/replay", tag = "audit",
-    params(("user_id" = i64, Path, description = USER_ID), ReplayQuery),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID), ReplayQuery),
     responses((status = 200, body = Object), ReadErrors),
     security(("auditor" = [])))]
 async fn replay(
@@ -118,8 +122,12 @@ const AUDIT_RETRY_AFTER_SECONDS: u64 = 10;
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Events after this position (the previous page's `next`).
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     after: Option<u64>,
     /// Events per page, 1 to 10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     limit: Option<usize>,
 }
 

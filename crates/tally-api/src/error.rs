@@ -81,6 +81,7 @@ fn status_of(code: &str) -> StatusCode {
         | "provider_mismatch"
         | "already_posted"
         | "slot_not_active"
+        | "conflict"
         | "contention" => StatusCode::CONFLICT,
         "self_approval" => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

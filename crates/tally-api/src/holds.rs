@@ -3,6 +3,7 @@
 //! answered as the original (`Idempotent-Replay: true`), another body is 409
 //! `idempotency_conflict`.
 
+use crate::constraints::{AmountText, IdText, ReasonText, TtlSeconds, UserIdNumber};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -120,20 +121,24 @@ pub(crate) async fn run(
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlaceBody {
     /// The caller's id for the hold; re-sending it is answered as the original.
+    #[schema(value_type = IdText)]
     hold_id: String,
     /// Credits, a decimal string with at most 2 places (`"5"`, `"5.25"`).
-    #[schema(example = "5.00")]
+    #[schema(value_type = AmountText)]
     amount: String,
     /// Seconds until the hold expires and its credits return.
+    #[schema(value_type = TtlSeconds)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     ttl_seconds: u64,
     /// What the credits are for.
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
 /// Holds credits for a job (201; the same hold_id and body again: the original, with
 /// `Idempotent-Replay: true`).
 #[utoipa::path(post, path = "/v1/accounts/{user_id}/holds", tag = "credits",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = PlaceBody,
     responses((status = 201, body = HoldBody), WriteErrors),
     security(("service" = [])))]
@@ -212,13 +217,13 @@ async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiErr
 #[serde(deny_unknown_fields)]
 pub(crate) struct CaptureBody {
     /// Credits to capture; absent: the whole hold.
-    #[schema(example = "3.00")]
+    #[schema(value_type = Option<AmountText>)]
     amount: Option<String>,
 }
 
 /// Captures a hold (spends it); what is not captured returns to available.
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/capture", tag = "credits",
-    params(("hold_id" = String, Path, description = HOLD_ID)),
+    params(("hold_id" = IdText, Path, description = HOLD_ID)),
     request_body = CaptureBody,
     responses((status = 200, body = HoldBody), WriteErrors),
     security(("service" = [])))]
@@ -252,12 +257,13 @@ async fn capture(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReleaseBody {
     /// Why the job gave the credits back.
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
 /// Releases a hold: its credits return to available.
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/release", tag = "credits",
-    params(("hold_id" = String, Path, description = HOLD_ID)),
+    params(("hold_id" = IdText, Path, description = HOLD_ID)),
     request_body = ReleaseBody,
     responses((status = 200, body = HoldBody), WriteErrors),
     security(("service" = [])))]
@@ -300,7 +306,7 @@ pub(crate) struct HoldRecord {
 
 /// A hold: amount, captured, state, expiry.
 #[utoipa::path(get, path = "/v1/holds/{hold_id}", tag = "credits",
-    params(("hold_id" = String, Path, description = HOLD_ID), ReadQuery),
+    params(("hold_id" = IdText, Path, description = HOLD_ID), ReadQuery),
     responses((status = 200, body = HoldRecord), ReadErrors),
     security(("service" = [])))]
 async fn read(
@@ -337,11 +343,13 @@ async fn read(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DebitBody {
     /// The caller's id for the debit; re-sending it is answered as the original.
+    #[schema(value_type = IdText)]
     debit_id: String,
     /// Credits, a decimal string with at most 2 places.
-    #[schema(example = "2.50")]
+    #[schema(value_type = AmountText)]
     amount: String,
     /// What the credits paid for.
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
@@ -370,7 +378,7 @@ pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
 
 /// Spends credits at once.
 #[utoipa::path(post, path = "/v1/accounts/{user_id}/debits", tag = "credits",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = DebitBody,
     responses((status = 201, body = BalanceBody), WriteErrors),
     security(("service" = [])))]
@@ -401,17 +409,19 @@ async fn debit(
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantBody {
     /// The admin's id for the grant; re-sending it is answered as the original.
+    #[schema(value_type = IdText)]
     grant_id: String,
     /// Credits, a decimal string with at most 2 places.
-    #[schema(example = "10")]
+    #[schema(value_type = AmountText)]
     amount: String,
     /// Why (kept on the event with the admin key's name).
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
 /// Grants credits (promotion, goodwill); the admin key's name is the actor.
 #[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/grants", tag = "admin",
-    params(("user_id" = i64, Path, description = USER_ID)),
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
     request_body = GrantBody,
     responses((status = 201, body = BalanceBody), WriteErrors),
     security(("admin" = [])))]

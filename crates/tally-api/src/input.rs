@@ -27,8 +27,7 @@ pub fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 /// A Telegram user id from the path.
 pub fn user_id(text: &str) -> Result<UserId, ApiError> {
-    let id: i64 = text
-        .parse()
+    let id: i64 = whole::from_text(text)
         .map_err(|_| ApiError::validation(format!("user id {text:?} is not a whole number")))?;
     UserId::new(id).map_err(|e| ApiError::validation(e.to_string()))
 }
@@ -62,4 +61,103 @@ pub fn as_of(at: Option<String>, at_position: Option<u64>) -> Result<AsOf, ApiEr
 pub fn money(mut amount: Decimal) -> Decimal {
     amount.rescale(2);
     amount
+}
+
+/// A JSON integer in any spelling JSON Schema calls an integer: `2197`, `2197.0`,
+/// `2.197e3` (a client generated from the document may send any of them). Read
+/// from the number's own text, exactly, never through a float: `1.0000000000000001`
+/// is not 1, and a 19-digit id does not round. For `#[serde(deserialize_with)]`.
+pub(crate) mod whole {
+    use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive;
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+    use serde_json::value::RawValue;
+
+    fn parse<T: TryFrom<i128>>(raw: &RawValue) -> Result<T, String> {
+        let text = raw.get();
+        if text.starts_with('"') || text.starts_with('{') || text.starts_with('[') {
+            return Err(format!("{text} is not a number"));
+        }
+        from_text(text)
+    }
+
+    /// A whole number from its text (a path segment, a query value, a JSON number).
+    pub(crate) fn from_text<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
+        let not_whole = || format!("{text} is not a whole number");
+        if text.is_empty() || text.starts_with('+') || text.trim() != text {
+            return Err(not_whole());
+        }
+        let value = Decimal::from_str_exact(text)
+            .or_else(|_| Decimal::from_scientific(text))
+            .map_err(|_| not_whole())?;
+        if !value.fract().is_zero() {
+            return Err(not_whole());
+        }
+        let value = value.to_i128().ok_or_else(not_whole)?;
+        T::try_from(value).map_err(|_| format!("{text} is out of range"))
+    }
+
+    /// A whole number.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        parse(&raw).map_err(D::Error::custom)
+    }
+
+    /// A whole number or `null` (with `#[serde(default)]` for an absent field).
+    pub(crate) fn option<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if raw.get() == "null" {
+            return Ok(None);
+        }
+        parse(&raw).map(Some).map_err(D::Error::custom)
+    }
+
+    /// A whole number from a query string, or absent (with `#[serde(default)]`).
+    pub(crate) fn query<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        let text = String::deserialize(d)?;
+        from_text(&text).map(Some).map_err(D::Error::custom)
+    }
+
+    /// A required whole number from a query string.
+    pub(crate) fn query_required<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        from_text(&text).map_err(D::Error::custom)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{from_text, parse};
+        use serde_json::value::RawValue;
+
+        fn read(text: &str) -> Result<i64, String> {
+            parse::<i64>(&RawValue::from_string(text.to_string()).unwrap())
+        }
+
+        #[test]
+        fn every_spelling_of_an_integer_and_nothing_else() {
+            assert_eq!(read("2197"), Ok(2197));
+            assert_eq!(read("2197.0"), Ok(2197));
+            assert_eq!(read("-1997.00"), Ok(-1997));
+            assert_eq!(read("2.197e3"), Ok(2197));
+            assert_eq!(read("9223372036854775807"), Ok(i64::MAX));
+            assert!(read("9223372036854775808").is_err());
+            assert!(read("1.0000000000000001").is_err());
+            assert!(read("2.5").is_err());
+            assert!(read("\"7\"").is_err());
+            assert!(parse::<u32>(&RawValue::from_string("-1".into()).unwrap()).is_err());
+            assert_eq!(from_text::<u64>("383.0"), Ok(383));
+            assert!(from_text::<u64>("").is_err());
+            assert!(from_text::<u64>(" 3").is_err());
+            assert!(from_text::<u64>("abc").is_err());
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+mod constraints;
 pub mod error;
 pub mod holds;
 mod input;
@@ -163,14 +164,18 @@ pub fn ops_router(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route, with the default configuration's limits.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    let mut openapi = routes().split_for_parts().1;
+    constraints::register(&mut openapi);
+    openapi
 }
 
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = routes().split_for_parts();
+    let (router, mut openapi) = routes().split_for_parts();
+    constraints::register(&mut openapi);
+    constraints::for_deployment(&mut openapi, state.ledgers.config());
     let document = Arc::new(
         openapi
             .to_json()

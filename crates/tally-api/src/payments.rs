@@ -8,6 +8,7 @@
 //! body with the provider's secret>` and body `{payment_id, status, amount, currency,
 //! provider_payment_id}`; secrets from `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
 
+use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};
 use std::collections::HashMap;
 
 use axum::Json;
@@ -62,7 +63,7 @@ pub fn parse_webhook_secrets(text: &str) -> Result<HashMap<String, String>, Stri
 }
 
 /// What a payment buys: `{"credits": "20"}` or `{"plan": "pro"}`.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub(crate) enum PurposeBody {
     /// Credits, a decimal string.
@@ -71,19 +72,51 @@ pub(crate) enum PurposeBody {
     Plan(String),
 }
 
+impl utoipa::PartialSchema for PurposeBody {
+    /// One of two one-key objects, and nothing else beside the key (the server
+    /// refuses unknown fields).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder};
+        use utoipa::openapi::{Ref, RefOr};
+        let choice = |key: &str, schema: &str, what: &str| {
+            ObjectBuilder::new()
+                .property(key, Ref::from_schema_name(schema))
+                .required(key)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+                .description(Some(what))
+        };
+        RefOr::T(
+            OneOfBuilder::new()
+                .item(choice("credits", "AmountText", "credits, a decimal string"))
+                .item(choice("plan", "PlanName", "a plan of the catalog"))
+                .description(Some(
+                    "What a payment buys: `{\"credits\": \"20\"}` or `{\"plan\": \"pro\"}`.",
+                ))
+                .into(),
+        )
+    }
+}
+
+impl ToSchema for PurposeBody {}
+
 /// A payment, created pending before the user pays.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     /// The caller's id for the payment (the invoice's order id).
+    #[schema(value_type = IdText)]
     payment_id: String,
+    #[schema(value_type = UserIdNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     user_id: i64,
     /// `stars`, `oxapay` or another with a webhook secret.
+    #[schema(value_type = ProviderText)]
     provider: String,
     /// What the user pays, a decimal string.
-    #[schema(example = "250")]
+    #[schema(value_type = AmountText)]
     amount: String,
     /// `XTR` (Telegram Stars), `USD`, ….
+    #[schema(value_type = ProviderText)]
     currency: String,
     purpose: PurposeBody,
 }
@@ -177,7 +210,7 @@ async fn create(
 
 /// A payment: terms, status, the provider's charge id.
 #[utoipa::path(get, path = "/v1/payments/{payment_id}", tag = "payments",
-    params(("payment_id" = String, Path, description = "the caller's id of the payment"), ReadQuery),
+    params(("payment_id" = IdText, Path, description = "the caller's id of the payment"), ReadQuery),
     responses((status = 200, body = PaymentBody), ReadErrors),
     security(("service" = [])))]
 async fn read(
@@ -267,10 +300,13 @@ pub(crate) enum WebhookStatus {
 /// The generic webhook body.
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct WebhookBody {
+    #[schema(value_type = IdText)]
     payment_id: String,
     status: WebhookStatus,
     /// What was paid; must equal the payment's amount.
+    #[schema(value_type = AmountText)]
     amount: String,
+    #[schema(value_type = ProviderText)]
     currency: String,
     /// The provider's id of the charge (required for `succeeded`).
     #[serde(default)]
@@ -349,8 +385,12 @@ pub(crate) struct DuplicateChargesBody {
 #[into_params(parameter_in = Query)]
 pub(crate) struct DuplicateChargesQuery {
     /// Only this user's.
+    #[param(value_type = Option<UserIdNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     user_id: Option<i64>,
     /// Wait (up to 5 s) for the read model to reach this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 

@@ -2,6 +2,9 @@
 //! another admin approves it (the credits go back) or rejects it; admins read the
 //! queue.
 
+use crate::constraints::{
+    AmountText, IdText, PositionNumber, ReasonText, RefundState, SpendReference, UserIdNumber,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -41,13 +44,18 @@ const REFUND_ID: &str = "the id the refund was requested with";
 #[serde(deny_unknown_fields)]
 pub(crate) struct RequestBody {
     /// The caller's id for the request; re-sending it is answered as the original.
+    #[schema(value_type = IdText)]
     refund_id: String,
+    #[schema(value_type = UserIdNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     user_id: i64,
     /// The spend: `debit:<debit_id>` or `hold:<hold_id>` (a captured hold).
-    #[schema(example = "hold:job-42")]
+    #[schema(value_type = SpendReference)]
     reference: String,
     /// Credits to give back, at most what the spend took minus earlier refunds.
+    #[schema(value_type = AmountText)]
     amount: String,
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
@@ -115,10 +123,15 @@ async fn request(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// `requested` (the queue; default), `approved` or `rejected`.
+    #[param(value_type = Option<RefundState>)]
     status: Option<String>,
     /// At most this many, 1 to 1000 (default 100), oldest request first.
+    #[param(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     limit: Option<u32>,
     /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 
@@ -201,13 +214,14 @@ async fn list(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecisionBody {
     /// Why (kept on the event with the admin key's name).
+    #[schema(value_type = ReasonText)]
     reason: String,
 }
 
 /// Approves a refund: the credits go back to the user. The admin who requested it
 /// may not approve it (403 `self_approval`).
 #[utoipa::path(post, path = "/v1/refunds/{refund_id}/approve", tag = "refunds",
-    params(("refund_id" = String, Path, description = REFUND_ID)),
+    params(("refund_id" = IdText, Path, description = REFUND_ID)),
     request_body = DecisionBody,
     responses((status = 200, body = RefundAnswer), WriteErrors),
     security(("admin" = [])))]
@@ -240,7 +254,7 @@ async fn approve(
 
 /// Rejects a refund.
 #[utoipa::path(post, path = "/v1/refunds/{refund_id}/reject", tag = "refunds",
-    params(("refund_id" = String, Path, description = REFUND_ID)),
+    params(("refund_id" = IdText, Path, description = REFUND_ID)),
     request_body = DecisionBody,
     responses((status = 200, body = RefundAnswer), WriteErrors),
     security(("admin" = [])))]

@@ -2,6 +2,10 @@
 //! success per destination and cycle; only while the owner's plan covers the slot),
 //! and the destinations a cycle has not reached yet.
 
+use crate::constraints::{
+    ATTEMPT_ID_BYTES_MAX, AttemptIdText, ChatIdNumber, ContentText, CycleNumber, DestinationList,
+    ErrorKindText, IdText, PositionNumber, UserIdNumber,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -10,6 +14,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotConfig, SlotCoverage};
+use tally_domain::values::check_text_chars;
 use tally_domain::values::{SlotId, UserId};
 use tally_ledger::Request;
 use utoipa::{IntoParams, ToSchema};
@@ -35,8 +40,11 @@ const SLOT_ID: &str = "the caller's id of the slot";
 #[serde(deny_unknown_fields)]
 pub(crate) struct DestinationBody {
     /// Telegram chat id.
+    #[schema(value_type = ChatIdNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     chat_id: i64,
     /// Forum topic (message thread) id, if any.
+    #[serde(default, deserialize_with = "crate::input::whole::option")]
     topic_id: Option<i64>,
 }
 
@@ -44,10 +52,14 @@ pub(crate) struct DestinationBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ConfigureBody {
+    #[schema(value_type = UserIdNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     user_id: i64,
     /// The post's text.
+    #[schema(value_type = ContentText)]
     content: String,
     /// Where it is posted (at least one; no duplicates).
+    #[schema(value_type = DestinationList)]
     destinations: Vec<DestinationBody>,
 }
 
@@ -63,7 +75,7 @@ pub(crate) struct SlotBody {
 
 /// Configures an ad slot (201 new, 200 changed or unchanged).
 #[utoipa::path(put, path = "/v1/slots/{slot_id}", tag = "slots",
-    params(("slot_id" = String, Path, description = SLOT_ID)),
+    params(("slot_id" = IdText, Path, description = SLOT_ID)),
     request_body = ConfigureBody,
     responses((status = 201, body = SlotBody), (status = 200, body = SlotBody), WriteErrors),
     security(("service" = [])))]
@@ -135,17 +147,26 @@ pub(crate) enum OutcomeBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttemptBody {
     /// The caller's id for the attempt; re-sending it is answered as the original.
+    #[schema(value_type = AttemptIdText)]
     attempt_id: String,
     /// The posting cycle (the bot's round number).
+    #[schema(value_type = CycleNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     cycle: u64,
+    #[schema(value_type = ChatIdNumber)]
+    #[serde(deserialize_with = "crate::input::whole::deserialize")]
     chat_id: i64,
+    #[serde(default, deserialize_with = "crate::input::whole::option")]
     topic_id: Option<i64>,
     outcome: OutcomeBody,
     /// The posted message (for `succeeded`).
+    #[serde(default, deserialize_with = "crate::input::whole::option")]
     message_id: Option<i64>,
     /// Why it failed (`flood_wait`, `forbidden`, `chat_not_found`, …; for `failed`).
+    #[schema(value_type = Option<ErrorKindText>)]
     error_kind: Option<String>,
     /// Seconds Telegram asked to wait (for `flood_wait`).
+    #[serde(default, deserialize_with = "crate::input::whole::option")]
     retry_after: Option<u32>,
 }
 
@@ -187,7 +208,7 @@ async fn coverage(
 /// cycle (409 `already_posted`), only while the owner's plan covers the slot (409
 /// `slot_not_active`).
 #[utoipa::path(post, path = "/v1/slots/{slot_id}/attempts", tag = "slots",
-    params(("slot_id" = String, Path, description = SLOT_ID)),
+    params(("slot_id" = IdText, Path, description = SLOT_ID)),
     request_body = AttemptBody,
     responses((status = 201, body = AttemptAnswer), WriteErrors),
     security(("service" = [])))]
@@ -200,11 +221,12 @@ async fn attempt(
     let caller = state.keys.require(&headers, Role::Service).await?;
     let slot_id = SlotId::new(slot_id)?;
     let body: AttemptBody = input::json(&body)?;
-    if body.attempt_id.trim().is_empty() || body.attempt_id.len() > 128 {
-        return Err(ApiError::validation(
-            "attempt_id must be 1 to 128 characters",
-        ));
+    if body.attempt_id.trim().is_empty() || body.attempt_id.len() > ATTEMPT_ID_BYTES_MAX {
+        return Err(ApiError::validation(format!(
+            "attempt_id must be 1 to {ATTEMPT_ID_BYTES_MAX} characters"
+        )));
     }
+    check_text_chars("attempt_id", &body.attempt_id)?;
     let loaded = state.ledgers.slots.load(&slot_id).await?;
     // Coverage ranks the owner's slots from the read model: it must know this one.
     state
@@ -263,13 +285,19 @@ async fn attempt(
 #[into_params(parameter_in = Query)]
 pub(crate) struct DueQuery {
     /// The posting cycle.
+    #[param(value_type = CycleNumber)]
+    #[serde(deserialize_with = "crate::input::whole::query_required")]
     cycle: u64,
     /// Slots per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     limit: Option<u32>,
     /// The `next` of the page before: slots after this slot id.
+    #[param(value_type = Option<IdText>)]
     after: Option<String>,
     /// Wait until the read models have applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
     min_position: Option<u64>,
 }
 

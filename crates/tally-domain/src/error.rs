@@ -35,6 +35,10 @@ pub enum DomainError {
     /// Input that breaks a rule of shape or range.
     #[error("{0}")]
     Validation(String),
+    /// Well-formed input that the stream's state refuses (a slot owned by another
+    /// user, a cycle already over): the same request may be right for another stream.
+    #[error("{0}")]
+    Conflict(String),
     /// No hold with this id on the account.
     #[error("no hold {hold_id} on this account")]
     HoldNotFound {
@@ -112,6 +116,7 @@ impl DomainError {
             Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::InvalidAmount(_) => "invalid_amount",
             Self::Validation(_) => "validation",
+            Self::Conflict(_) => "conflict",
             Self::HoldNotFound { .. } => "hold_not_found",
             Self::HoldNotOpen { .. } => "hold_not_open",
             Self::CaptureExceedsHold { .. } => "capture_exceeds_hold",

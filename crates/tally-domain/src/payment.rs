@@ -166,7 +166,7 @@ fn check_text(what: &str, text: &str) -> Result<(), DomainError> {
             "{what} must be 1 to {PROVIDER_ID_BYTES_MAX} characters"
         )));
     }
-    Ok(())
+    crate::values::check_text_chars(what, text)
 }
 
 /// Decides what a command does to a payment. `config` holds the plan catalog a

@@ -165,10 +165,11 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                     "slot content must be 1 to {CONTENT_CHARS_MAX} characters, got {chars}"
                 )));
             }
+            crate::values::check_text_chars("slot content", &config.content)?;
             match &state.config {
-                Some(existing) if existing.user_id != config.user_id => Err(
-                    DomainError::Validation("this slot belongs to another user".into()),
-                ),
+                Some(existing) if existing.user_id != config.user_id => Err(DomainError::Conflict(
+                    "this slot belongs to another user".into(),
+                )),
                 Some(existing) if existing == config => Ok(vec![]),
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
@@ -182,7 +183,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 return Ok(vec![]);
             }
             if attempt.cycle.saturating_add(CYCLES_KEPT) < state.latest_cycle {
-                return Err(DomainError::Validation(format!(
+                return Err(DomainError::Conflict(format!(
                     "cycle {} is over: attempts are recorded for the last {CYCLES_KEPT} cycles (now {})",
                     attempt.cycle, state.latest_cycle
                 )));
@@ -200,7 +201,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 }
             }
             if !config.destinations.contains(&attempt.destination) {
-                return Err(DomainError::Validation(format!(
+                return Err(DomainError::Conflict(format!(
                     "{} is not a destination of this slot",
                     attempt.destination
                 )));

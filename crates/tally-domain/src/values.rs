@@ -200,6 +200,7 @@ impl Reason {
                 "reason is {chars} characters; at most {REASON_CHARS_MAX}"
             )));
         }
+        check_text_chars("reason", &text)?;
         Ok(Self(text))
     }
 
@@ -219,6 +220,24 @@ impl TryFrom<String> for Reason {
 impl From<Reason> for String {
     fn from(reason: Reason) -> Self {
         reason.0
+    }
+}
+
+/// Whether a free text (a reason, a post, a provider's name) may not hold this
+/// character: control characters other than tab and newline. Postgres cannot store
+/// NUL, and the others only hide what a text says from the person who reads it.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control() && c != '\n' && c != '\t'
+}
+
+/// Refuses a free text holding a character [`is_forbidden_char`] names.
+pub fn check_text_chars(what: &str, text: &str) -> Result<(), DomainError> {
+    match text.chars().find(|c| is_forbidden_char(*c)) {
+        Some(bad) => Err(DomainError::Validation(format!(
+            "{what} contains the control character {:?}; only tab and newline are allowed",
+            bad
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -416,6 +435,8 @@ mod tests {
         assert!(HoldId::new("").is_err());
         assert!(HoldId::new("x".repeat(65)).is_err());
         assert!(Reason::new("   ").is_err());
+        assert!(Reason::new("a\u{0}b").is_err());
+        assert!(Reason::new("line\nnext\tcol").is_ok());
         assert_eq!(Reason::new(" promo ").unwrap().as_str(), "promo");
     }
 }

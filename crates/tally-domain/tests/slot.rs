@@ -118,7 +118,8 @@ fn a_slot_posts_only_to_its_destinations_and_needs_content() {
         &attempt("a-1", 1, dest(-999, None), Outcome::Succeeded),
     )
     .unwrap_err();
-    assert_eq!(err.code(), "validation");
+    // Well-formed, but not a destination of this slot: the slot's state refuses it.
+    assert_eq!(err.code(), "conflict");
     let empty = SlotConfig {
         user_id: UserId::new(42).unwrap(),
         content: " ".into(),
@@ -172,10 +173,7 @@ fn a_long_running_slot_keeps_a_small_state() {
     );
     // A cycle past the window is over; a recent one still counts attempts.
     let late = attempt("late", 3, dest(-1_001, None), Outcome::Succeeded);
-    assert_eq!(
-        slot::decide(&state, &late).unwrap_err().code(),
-        "validation"
-    );
+    assert_eq!(slot::decide(&state, &late).unwrap_err().code(), "conflict");
     let recent = attempt("recent", 40, dest(-1_001, None), Outcome::Succeeded);
     assert!(matches!(
         &slot::decide(&state, &recent).unwrap()[..],
