@@ -168,6 +168,7 @@ pub fn ops_router(state: AppState) -> Router {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut openapi = routes().split_for_parts().1;
     constraints::register(&mut openapi);
+    error::describe_errors(&mut openapi);
     openapi
 }
 
@@ -176,6 +177,7 @@ pub fn router(state: AppState) -> Router {
     let (router, mut openapi) = routes().split_for_parts();
     constraints::register(&mut openapi);
     constraints::for_deployment(&mut openapi, state.ledgers.config());
+    error::describe_errors(&mut openapi);
     let document = Arc::new(
         openapi
             .to_json()
