@@ -366,6 +366,93 @@ pub async fn account_statement_page(
     rows.iter().map(statement_entry).collect()
 }
 
+/// A user's newest statement entries, newest first: at most `limit` after skipping
+/// the newest `skip` (the bot's history pages).
+pub async fn account_statement_newest(
+    pool: &sqlx::AnyPool,
+    user_id: i64,
+    limit: u32,
+    skip: u32,
+) -> Result<Vec<StatementEntry>, ProjectionError> {
+    let sql = format!(
+        "SELECT {STATEMENT_COLUMNS} FROM statement WHERE user_id = $1 \
+         ORDER BY position DESC LIMIT $2 OFFSET $3"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .bind(i64::from(skip))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(statement_entry).collect()
+}
+
+/// A spend a user may ask back: a direct debit or a captured hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spend {
+    /// The position of the statement entry.
+    pub position: i64,
+    /// What a refund request names: `debit:<id>` or `hold:<id>`.
+    pub reference: String,
+    /// `debit` or `hold_captured`.
+    pub kind: &'static str,
+    /// Credits spent (positive).
+    pub amount: rust_decimal::Decimal,
+    /// When, microseconds since the epoch.
+    pub occurred_at: i64,
+}
+
+/// A user's spends since `since` (microseconds), newest first, at most `limit`:
+/// direct debits from the statement and captured holds from the holds read model.
+pub async fn recent_spends(
+    pool: &sqlx::AnyPool,
+    user_id: i64,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<Spend>, ProjectionError> {
+    let debits = sqlx::query(
+        "SELECT position, reference, amount_cents, occurred_at FROM statement \
+         WHERE user_id = $1 AND kind = 'debit' AND occurred_at >= $2 \
+         ORDER BY position DESC LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let captures = sqlx::query(
+        "SELECT h.position, h.hold_id, h.captured_cents, s.occurred_at FROM holds h \
+         JOIN statement s ON s.user_id = h.user_id AND s.position = h.position \
+         WHERE h.user_id = $1 AND h.state = 'captured' AND h.captured_cents > 0 \
+         AND s.occurred_at >= $2 ORDER BY h.position DESC LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut spends: Vec<Spend> = debits
+        .iter()
+        .map(|r| Spend {
+            position: r.get(0),
+            reference: r.get(1),
+            kind: "debit",
+            amount: -crate::from_cents(r.get(2)),
+            occurred_at: r.get(3),
+        })
+        .chain(captures.iter().map(|r| Spend {
+            position: r.get(0),
+            reference: format!("hold:{}", r.get::<String, _>(1)),
+            kind: "hold_captured",
+            amount: crate::from_cents(r.get(2)),
+            occurred_at: r.get(3),
+        }))
+        .collect();
+    spends.sort_by_key(|s| std::cmp::Reverse(s.position));
+    spends.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(spends)
+}
+
 /// A balance as the read model has it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BalanceRow {

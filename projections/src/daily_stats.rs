@@ -235,3 +235,42 @@ impl Projection for DailyStats {
         .await
     }
 }
+
+/// One figure of one day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DailyFigure {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// What is counted (`new_users`, `credits_spent`, …).
+    pub metric: String,
+    /// A currency, `credits` (in cents) or `count`.
+    pub unit: String,
+    /// The figure.
+    pub value: i64,
+}
+
+/// The figures of the days `from` to `to` (inclusive, `YYYY-MM-DD`), by day, metric
+/// and unit.
+pub async fn daily_figures(
+    pool: &sqlx::AnyPool,
+    from: &str,
+    to: &str,
+) -> Result<Vec<DailyFigure>, ProjectionError> {
+    let rows = sqlx::query(
+        "SELECT day, metric, unit, value FROM daily_stats WHERE day >= $1 AND day <= $2 \
+         ORDER BY day, metric, unit",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DailyFigure {
+            day: r.get(0),
+            metric: r.get(1),
+            unit: r.get(2),
+            value: r.get(3),
+        })
+        .collect())
+}

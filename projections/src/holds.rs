@@ -150,3 +150,52 @@ impl Projection for Holds {
         Ok(())
     }
 }
+
+/// A hold as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// The hold's id.
+    pub hold_id: String,
+    /// Whose credits.
+    pub user_id: i64,
+    /// Credits held.
+    pub amount: rust_decimal::Decimal,
+    /// Credits captured of it.
+    pub captured: rust_decimal::Decimal,
+    /// `open`, `captured`, `released` or `expired`.
+    pub state: String,
+    /// When it expires.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The position of its last event.
+    pub position: i64,
+}
+
+/// The holds with this id: one, or none; several only for holds placed before hold
+/// ids were ledger-wide (at most `limit`).
+pub async fn holds_by_id(
+    pool: &sqlx::AnyPool,
+    hold_id: &str,
+    limit: i64,
+) -> Result<Vec<HoldRecord>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT user_id, amount_cents, captured_cents, state, expires_at, position \
+         FROM holds WHERE hold_id = $1 ORDER BY user_id LIMIT $2",
+    )
+    .bind(hold_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| HoldRecord {
+            hold_id: hold_id.to_string(),
+            user_id: r.get(0),
+            amount: crate::from_cents(r.get(1)),
+            captured: crate::from_cents(r.get(2)),
+            state: r.get(3),
+            expires_at: chrono::DateTime::from_timestamp_micros(r.get(4)),
+            position: r.get(5),
+        })
+        .collect())
+}

@@ -42,22 +42,28 @@ mod subscriptions;
 mod trial_balance;
 
 pub use accounts::{
-    Accounts, AsOf, BalanceRow, StatementEntry, account_balance, account_statement,
-    account_statement_page,
+    Accounts, AsOf, BalanceRow, Spend, StatementEntry, account_balance, account_statement,
+    account_statement_newest, account_statement_page, recent_spends,
 };
 pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
-pub use daily_stats::DailyStats;
+pub use daily_stats::{DailyFigure, DailyStats, daily_figures};
 pub use error::ProjectionError;
 pub use events::{Batch, stream_event};
-pub use holds::Holds;
-pub use payments::{DuplicateCharge, Payments, duplicate_charges, pending_payments};
-pub use posts::Posts;
+pub use holds::{HoldRecord, Holds, holds_by_id};
+pub use payments::{
+    DuplicateCharge, PaymentPurpose, PaymentRow, Payments, duplicate_charges, payment,
+    pending_payments,
+};
+pub use posts::{DueSlot, Posts, SlotSummary, due_slots, slot_summaries, slots_of_owner};
 pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
-pub use refunds::Refunds;
+pub use refunds::{RefundRow, Refunds, refunds_in_state};
 pub use runtime::{
     BATCH_EVENTS_MAX, Lease, POLL_EVERY, PROJECTOR_ROLE, Projection, ProjectionStatus, Projector,
     default_projections,
 };
 pub use sql::{Value, cents, from_cents};
-pub use subscriptions::Subscriptions;
+pub use subscriptions::{
+    CorrectionRow, EndingPlan, SubscriptionRow, Subscriptions, plans_ending, subscription,
+    subscription_corrections,
+};
 pub use trial_balance::TrialBalance;

@@ -222,3 +222,67 @@ pub async fn pending_payments(
     .fetch_all(pool)
     .await?)
 }
+
+/// A payment as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRow {
+    /// Whose.
+    pub user_id: i64,
+    /// The provider.
+    pub provider: String,
+    /// What the user pays.
+    pub amount: rust_decimal::Decimal,
+    /// In which currency.
+    pub currency: String,
+    /// What it buys.
+    pub purpose: PaymentPurpose,
+    /// `pending`, `succeeded`, `failed` or `reversed`.
+    pub status: String,
+    /// The provider's charge id, once paid.
+    pub provider_payment_id: Option<String>,
+    /// Why it failed or was reversed.
+    pub reason: Option<String>,
+    /// The position of its last event.
+    pub position: i64,
+}
+
+/// What a payment buys, as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentPurpose {
+    /// Credits.
+    Credits(rust_decimal::Decimal),
+    /// A plan.
+    Plan(String),
+}
+
+/// The payment with this id.
+pub async fn payment(
+    pool: &sqlx::AnyPool,
+    payment_id: &str,
+) -> Result<Option<PaymentRow>, ProjectionError> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT user_id, provider, amount_cents, currency, purpose, credits_cents, plan, \
+         status, provider_payment_id, reason, position FROM payments WHERE payment_id = $1",
+    )
+    .bind(payment_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let text = |i: usize| Some(row.get::<String, _>(i)).filter(|t| !t.is_empty());
+        PaymentRow {
+            user_id: row.get(0),
+            provider: row.get(1),
+            amount: crate::from_cents(row.get(2)),
+            currency: row.get(3),
+            purpose: match row.get::<String, _>(4).as_str() {
+                "credits" => PaymentPurpose::Credits(crate::from_cents(row.get(5))),
+                _ => PaymentPurpose::Plan(row.get(6)),
+            },
+            status: row.get(7),
+            provider_payment_id: text(8),
+            reason: text(9),
+            position: row.get(10),
+        }
+    }))
+}

@@ -226,3 +226,131 @@ impl Projection for Posts {
         .await
     }
 }
+
+/// The ids of `owner`'s slots in the order they were configured (a plan of N slots
+/// covers the first N).
+pub async fn slots_of_owner(
+    pool: &sqlx::AnyPool,
+    owner: i64,
+) -> Result<Vec<String>, ProjectionError> {
+    Ok(sqlx::query_scalar(
+        "SELECT slot_id FROM slots WHERE user_id = $1 ORDER BY configured_at, slot_id",
+    )
+    .bind(owner)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A slot due in a cycle, with its destinations not yet posted to successfully.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueSlot {
+    /// The slot.
+    pub slot_id: String,
+    /// Its owner.
+    pub user_id: i64,
+    /// What it posts.
+    pub content: String,
+    /// (chat id, forum topic) still to post to in the cycle.
+    pub destinations: Vec<(i64, Option<i64>)>,
+}
+
+/// One page of the slots due in `cycle` at `now` (microseconds): covered by their
+/// owner's plan (a slot's rank among its owner's slots, by configuration time, within
+/// the plan's count; the plan active or cancelled but paid until after `now`) and
+/// with a destination that has no success in the cycle; slot ids after `after`, at
+/// most `limit`, by slot id. Decided in the database, so a page costs the same
+/// however many slots there are.
+pub async fn due_slots(
+    pool: &sqlx::AnyPool,
+    now: i64,
+    cycle: i64,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<DueSlot>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "WITH ranked AS ( \
+             SELECT slot_id, user_id, content, ROW_NUMBER() OVER \
+                 (PARTITION BY user_id ORDER BY configured_at, slot_id) AS n FROM slots), \
+         open AS ( \
+             SELECT d.slot_id, d.chat_id, d.topic_id FROM slot_destinations d \
+             WHERE NOT EXISTS (SELECT 1 FROM slot_posts p WHERE p.slot_id = d.slot_id \
+                 AND p.cycle = $2 AND p.chat_id = d.chat_id AND p.topic_id = d.topic_id)), \
+         page AS ( \
+             SELECT r.slot_id, r.user_id, r.content FROM ranked r \
+             JOIN subscriptions u ON u.user_id = r.user_id \
+             WHERE r.n <= u.slots AND u.status IN ('active', 'cancelled') \
+               AND u.period_end > $1 AND r.slot_id > $3 \
+               AND EXISTS (SELECT 1 FROM open o WHERE o.slot_id = r.slot_id) \
+             ORDER BY r.slot_id LIMIT $4) \
+         SELECT o.slot_id, p.user_id, p.content, o.chat_id, o.topic_id \
+         FROM page p JOIN open o ON o.slot_id = p.slot_id \
+         ORDER BY o.slot_id, o.chat_id, o.topic_id",
+    )
+    .bind(now)
+    .bind(cycle)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut slots: Vec<DueSlot> = Vec::new();
+    for row in rows {
+        let slot_id: String = row.get(0);
+        let topic: i64 = row.get(4);
+        let destination = (row.get(3), (topic != 0).then_some(topic));
+        match slots.last_mut() {
+            Some(last) if last.slot_id == slot_id => last.destinations.push(destination),
+            _ => slots.push(DueSlot {
+                slot_id,
+                user_id: row.get(1),
+                content: row.get(2),
+                destinations: vec![destination],
+            }),
+        }
+    }
+    Ok(slots)
+}
+
+/// A slot with its post analytics summed over its destinations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotSummary {
+    /// The slot.
+    pub slot_id: String,
+    /// How many destinations it has.
+    pub destinations: i64,
+    /// Post attempts.
+    pub attempts: i64,
+    /// Successful posts.
+    pub successes: i64,
+    /// Failed posts.
+    pub failures: i64,
+}
+
+/// `owner`'s slots with their analytics, in the order they were configured.
+pub async fn slot_summaries(
+    pool: &sqlx::AnyPool,
+    owner: i64,
+) -> Result<Vec<SlotSummary>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT s.slot_id, s.destinations, \
+                CAST(coalesce(sum(p.attempts), 0) AS BIGINT), CAST(coalesce(sum(p.successes), 0) AS BIGINT), \
+                CAST(coalesce(sum(p.failures), 0) AS BIGINT) \
+         FROM slots s LEFT JOIN post_stats p ON p.slot_id = s.slot_id \
+         WHERE s.user_id = $1 GROUP BY s.slot_id, s.destinations, s.configured_at \
+         ORDER BY s.configured_at",
+    )
+    .bind(owner)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| SlotSummary {
+            slot_id: r.get(0),
+            destinations: r.get(1),
+            attempts: r.get(2),
+            successes: r.get(3),
+            failures: r.get(4),
+        })
+        .collect())
+}

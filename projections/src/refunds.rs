@@ -90,3 +90,61 @@ impl Projection for Refunds {
         Ok(())
     }
 }
+
+/// A refund request as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRow {
+    /// Its id.
+    pub refund_id: String,
+    /// Whose.
+    pub user_id: i64,
+    /// The spend it gives back (`hold:…`, `debit:…`).
+    pub reference: String,
+    /// Credits.
+    pub amount: rust_decimal::Decimal,
+    /// Why it was asked.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// `requested`, `approved` or `rejected`.
+    pub status: String,
+    /// Who decided (empty until decided).
+    pub decided_by: String,
+    /// Why (empty until decided).
+    pub decision_reason: String,
+    /// The position of its last event.
+    pub position: i64,
+}
+
+/// At most `limit` refund requests in `status`, oldest request first.
+pub async fn refunds_in_state(
+    pool: &sqlx::AnyPool,
+    status: &str,
+    limit: i64,
+) -> Result<Vec<RefundRow>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT refund_id, user_id, reference, amount_cents, reason, requested_by, status, \
+         decided_by, decision_reason, position FROM refunds WHERE status = $1 \
+         ORDER BY requested_at, refund_id LIMIT $2",
+    )
+    .bind(status)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| RefundRow {
+            refund_id: r.get(0),
+            user_id: r.get(1),
+            reference: r.get(2),
+            amount: crate::from_cents(r.get(3)),
+            reason: r.get(4),
+            requested_by: r.get(5),
+            status: r.get(6),
+            decided_by: r.get(7),
+            decision_reason: r.get(8),
+            position: r.get(9),
+        })
+        .collect())
+}

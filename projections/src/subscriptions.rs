@@ -166,3 +166,132 @@ impl Projection for Subscriptions {
         Ok(())
     }
 }
+
+/// A user's subscription as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// The plan.
+    pub plan: String,
+    /// Ad slots the plan gives.
+    pub slots: i64,
+    /// `active`, `expired` or `cancelled`.
+    pub status: String,
+    /// When the paid period ends.
+    pub period_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// Periods paid so far.
+    pub periods_paid: i64,
+    /// The position of its last event.
+    pub position: i64,
+}
+
+/// `user`'s subscription, if they ever had one.
+pub async fn subscription(
+    pool: &sqlx::AnyPool,
+    user: i64,
+) -> Result<Option<SubscriptionRow>, ProjectionError> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT plan, slots, status, period_end, payments, position FROM subscriptions \
+         WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| SubscriptionRow {
+        plan: r.get(0),
+        slots: r.get(1),
+        status: r.get(2),
+        period_end: chrono::DateTime::from_timestamp_micros(r.get(3)),
+        periods_paid: r.get(4),
+        position: r.get(5),
+    }))
+}
+
+/// An admin's correction of a subscription, as the read model has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorrectionRow {
+    /// The position of its event.
+    pub position: i64,
+    /// The plan before.
+    pub plan_before: String,
+    /// The slots before.
+    pub slots_before: i64,
+    /// The plan after.
+    pub plan_after: String,
+    /// The slots after.
+    pub slots_after: i64,
+    /// Who corrected it.
+    pub admin: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The corrections of `user`'s subscription, oldest first.
+pub async fn subscription_corrections(
+    pool: &sqlx::AnyPool,
+    user: i64,
+) -> Result<Vec<CorrectionRow>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT position, plan_before, slots_before, plan_after, slots_after, admin, reason, \
+         occurred_at FROM subscription_corrections WHERE user_id = $1 ORDER BY position",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| CorrectionRow {
+            position: r.get(0),
+            plan_before: r.get(1),
+            slots_before: r.get(2),
+            plan_after: r.get(3),
+            slots_after: r.get(4),
+            admin: r.get(5),
+            reason: r.get(6),
+            occurred_at: chrono::DateTime::from_timestamp_micros(r.get(7)),
+        })
+        .collect())
+}
+
+/// An active plan and when its paid period ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndingPlan {
+    /// Whose.
+    pub user_id: i64,
+    /// The plan.
+    pub plan: String,
+    /// When its period ends, microseconds since the epoch.
+    pub period_end: i64,
+}
+
+/// Active plans whose period ends after `from` and at or before `until`
+/// (microseconds), soonest first, at most `limit`.
+pub async fn plans_ending(
+    pool: &sqlx::AnyPool,
+    from: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<EndingPlan>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT user_id, plan, period_end FROM subscriptions \
+         WHERE status = 'active' AND period_end > $1 AND period_end <= $2 \
+         ORDER BY period_end LIMIT $3",
+    )
+    .bind(from)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EndingPlan {
+            user_id: r.get(0),
+            plan: r.get(1),
+            period_end: r.get(2),
+        })
+        .collect())
+}

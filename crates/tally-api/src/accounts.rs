@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::values::check_text_chars;
 use tally_ledger::Request;
@@ -226,17 +225,14 @@ async fn read(
             format!("there is no account for user {user}; open it with PUT /v1/accounts/{user}"),
         ));
     };
-    let subscription =
-        sqlx::query("SELECT plan, slots, status, period_end FROM subscriptions WHERE user_id = $1")
-            .bind(user.get())
-            .fetch_optional(state.projector.pool())
-            .await?
-            .map(|r| SubscriptionSummary {
-                plan: r.get(0),
-                slots: r.get(1),
-                status: r.get(2),
-                period_end: chrono::DateTime::from_timestamp_micros(r.get(3)).unwrap_or_default(),
-            });
+    let subscription = tally_projections::subscription(state.projector.pool(), user.get())
+        .await?
+        .map(|r| SubscriptionSummary {
+            plan: r.plan,
+            slots: r.slots,
+            status: r.status,
+            period_end: r.period_end.unwrap_or_default(),
+        });
     Ok(Json(AccountBody {
         user_id: user.get(),
         available: row.available,
@@ -402,46 +398,36 @@ async fn subscription(
     let query = input::query(query)?;
     settle(&state, "subscriptions", query.min_position).await?;
     let pool = state.projector.pool();
-    let row = sqlx::query(
-        "SELECT plan, slots, status, period_end, payments, position FROM subscriptions \
-         WHERE user_id = $1",
-    )
-    .bind(user.get())
-    .fetch_optional(pool)
-    .await?
-    .ok_or_else(|| {
-        ApiError::not_found(
-            "subscription_not_found",
-            format!("user {user} has no subscription"),
-        )
-    })?;
-    let corrections = sqlx::query(
-        "SELECT position, plan_before, slots_before, plan_after, slots_after, admin, reason, \
-         occurred_at FROM subscription_corrections WHERE user_id = $1 ORDER BY position",
-    )
-    .bind(user.get())
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| CorrectionRecord {
-        position: r.get(0),
-        plan_before: r.get(1),
-        slots_before: r.get(2),
-        plan_after: r.get(3),
-        slots_after: r.get(4),
-        admin: r.get(5),
-        reason: r.get(6),
-        occurred_at: chrono::DateTime::from_timestamp_micros(r.get(7)),
-    })
-    .collect();
+    let row = tally_projections::subscription(pool, user.get())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "subscription_not_found",
+                format!("user {user} has no subscription"),
+            )
+        })?;
+    let corrections = tally_projections::subscription_corrections(pool, user.get())
+        .await?
+        .into_iter()
+        .map(|r| CorrectionRecord {
+            position: r.position,
+            plan_before: r.plan_before,
+            slots_before: r.slots_before,
+            plan_after: r.plan_after,
+            slots_after: r.slots_after,
+            admin: r.admin,
+            reason: r.reason,
+            occurred_at: r.occurred_at,
+        })
+        .collect();
     Ok(Json(SubscriptionBody {
         user_id: user.get(),
-        plan: row.get(0),
-        slots: row.get(1),
-        status: row.get(2),
-        period_end: chrono::DateTime::from_timestamp_micros(row.get(3)),
-        periods_paid: row.get(4),
-        position: row.get(5),
+        plan: row.plan,
+        slots: row.slots,
+        status: row.status,
+        period_end: row.period_end,
+        periods_paid: row.periods_paid,
+        position: row.position,
         corrections,
     }))
 }

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{AdjustmentId, AdminId, PlanId, Reason, SignedAmount};
@@ -278,21 +277,14 @@ async fn stats(
     let query = input::query(query)?;
     let (from, to) = (day(query.from, "0001-01-01")?, day(query.to, "9999-12-31")?);
     crate::accounts::settle(&state, "daily_stats", query.min_position).await?;
-    let rows = sqlx::query(
-        "SELECT day, metric, unit, value FROM daily_stats WHERE day >= $1 AND day <= $2 \
-         ORDER BY day, metric, unit",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(state.projector.pool())
-    .await?;
-    let rows = rows
-        .iter()
+    let rows = tally_projections::daily_figures(state.projector.pool(), &from, &to)
+        .await?
+        .into_iter()
         .map(|r| StatsRow {
-            day: r.get(0),
-            metric: r.get(1),
-            unit: r.get(2),
-            value: r.get(3),
+            day: r.day,
+            metric: r.metric,
+            unit: r.unit,
+            value: r.value,
         })
         .collect();
     Ok(Json(StatsBody { rows }))

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::values::{Amount, DebitId, GrantId, HoldId, Reason, UserId};
 use tally_ledger::aggregate::AccountView;
@@ -177,12 +176,10 @@ async fn hold_owner(state: &AppState, hold_id: &HoldId) -> Result<UserId, ApiErr
         return Ok(user);
     }
     for attempt in 0..2 {
-        let rows = sqlx::query("SELECT user_id FROM holds WHERE hold_id = $1 LIMIT 2")
-            .bind(hold_id.to_string())
-            .fetch_all(state.projector.pool())
-            .await?;
+        let rows =
+            tally_projections::holds_by_id(state.projector.pool(), hold_id.as_str(), 2).await?;
         match rows.len() {
-            1 => return Ok(UserId::new(rows[0].get(0))?),
+            1 => return Ok(UserId::new(rows[0].user_id)?),
             0 if attempt == 0 => {
                 let head = state
                     .store
@@ -319,22 +316,21 @@ async fn read(
     let hold_id = HoldId::new(hold_id)?;
     let query = input::query(query)?;
     settle(&state, "holds", query.min_position).await?;
-    let row = sqlx::query(
-        "SELECT user_id, amount_cents, captured_cents, state, expires_at, position \
-         FROM holds WHERE hold_id = $1 LIMIT 1",
-    )
-    .bind(hold_id.to_string())
-    .fetch_optional(state.projector.pool())
-    .await?
-    .ok_or_else(|| ApiError::not_found("hold_not_found", format!("there is no hold {hold_id}")))?;
+    let row = tally_projections::holds_by_id(state.projector.pool(), hold_id.as_str(), 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            ApiError::not_found("hold_not_found", format!("there is no hold {hold_id}"))
+        })?;
     Ok(Json(HoldRecord {
-        hold_id: hold_id.to_string(),
-        user_id: row.get(0),
-        amount: tally_projections::from_cents(row.get(1)),
-        captured: tally_projections::from_cents(row.get(2)),
-        state: row.get(3),
-        expires_at: chrono::DateTime::from_timestamp_micros(row.get(4)),
-        position: row.get(5),
+        hold_id: row.hold_id,
+        user_id: row.user_id,
+        amount: row.amount,
+        captured: row.captured,
+        state: row.state,
+        expires_at: row.expires_at,
+        position: row.position,
     }))
 }
 

@@ -10,6 +10,7 @@
 
 use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};
 use std::collections::HashMap;
+use tally_projections::PaymentPurpose;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -19,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sqlx::Row;
 use tally_domain::payment::{Payment, PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PaymentId, PlanId, Reason};
 use tally_ledger::{LedgerError, Outcome, Request};
@@ -223,35 +223,29 @@ async fn read(
     let payment_id = PaymentId::new(payment_id)?;
     let query = input::query(query)?;
     settle(&state, "payments", query.min_position).await?;
-    let row = sqlx::query(
-        "SELECT user_id, provider, amount_cents, currency, purpose, credits_cents, plan, \
-         status, provider_payment_id, reason, position FROM payments WHERE payment_id = $1",
-    )
-    .bind(payment_id.to_string())
-    .fetch_optional(state.projector.pool())
-    .await?
-    .ok_or_else(|| {
-        ApiError::not_found(
-            "payment_not_found",
-            format!("there is no payment {payment_id}"),
-        )
-    })?;
-    let purpose = match row.get::<String, _>(4).as_str() {
-        "credits" => serde_json::json!({"credits": tally_projections::from_cents(row.get(5))}),
-        _ => serde_json::json!({"plan": row.get::<String, _>(6)}),
+    let row = tally_projections::payment(state.projector.pool(), payment_id.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "payment_not_found",
+                format!("there is no payment {payment_id}"),
+            )
+        })?;
+    let purpose = match row.purpose {
+        PaymentPurpose::Credits(credits) => serde_json::json!({ "credits": credits }),
+        PaymentPurpose::Plan(plan) => serde_json::json!({ "plan": plan }),
     };
-    let text = |i: usize| Some(row.get::<String, _>(i)).filter(|t| !t.is_empty());
     Ok(Json(PaymentBody {
         payment_id: payment_id.to_string(),
-        user_id: row.get(0),
-        provider: row.get(1),
-        amount: tally_projections::from_cents(row.get(2)).to_string(),
-        currency: row.get(3),
+        user_id: row.user_id,
+        provider: row.provider,
+        amount: row.amount.to_string(),
+        currency: row.currency,
         purpose,
-        status: row.get(7),
-        provider_payment_id: text(8),
-        reason: text(9),
-        position: row.get::<i64, _>(10).try_into().unwrap_or_default(),
+        status: row.status,
+        provider_payment_id: row.provider_payment_id,
+        reason: row.reason,
+        position: row.position.try_into().unwrap_or_default(),
     }))
 }
 

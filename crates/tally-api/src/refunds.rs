@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tally_domain::refund::{RefundAsk, RefundCommand};
 use tally_domain::values::{Amount, Reason, RefundId};
 use tally_ledger::Request;
@@ -182,30 +181,23 @@ async fn list(
         )));
     }
     settle(&state, "refunds", query.min_position).await?;
-    let rows = sqlx::query(
-        "SELECT refund_id, user_id, reference, amount_cents, reason, requested_by, status, \
-         decided_by, decision_reason, position FROM refunds WHERE status = $1 \
-         ORDER BY requested_at, refund_id LIMIT $2",
-    )
-    .bind(status)
-    .bind(i64::from(limit))
-    .fetch_all(state.projector.pool())
-    .await?;
-    let refunds = rows
-        .iter()
-        .map(|r| RefundRecord {
-            refund_id: r.get(0),
-            user_id: r.get(1),
-            reference: r.get(2),
-            amount: tally_projections::from_cents(r.get(3)),
-            reason: r.get(4),
-            requested_by: r.get(5),
-            status: r.get(6),
-            decided_by: r.get(7),
-            decision_reason: r.get(8),
-            position: r.get(9),
-        })
-        .collect();
+    let refunds =
+        tally_projections::refunds_in_state(state.projector.pool(), &status, i64::from(limit))
+            .await?
+            .into_iter()
+            .map(|r| RefundRecord {
+                refund_id: r.refund_id,
+                user_id: r.user_id,
+                reference: r.reference,
+                amount: r.amount,
+                reason: r.reason,
+                requested_by: r.requested_by,
+                status: r.status,
+                decided_by: r.decided_by,
+                decision_reason: r.decision_reason,
+                position: r.position,
+            })
+            .collect();
     Ok(Json(RefundList { refunds }))
 }
 

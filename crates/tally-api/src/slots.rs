@@ -12,7 +12,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotConfig, SlotCoverage};
 use tally_domain::values::check_text_chars;
 use tally_domain::values::{SlotId, UserId};
@@ -189,15 +188,8 @@ async fn coverage(
     if !subscription.is_active(chrono::Utc::now()) {
         return Ok(SlotCoverage::NoSubscription);
     }
-    let owned =
-        sqlx::query("SELECT slot_id FROM slots WHERE user_id = $1 ORDER BY configured_at, slot_id")
-            .bind(owner.get())
-            .fetch_all(state.projector.pool())
-            .await?;
-    let rank = owned
-        .iter()
-        .position(|r| r.get::<String, _>(0) == slot.as_str())
-        .unwrap_or(0);
+    let owned = tally_projections::slots_of_owner(state.projector.pool(), owner.get()).await?;
+    let rank = owned.iter().position(|id| id == slot.as_str()).unwrap_or(0);
     Ok(match rank < subscription.slots as usize {
         true => SlotCoverage::Covered,
         false => SlotCoverage::BeyondPlan,
@@ -348,53 +340,27 @@ async fn due(
             "limit must be between 1 and {DUE_PAGE_MAX}"
         )));
     }
-    // One page of slots, decided in the database: a slot is covered when its rank
-    // among its owner's slots (by configuration time) is within the owner's plan, and
-    // due while one of its destinations has no success in the cycle. One slot more
-    // than the page is read to know whether another page follows.
-    let rows = sqlx::query(
-        "WITH ranked AS ( \
-             SELECT slot_id, user_id, content, ROW_NUMBER() OVER \
-                 (PARTITION BY user_id ORDER BY configured_at, slot_id) AS n FROM slots), \
-         open AS ( \
-             SELECT d.slot_id, d.chat_id, d.topic_id FROM slot_destinations d \
-             WHERE NOT EXISTS (SELECT 1 FROM slot_posts p WHERE p.slot_id = d.slot_id \
-                 AND p.cycle = $2 AND p.chat_id = d.chat_id AND p.topic_id = d.topic_id)), \
-         page AS ( \
-             SELECT r.slot_id, r.user_id, r.content FROM ranked r \
-             JOIN subscriptions u ON u.user_id = r.user_id \
-             WHERE r.n <= u.slots AND u.status IN ('active', 'cancelled') \
-               AND u.period_end > $1 AND r.slot_id > $3 \
-               AND EXISTS (SELECT 1 FROM open o WHERE o.slot_id = r.slot_id) \
-             ORDER BY r.slot_id LIMIT $4) \
-         SELECT o.slot_id, p.user_id, p.content, o.chat_id, o.topic_id \
-         FROM page p JOIN open o ON o.slot_id = p.slot_id \
-         ORDER BY o.slot_id, o.chat_id, o.topic_id",
+    // One slot more than the page is read to know whether another page follows.
+    let mut slots: Vec<DueSlot> = tally_projections::due_slots(
+        state.projector.pool(),
+        chrono::Utc::now().timestamp_micros(),
+        cycle,
+        query.after.as_deref().unwrap_or_default(),
+        i64::from(limit) + 1,
     )
-    .bind(chrono::Utc::now().timestamp_micros())
-    .bind(cycle)
-    .bind(query.after.clone().unwrap_or_default())
-    .bind(i64::from(limit) + 1)
-    .fetch_all(state.projector.pool())
-    .await?;
-    let mut slots: Vec<DueSlot> = Vec::new();
-    for row in rows {
-        let slot_id: String = row.get(0);
-        let topic: i64 = row.get(4);
-        let destination = DestinationBody {
-            chat_id: row.get(3),
-            topic_id: (topic != 0).then_some(topic),
-        };
-        match slots.last_mut() {
-            Some(last) if last.slot_id == slot_id => last.destinations.push(destination),
-            _ => slots.push(DueSlot {
-                slot_id,
-                user_id: row.get(1),
-                content: row.get(2),
-                destinations: vec![destination],
-            }),
-        }
-    }
+    .await?
+    .into_iter()
+    .map(|slot| DueSlot {
+        slot_id: slot.slot_id,
+        user_id: slot.user_id,
+        content: slot.content,
+        destinations: slot
+            .destinations
+            .into_iter()
+            .map(|(chat_id, topic_id)| DestinationBody { chat_id, topic_id })
+            .collect(),
+    })
+    .collect();
     let next = match slots.len() > limit as usize {
         true => {
             slots.truncate(limit as usize);

@@ -5,7 +5,6 @@
 //! Telegram id as the actor and the reason given. Its id is derived from the
 //! message (`tg-<chat>-<message id>`), so a redelivered update is a replay.
 
-use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::refund::RefundCommand;
 use tally_domain::subscription::SubscriptionCommand;
@@ -20,6 +19,7 @@ use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
 use crate::texts::AdminText;
 use crate::users::{Who, latest_entries};
 use crate::{BotError, Context, MAINTENANCE_STREAM, MAINTENANCE_SWITCHED, TgBot};
+use tally_projections::RefundRow;
 
 /// The admin commands.
 pub const COMMANDS: &[&str] = &[
@@ -363,28 +363,25 @@ async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> 
     .say())
 }
 
-async fn queue(context: &Context) -> Result<Vec<sqlx::any::AnyRow>, BotError> {
-    Ok(sqlx::query(
-        "SELECT refund_id, user_id, amount_cents, reference, reason FROM refunds \
-         WHERE status = 'requested' ORDER BY requested_at LIMIT $1",
+async fn queue(context: &Context) -> Result<Vec<RefundRow>, BotError> {
+    Ok(
+        tally_projections::refunds_in_state(context.pool(), "requested", REFUND_QUEUE_SHOWN_MAX)
+            .await?,
     )
-    .bind(REFUND_QUEUE_SHOWN_MAX)
-    .fetch_all(context.pool())
-    .await?)
 }
 
-fn refund_queue(rows: &[sqlx::any::AnyRow]) -> String {
+fn refund_queue(rows: &[RefundRow]) -> String {
     if rows.is_empty() {
         return AdminText::RefundQueueEmpty.say();
     }
     rows.iter()
         .map(|r| {
             AdminText::RefundLine {
-                refund_id: &r.get::<String, _>(0),
-                user: r.get(1),
-                amount: tally_projections::from_cents(r.get(2)),
-                reference: &r.get::<String, _>(3),
-                reason: &r.get::<String, _>(4),
+                refund_id: &r.refund_id,
+                user: r.user_id,
+                amount: r.amount,
+                reference: &r.reference,
+                reason: &r.reason,
             }
             .say()
         })
@@ -394,10 +391,10 @@ fn refund_queue(rows: &[sqlx::any::AnyRow]) -> String {
 
 /// Approve/Reject buttons for the queue; a request whose id does not fit Telegram's
 /// 64-byte button data gets none (decide it over the HTTP API).
-fn refund_buttons(rows: &[sqlx::any::AnyRow]) -> Option<InlineKeyboardMarkup> {
+fn refund_buttons(rows: &[RefundRow]) -> Option<InlineKeyboardMarkup> {
     let buttons: Vec<Vec<InlineKeyboardButton>> = rows
         .iter()
-        .map(|r| r.get::<String, _>(0))
+        .map(|r| r.refund_id.clone())
         .filter(|id| id.len() + 3 <= 64)
         .map(|id| {
             vec![
@@ -478,18 +475,11 @@ async fn stats(context: &Context) -> Result<String, BotError> {
         today.format("%Y-%m-%d").to_string(),
         week_start.format("%Y-%m-%d").to_string(),
     );
-    let rows = sqlx::query(
-        "SELECT metric, unit, day, value FROM daily_stats WHERE day >= $1 AND day <= $2 \
-         ORDER BY metric, unit",
-    )
-    .bind(&week_start)
-    .bind(&today)
-    .fetch_all(context.pool())
-    .await?;
+    let mut rows = tally_projections::daily_figures(context.pool(), &week_start, &today).await?;
+    rows.sort_by(|a, b| (&a.metric, &a.unit).cmp(&(&b.metric, &b.unit)));
     let mut lines: Vec<(String, i64, i64)> = Vec::new();
-    for row in &rows {
-        let (metric, unit, day, value): (String, String, String, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+    for row in rows {
+        let (metric, unit, day, value) = (row.metric, row.unit, row.day, row.value);
         let name = match unit.is_empty() {
             true => metric,
             false => format!("{metric} ({unit})"),

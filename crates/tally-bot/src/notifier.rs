@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use tally_domain::account::AccountEvent;
 use tally_domain::payment::{PaymentEvent, Purpose};
 use tally_domain::refund::RefundEvent;
@@ -358,19 +357,16 @@ impl Notifier {
     /// Tells owners of plans ending within [`EXPIRING_NOTICE_DAYS`] (once per period).
     pub async fn sweep_expiring(&self, now: DateTime<Utc>) -> Result<usize, BotError> {
         let until = now + chrono::Duration::days(EXPIRING_NOTICE_DAYS);
-        let rows = sqlx::query(
-            "SELECT user_id, plan, period_end FROM subscriptions \
-             WHERE status = 'active' AND period_end > $1 AND period_end <= $2 \
-             ORDER BY period_end LIMIT $3",
+        let rows = tally_projections::plans_ending(
+            self.context.pool(),
+            now.timestamp_micros(),
+            until.timestamp_micros(),
+            EXPIRING_SWEEP_MAX,
         )
-        .bind(now.timestamp_micros())
-        .bind(until.timestamp_micros())
-        .bind(EXPIRING_SWEEP_MAX)
-        .fetch_all(self.context.pool())
         .await?;
         let mut told = 0;
         for row in rows {
-            let (user, plan, end): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let (user, plan, end) = (row.user_id, row.plan, row.period_end);
             let key = format!("expiring:{user}:{end}");
             if self.sent(&key).await? {
                 continue;

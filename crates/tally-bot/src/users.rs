@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use rust_decimal::Decimal;
-use sqlx::Row;
 use tally_domain::account::AccountCommand;
 use tally_domain::refund::RefundAsk;
 use tally_domain::values::{Amount, Reason, RefundId, UserId};
 use tally_ledger::Request;
+use tally_projections::Spend;
 use teloxide::prelude::*;
 use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, User};
 
@@ -379,22 +378,21 @@ pub(crate) async fn latest_entries(
     limit: usize,
     skip: usize,
 ) -> Result<Vec<Entry>, BotError> {
-    let rows = sqlx::query(
-        "SELECT kind, amount_cents, balance_after_cents, occurred_at FROM statement \
-         WHERE user_id = $1 ORDER BY position DESC LIMIT $2 OFFSET $3",
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let entries = tally_projections::account_statement_newest(
+        context.pool(),
+        user,
+        count(limit),
+        count(skip),
     )
-    .bind(user)
-    .bind(limit as i64)
-    .bind(skip as i64)
-    .fetch_all(context.pool())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Entry {
-            kind: row.get(0),
-            amount: tally_projections::from_cents(row.get(1)),
-            balance_after: tally_projections::from_cents(row.get(2)),
-            at: day_and_time(row.get(3)),
+    Ok(entries
+        .into_iter()
+        .map(|entry| Entry {
+            kind: entry.kind,
+            amount: entry.amount,
+            balance_after: entry.balance_after,
+            at: entry.occurred_at.format("%Y-%m-%d %H:%M").to_string(),
         })
         .collect())
 }
@@ -455,24 +453,11 @@ async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
     // The plan as the ledger has it now (a plan just paid shows).
     let loaded = context.ledgers.subscriptions.load(&who.user_id()?).await?;
     context.settle("subscriptions", loaded.position).await;
-    let plan = sqlx::query(
-        "SELECT plan, slots FROM subscriptions WHERE user_id = $1 AND status = 'active'",
-    )
-    .bind(who.user)
-    .fetch_optional(context.pool())
-    .await?
-    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)));
-    let rows = sqlx::query(
-        "SELECT s.slot_id, s.destinations, \
-                CAST(coalesce(sum(p.attempts), 0) AS BIGINT), CAST(coalesce(sum(p.successes), 0) AS BIGINT), \
-                CAST(coalesce(sum(p.failures), 0) AS BIGINT) \
-         FROM slots s LEFT JOIN post_stats p ON p.slot_id = s.slot_id \
-         WHERE s.user_id = $1 GROUP BY s.slot_id, s.destinations, s.configured_at \
-         ORDER BY s.configured_at",
-    )
-    .bind(who.user)
-    .fetch_all(context.pool())
-    .await?;
+    let plan = tally_projections::subscription(context.pool(), who.user)
+        .await?
+        .filter(|s| s.status == "active")
+        .map(|s| (s.plan, s.slots));
+    let rows = tally_projections::slot_summaries(context.pool(), who.user).await?;
     let mut text = who.say(Text::Slots {
         plan: plan.as_ref().map(|(p, s)| (p.as_str(), *s)),
     });
@@ -481,74 +466,30 @@ async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
         text.push_str(&who.say(Text::SlotsNone));
     }
     for row in &rows {
-        let slot: String = row.get(0);
         text.push('\n');
         text.push_str(&who.say(Text::SlotLine {
-            slot: &slot,
-            destinations: row.get(1),
-            attempts: row.get(2),
-            successes: row.get(3),
-            failures: row.get(4),
+            slot: &row.slot_id,
+            destinations: row.destinations,
+            attempts: row.attempts,
+            successes: row.successes,
+            failures: row.failures,
         }));
     }
     bot.send_message(who.chat, text).await?;
     Ok(())
 }
 
-/// A recent spend a user may ask back.
-struct Spend {
-    position: i64,
-    reference: String,
-    kind: &'static str,
-    amount: Decimal,
-    at: i64,
-}
-
 /// The user's last spends within the refund window: direct debits and captured holds.
 async fn recent_spends(context: &Context, user: i64) -> Result<Vec<Spend>, BotError> {
     let since = chrono::Utc::now()
         - chrono::Duration::days(i64::from(context.config.refund_window.max_age_days));
-    let debits = sqlx::query(
-        "SELECT position, reference, amount_cents, occurred_at FROM statement \
-         WHERE user_id = $1 AND kind = 'debit' AND occurred_at >= $2 \
-         ORDER BY position DESC LIMIT $3",
+    Ok(tally_projections::recent_spends(
+        context.pool(),
+        user,
+        since.timestamp_micros(),
+        REFUND_CHOICES_MAX,
     )
-    .bind(user)
-    .bind(since.timestamp_micros())
-    .bind(REFUND_CHOICES_MAX)
-    .fetch_all(context.pool())
-    .await?;
-    let captures = sqlx::query(
-        "SELECT h.position, h.hold_id, h.captured_cents, s.occurred_at FROM holds h \
-         JOIN statement s ON s.user_id = h.user_id AND s.position = h.position \
-         WHERE h.user_id = $1 AND h.state = 'captured' AND h.captured_cents > 0 \
-         AND s.occurred_at >= $2 ORDER BY h.position DESC LIMIT $3",
-    )
-    .bind(user)
-    .bind(since.timestamp_micros())
-    .bind(REFUND_CHOICES_MAX)
-    .fetch_all(context.pool())
-    .await?;
-    let mut spends: Vec<Spend> = debits
-        .iter()
-        .map(|r| Spend {
-            position: r.get(0),
-            reference: r.get(1),
-            kind: "debit",
-            amount: -tally_projections::from_cents(r.get(2)),
-            at: r.get(3),
-        })
-        .chain(captures.iter().map(|r| Spend {
-            position: r.get(0),
-            reference: format!("hold:{}", r.get::<String, _>(1)),
-            kind: "hold_captured",
-            amount: tally_projections::from_cents(r.get(2)),
-            at: r.get(3),
-        }))
-        .collect();
-    spends.sort_by_key(|s| std::cmp::Reverse(s.position));
-    spends.truncate(REFUND_CHOICES_MAX as usize);
-    Ok(spends)
+    .await?)
 }
 
 async fn refund_choices(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
@@ -564,7 +505,7 @@ async fn refund_choices(bot: &TgBot, context: &Context, who: &Who) -> Result<(),
     let buttons = spends
         .iter()
         .map(|s| {
-            let at = day_and_time(s.at);
+            let at = day_and_time(s.occurred_at);
             vec![InlineKeyboardButton::callback(
                 who.say(Text::SpendButton {
                     kind: s.kind,
