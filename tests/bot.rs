@@ -305,32 +305,18 @@ fn last_message_to(fake: &FakeTelegram, chat: i64) -> fake_telegram::Call {
         .expect("a message to the chat")
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let stack = super::Stack::start(false).await;
-                    let stack = super::$case(stack).await;
-                    stack.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let stack = super::Stack::start(true).await;
-                    let stack = super::$case(stack).await;
-                    stack.finish().await;
-                }
-            )*
-        }
-    };
+impl tally_store::testing::Fixture for Stack {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        Stack::start(backend == tally_store::testing::Backend::Postgres).await
+    }
+
+    async fn finish(self) {
+        Stack::finish(self).await
+    }
 }
 
-on_both_backends!(
+tally_store::on_both_backends!(
+    Stack, owned =>
     start_twice_opens_one_account_and_speaks_the_users_language,
     a_stars_top_up_credits_once_however_often_telegram_delivers_it,
     a_tampered_or_stale_checkout_is_refused,

@@ -61,32 +61,18 @@ impl Setup {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(false).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(true).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-    };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        Setup::new(backend == tally_store::testing::Backend::Postgres).await
+    }
+
+    async fn finish(self) {
+        Setup::finish(self).await
+    }
 }
 
-on_both_backends!(
+tally_store::on_both_backends!(
+    Setup =>
     read_models_agree_with_the_ledger_and_a_rebuild_equals_them,
     a_batch_killed_midway_applies_nothing_and_the_next_run_applies_it_once,
     two_projectors_racing_apply_every_event_once,

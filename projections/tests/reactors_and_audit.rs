@@ -82,32 +82,18 @@ async fn open(url: &str) -> Arc<dyn EventStore> {
     tally_store::open(url, options).await.unwrap()
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(false).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(true).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-    };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        Setup::new(backend == tally_store::testing::Backend::Postgres).await
+    }
+
+    async fn finish(self) {
+        Setup::finish(self).await
+    }
 }
 
-on_both_backends!(
+tally_store::on_both_backends!(
+    Setup =>
     a_reactor_killed_between_command_and_checkpoint_pays_once,
     the_hold_sweep_expires_holds_past_their_ttl_once,
     payments_subscriptions_posts_refunds_and_stats_are_projected,

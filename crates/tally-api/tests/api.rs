@@ -134,32 +134,18 @@ impl Server {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let server = super::Server::start(false).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let server = super::Server::start(true).await;
-                    super::$case(&server).await;
-                    server.finish().await;
-                }
-            )*
-        }
-    };
+impl tally_store::testing::Fixture for Server {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        Server::start(backend == tally_store::testing::Backend::Postgres).await
+    }
+
+    async fn finish(self) {
+        Server::finish(self).await
+    }
 }
 
-on_both_backends!(
+tally_store::on_both_backends!(
+    Server =>
     keys_and_roles_are_enforced_with_problem_json,
     hold_then_partial_capture_shows_in_the_statement,
     bad_input_is_a_4xx_and_appends_nothing,

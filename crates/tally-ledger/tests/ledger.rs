@@ -49,32 +49,18 @@ async fn open(url: &str) -> Arc<dyn EventStore> {
     tally_store::open(url, options).await.expect("open store")
 }
 
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(false).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let setup = super::Setup::new(true).await;
-                    super::$case(&setup).await;
-                    setup.finish().await;
-                }
-            )*
-        }
-    };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        Setup::new(backend == tally_store::testing::Backend::Postgres).await
+    }
+
+    async fn finish(self) {
+        Setup::finish(self).await
+    }
 }
 
-on_both_backends!(
+tally_store::on_both_backends!(
+    Setup =>
     commands_run_in_order_and_return_state_and_position,
     a_resent_command_returns_its_original_outcome_and_appends_nothing,
     a_resent_id_with_other_content_is_an_idempotency_conflict,

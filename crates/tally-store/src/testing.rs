@@ -85,3 +85,73 @@ fn with_database(url: &str, database: &str) -> String {
         None => format!("{base}/{database}"),
     }
 }
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the test Postgres server.
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh database of this kind.
+    pub async fn database(self) -> TestDatabase {
+        match self {
+            Self::Sqlite => TestDatabase::sqlite(),
+            Self::Postgres => TestDatabase::postgres().await,
+        }
+    }
+}
+
+/// What a suite's cases run against (a store harness, a ledger setup, a running
+/// server, the whole stack with its bot): started on a backend, finished after the
+/// case (dropping what it created). [`on_both_backends!`](crate::on_both_backends)
+/// runs each case on both.
+#[allow(async_fn_in_trait)] // test fixtures, used only by the macro in one runtime
+pub trait Fixture: Sized {
+    /// Starts on `backend`.
+    async fn start(backend: Backend) -> Self;
+    /// Stops what it started and drops its database.
+    async fn finish(self);
+}
+
+/// Runs each case on SQLite and on Postgres: `on_both_backends!(Server => a, b)` makes
+/// `sqlite::a`, `postgres::a` … that start a `Server` (a [`Fixture`] of the calling
+/// module), pass it to `a(&server)` and finish it. With `owned`, the case takes the
+/// fixture and gives it back: `on_both_backends!(Stack, owned => a)` calls
+/// `a(stack).await` and finishes what it returns.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($fixture:ident => $($case:ident),* $(,)?) => {
+        $crate::on_both_backends!(@backend sqlite, Sqlite, $fixture, borrowed, $($case),*);
+        $crate::on_both_backends!(@backend postgres, Postgres, $fixture, borrowed, $($case),*);
+    };
+    ($fixture:ident, owned => $($case:ident),* $(,)?) => {
+        $crate::on_both_backends!(@backend sqlite, Sqlite, $fixture, owned, $($case),*);
+        $crate::on_both_backends!(@backend postgres, Postgres, $fixture, owned, $($case),*);
+    };
+    (@backend $module:ident, $backend:ident, $fixture:ident, $how:ident, $($case:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let fixture = <super::$fixture as $crate::testing::Fixture>::start(
+                        $crate::testing::Backend::$backend,
+                    )
+                    .await;
+                    let fixture = $crate::on_both_backends!(@run $how, super::$case, fixture);
+                    $crate::testing::Fixture::finish(fixture).await;
+                }
+            )*
+        }
+    };
+    (@run borrowed, $case:path, $fixture:ident) => {{
+        $case(&$fixture).await;
+        $fixture
+    }};
+    (@run owned, $case:path, $fixture:ident) => {
+        $case($fixture).await
+    };
+}

@@ -98,32 +98,21 @@ fn assert_strictly_increasing(events: &[RecordedEvent]) {
     }
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let harness = super::Harness::sqlite().await;
-                    super::$case(&harness).await;
-                    harness.finish().await;
-                }
-            )*
+impl tally_store::testing::Fixture for Harness {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        match backend {
+            tally_store::testing::Backend::Sqlite => Harness::sqlite().await,
+            tally_store::testing::Backend::Postgres => Harness::postgres().await,
         }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let harness = super::Harness::postgres().await;
-                    super::$case(&harness).await;
-                    harness.finish().await;
-                }
-            )*
-        }
-    };
+    }
+
+    async fn finish(self) {
+        Harness::finish(self).await
+    }
 }
 
-conformance!(
+tally_store::on_both_backends!(
+    Harness =>
     appended_events_read_back_with_their_whole_envelope,
     two_writers_race_on_one_stream_and_exactly_one_wins,
     a_wrong_expected_version_names_current_and_expected,
