@@ -21,9 +21,9 @@ use tally_domain::values::{
     Amount, DebitId, GrantId, HoldId, PaymentId, PlanId, Reason, SlotId, UserId,
 };
 use tally_ledger::{Accounts, Ledger, Payments, Request, Slots, Subscriptions};
-use tally_projections::{Projector, Reactors, default_projections};
+use tally_projections::Projector;
 use tally_store::testing::TestDatabase;
-use tally_store::{Actor, EventStore, Metadata, PostgresOptions, StreamId};
+use tally_store::{Actor, EventStore, Metadata, StreamId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,8 +42,7 @@ struct Stack {
     projector: Arc<Projector>,
     config: Arc<Config>,
     api: String,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    running: tally_app::Running,
     bot: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -52,103 +51,53 @@ impl Stack {
         Self::start_with(postgres, false).await
     }
 
-    /// The stack, its bot taking updates by long polling or (`webhook`) by a webhook
-    /// route on the API's listener.
+    /// The app as `tally serve` wires it ([`tally_app::start`]: read models, reactors,
+    /// the API), its bot taking updates by a webhook route on the API's listener
+    /// (`webhook`, started with the app) or by long polling (started beside it, so a
+    /// test can stop and restart it).
     async fn start_with(postgres: bool, webhook: bool) -> Self {
         let database = match postgres {
             true => TestDatabase::postgres().await,
             false => TestDatabase::sqlite(),
         };
-        let store = tally_store::open(&database.url, PostgresOptions::default())
-            .await
-            .unwrap();
-        // Admin A also acts through the API with key name ops-alice.
-        let config = Arc::new(Config {
-            admin_links: tally_domain::config::AdminLinks::parse(&format!("ops-alice:{ADMIN_A}"))
-                .unwrap(),
-            ..Config::default()
-        });
-        let projector = Arc::new(
-            Projector::open(store.clone(), &database.url, default_projections())
-                .await
-                .unwrap(),
-        );
-        projector.prepare().await.unwrap();
-        let (stop, stopped) = watch::channel(false);
-        let mut tasks = Vec::new();
-        let running = projector.clone();
-        let until = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            running.run(until).await.unwrap();
-        }));
-        // One set of command services, as `tally serve` shares them.
-        let ledgers = tally_ledger::Ledgers::new(store.clone(), config.clone());
-        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone());
-        let until = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            reactors.run(until).await.unwrap();
-        }));
-        let state = tally_api::AppState::new(
-            ledgers.clone(),
-            projector.clone(),
-            tally_api::Keys::new(
-                projector.pool().clone(),
-                "service:bot:service-key-0123456789",
-            )
-            .unwrap(),
-            tally_api::payments::parse_webhook_secrets(&format!("stars:{WEBHOOK_SECRET}")).unwrap(),
-            tally_api::limits::Limits::default(),
-        );
+        let fake = FakeTelegram::start().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());
-        let fake = FakeTelegram::start().await;
-        let mut bot = None;
-        let mut routes = None;
-        if webhook {
+        let bot = webhook.then(|| {
             let mut settings = bot_settings(&fake);
             settings.delivery = tally_bot::Delivery::Webhook {
                 url: format!("{api}/telegram/webhook").parse().unwrap(),
                 secret: WEBHOOK_TOKEN.into(),
             };
-            let context = Arc::new(tally_bot::Context::new(
-                ledgers.clone(),
-                projector.clone(),
-                settings.admin_ids.clone(),
-            ));
-            let (stop, stopped) = watch::channel(false);
-            let mut running = tally_bot::start(context, &settings, stopped).await.unwrap();
-            routes = running.webhook_routes.take();
-            let task = tokio::spawn(async move { running.finished().await.unwrap() });
-            bot = Some((stop, task));
-        }
-        let mut until = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut app = tally_api::router(state);
-            if let Some(routes) = routes {
-                app = app.merge(routes);
-            }
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = until.changed().await;
-                })
-                .await
-                .unwrap();
-        }));
-        let webhook_bot = bot.is_some();
+            settings
+        });
+        let app = tally_app::App {
+            // Admin A also acts through the API with key name ops-alice.
+            config: Config {
+                admin_links: tally_domain::config::AdminLinks::parse(&format!(
+                    "ops-alice:{ADMIN_A}"
+                ))
+                .unwrap(),
+                ..Config::default()
+            },
+            api_keys: "service:bot:service-key-0123456789".into(),
+            webhook_secrets: format!("stars:{WEBHOOK_SECRET}"),
+            bot,
+            ..tally_app::App::new(&database.url)
+        };
+        let running = tally_app::start(app, Some(listener)).await.unwrap();
         let mut stack = Self {
             fake,
             database,
-            ledgers,
-            store,
-            projector,
-            config,
+            ledgers: running.ledgers.clone(),
+            store: running.store.clone(),
+            projector: running.projector.clone(),
+            config: running.ledgers.config().clone(),
             api,
-            stop,
-            tasks,
-            bot,
+            running,
+            bot: None,
         };
-        if !webhook_bot {
+        if !webhook {
             stack.start_bot();
         }
         stack
@@ -179,16 +128,13 @@ impl Stack {
     }
 
     async fn finish(mut self) {
+        self.stop_bot().await;
         // As `tally serve` stops: everything at once (a webhook's listener ends when
         // the API's server lets go of its route).
-        self.stop.send(true).unwrap();
-        self.stop_bot().await;
-        for task in self.tasks {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        tokio::time::timeout(Duration::from_secs(30), self.running.stop())
+            .await
+            .unwrap()
+            .unwrap();
         self.database.drop_database().await;
     }
 

@@ -140,16 +140,4 @@ async fn migrate(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A database URL fit to print: any password replaced.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub(crate) use tally_app::redact;

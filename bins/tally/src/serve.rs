@@ -6,19 +6,15 @@
 //! `./data/tally.db` and listens on 127.0.0.1:8080.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use tally_api::auth::{Role, create_key, list_keys, revoke_key};
 use tally_api::limits::{DEFAULT_PER_IP, DEFAULT_PER_KEY, Limit, Limits};
-use tally_api::{AppState, Keys};
 use tally_domain::Config;
-use tally_ledger::Ledgers;
-use tally_projections::{Projector, Reactors, default_projections};
+use tally_projections::Projector;
 use tally_store::{DEFAULT_DATABASE_URL, PostgresOptions};
 
 use crate::DatabaseArgs;
@@ -287,135 +283,63 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
 }
 
 /// Runs `tally serve` until Ctrl-C or SIGTERM; then stops accepting, finishes the
-/// requests in flight and the projectors' batches, and exits 0.
+/// requests in flight and the projectors' batches, and exits 0. The process is wired
+/// by [`tally_app::start`], as every test that runs the app wires it.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tally_api::observe::install_recorder();
-    let url = &settings.database_url;
-    let store = tally_store::open(url, PostgresOptions::default())
-        .await
-        .with_context(|| format!("opening {}", crate::redact(url)))?;
-    let config = Arc::new(Config {
-        admin_links: settings.admin_links.clone(),
-        ..Config::default()
-    });
-    let projector = Arc::new(Projector::open(store.clone(), url, default_projections()).await?);
-    projector.prepare().await?;
-    // One set of command services for the whole process: the API, the bot and the
-    // reactors share one worker per stream.
-    let ledgers = Ledgers::new(store.clone(), config.clone());
     let roles = settings.roles;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut tasks: Vec<(&str, tokio::task::JoinHandle<anyhow::Result<()>>)> = Vec::new();
-    // The bot starts first: in webhook mode its route joins the API's listener.
-    let mut webhook_routes = None;
-    if let Some(bot) = &settings.bot {
-        let context = Arc::new(tally_bot::Context::new(
-            ledgers.clone(),
-            projector.clone(),
-            bot.admin_ids.clone(),
-        ));
-        let mut running = tally_bot::start(context, bot, stopped.clone())
-            .await
-            .context("starting the Telegram bot")?;
-        webhook_routes = running.webhook_routes.take();
-        tasks.push((
-            "bot",
-            tokio::spawn(async move { Ok(running.finished().await?) }),
-        ));
-    }
-    if roles.api {
-        let keys = Keys::new(projector.pool().clone(), &settings.api_keys)
-            .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?;
-        let webhook_secrets = tally_api::payments::parse_webhook_secrets(&settings.webhook_secrets)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let state = AppState::new(
-            ledgers.clone(),
-            projector.clone(),
-            keys,
-            webhook_secrets,
-            settings.limits,
-        );
-        let listener = tokio::net::TcpListener::bind(&settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
-        let address = listener.local_addr()?;
-        // Whoever started the server may have stopped reading its output: a closed
-        // stdout must not take the server down with it.
-        let _ = writeln!(
-            std::io::stdout(),
-            "tally listens on http://{address} (database {})\ncreate a key: tally keys create --role service --name my-bot",
-            crate::redact(url)
-        );
-        let mut shutdown = stopped.clone();
-        let mut app = tally_api::router(state);
-        if let Some(routes) = webhook_routes.take() {
-            app = app.merge(routes);
+    let listener = match tokio::net::TcpListener::bind(&settings.listen).await {
+        Ok(listener) => Some(listener),
+        Err(error) if roles.api => {
+            return Err(error).with_context(|| format!("listening on {}", settings.listen));
         }
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        });
-        tasks.push(("api", tokio::spawn(async move { Ok(server.await?) })));
-    }
-    if !roles.api {
-        // No API here, but the health, readiness and metrics of the work this process
-        // does are still served, on the same address.
-        let state = AppState::new(
-            ledgers.clone(),
-            projector.clone(),
-            Keys::new(projector.pool().clone(), "").map_err(|e| anyhow::anyhow!("keys: {e}"))?,
-            Default::default(),
-            settings.limits,
-        );
-        // The work goes on without it if the address is taken (an API process beside
-        // this one on the default address): said loudly, with the setting to change.
-        match tokio::net::TcpListener::bind(&settings.listen).await {
-            Ok(listener) => {
-                let address = listener.local_addr()?;
-                let _ = writeln!(
-                    std::io::stdout(),
-                    "tally serves /healthz, /readyz and /metrics on http://{address} (no API role)"
-                );
-                let mut shutdown = stopped.clone();
-                let app = tally_api::ops_router(state).into_make_service();
-                let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = shutdown.changed().await;
-                });
-                tasks.push(("ops", tokio::spawn(async move { Ok(server.await?) })));
-            }
-            Err(error) => tracing::warn!(
+        // Without the API the work goes on if the address is taken (an API process
+        // beside this one on the default address): said loudly, with the setting.
+        Err(error) => {
+            tracing::warn!(
                 %error,
                 listen = %settings.listen,
                 "no listener for /healthz, /readyz and /metrics: the address is taken; give this process its own with --listen or TALLY_LISTEN"
-            ),
+            );
+            None
         }
+    };
+    let url = settings.database_url.clone();
+    let app = tally_app::App {
+        database_url: settings.database_url,
+        roles: tally_app::Roles {
+            api: roles.api,
+            projector: roles.projector,
+            reactor: roles.reactor,
+        },
+        config: Config {
+            admin_links: settings.admin_links,
+            ..Config::default()
+        },
+        api_keys: settings.api_keys,
+        webhook_secrets: settings.webhook_secrets,
+        limits: settings.limits,
+        bot: settings.bot,
+    };
+    let running = tally_app::start(app, listener).await?;
+    // Whoever started the server may have stopped reading its output: a closed
+    // stdout must not take the server down with it.
+    if let Some(address) = running.addr {
+        let said = match roles.api {
+            true => format!(
+                "tally listens on http://{address} (database {})\ncreate a key: tally keys create --role service --name my-bot",
+                crate::redact(&url)
+            ),
+            false => format!(
+                "tally serves /healthz, /readyz and /metrics on http://{address} (no API role)"
+            ),
+        };
+        let _ = writeln!(std::io::stdout(), "{said}");
     }
-    if roles.projector {
-        let running = tokio::spawn(projector.clone().run(stopped.clone()));
-        tasks.push((
-            "projector",
-            tokio::spawn(async move { Ok(running.await??) }),
-        ));
-    }
-    if roles.reactor {
-        let reactors = Reactors::new(ledgers.clone(), projector.pool().clone())
-            .with_health(projector.health().clone());
-        let stopped = stopped.clone();
-        tasks.push((
-            "reactor",
-            tokio::spawn(async move { Ok(reactors.run(stopped).await?) }),
-        ));
-    }
-    let names: Vec<&str> = tasks.iter().map(|(name, _)| *name).collect();
-    tracing::info!(roles = %names.join(","), "running");
+    tracing::info!(roles = %running.roles().join(","), "running");
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight and batches");
-    stop.send(true)?;
-    for (name, task) in tasks {
-        task.await?
-            .with_context(|| format!("the {name} stopped with an error"))?;
-    }
-    Ok(())
+    running.stop().await
 }
 
 async fn shutdown_signal() {

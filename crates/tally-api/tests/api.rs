@@ -1,15 +1,13 @@
 //! The API over a real socket, on a real SQLite file and a fresh Postgres database,
-//! with the projectors and reactors running as `tally serve` runs them.
+//! with the projectors and reactors running: the app is started by
+//! `tally_app::start`, the wiring `tally serve` runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use tally_api::{AppState, Keys};
-use tally_domain::Config;
-use tally_projections::{Projector, default_projections};
-use tally_store::PostgresOptions;
+use tally_projections::Projector;
 use tally_store::testing::TestDatabase;
 
 const SERVICE: &str = "service-key-0123456789";
@@ -22,8 +20,7 @@ const OXAPAY_KEY: &str = "oxapay-merchant-key-0123456789";
 struct Server {
     base: String,
     client: Client,
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: tally_app::Running,
     database: TestDatabase,
     store: Arc<dyn tally_store::EventStore>,
     /// The server's audit turn (to hold it as a running audit would).
@@ -36,66 +33,33 @@ impl Server {
         Self::start_with(postgres, tally_api::limits::Limits::default()).await
     }
 
+    /// The app as `tally serve` wires it ([`tally_app::start`]) on port 0.
     async fn start_with(postgres: bool, limits: tally_api::limits::Limits) -> Self {
         let database = if postgres {
             TestDatabase::postgres().await
         } else {
             TestDatabase::sqlite()
         };
-        let store = tally_store::open(&database.url, PostgresOptions::default())
-            .await
-            .unwrap();
-        let config = Arc::new(Config::default());
-        let projector = Arc::new(
-            Projector::open(store.clone(), &database.url, default_projections())
-                .await
-                .unwrap(),
-        );
-        projector.prepare().await.unwrap();
-        let keys = Keys::new(
-            projector.pool().clone(),
-            &format!("service:bot:{SERVICE},admin:ops-alice:{ADMIN},admin:ops-bob:{ADMIN_BOB},auditor:aud:{AUDITOR}"),
-        )
-        .unwrap();
-        let state = AppState::new(
-            tally_ledger::Ledgers::new(store.clone(), config),
-            projector.clone(),
-            keys,
-            tally_api::payments::parse_webhook_secrets(&format!(
-                "stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"
-            ))
-            .unwrap(),
+        let app = tally_app::App {
+            api_keys: format!(
+                "service:bot:{SERVICE},admin:ops-alice:{ADMIN},admin:ops-bob:{ADMIN_BOB},auditor:aud:{AUDITOR}"
+            ),
+            webhook_secrets: format!("stars:{WEBHOOK_SECRET},oxapay:{OXAPAY_KEY}"),
             limits,
-        );
-        let audit_turn = state.audit_turn.clone();
+            ..tally_app::App::new(&database.url)
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut tasks = Vec::new();
-        let mut shutdown = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            let app = tally_api::router(state)
-                .into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown.changed().await;
-                })
-                .await
-                .unwrap();
-        }));
-        let running = projector.clone();
-        tasks.push(tokio::spawn(async move {
-            running.run(stopped).await.unwrap();
-        }));
+        let running = tally_app::start(app, Some(listener)).await.unwrap();
+        let base = format!("http://{}", running.addr.unwrap());
+        let audit_turn = running.state.as_ref().unwrap().audit_turn.clone();
         Self {
             base,
             client: Client::new(),
-            stop,
-            tasks,
+            store: running.store.clone(),
+            projector: running.projector.clone(),
+            running,
             database,
-            store,
             audit_turn,
-            projector,
         }
     }
 
@@ -123,13 +87,10 @@ impl Server {
     }
 
     async fn finish(self) {
-        self.stop.send(true).unwrap();
-        for task in self.tasks {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
-        }
+        tokio::time::timeout(Duration::from_secs(10), self.running.stop())
+            .await
+            .unwrap()
+            .unwrap();
         self.database.drop_database().await;
     }
 }
