@@ -1,12 +1,13 @@
 //! Accounts: open (idempotent), read, statement, balance at a time or position.
 
+use crate::auth::Service;
 use crate::constraints::{
     PROFILE_TEXT_CHARS_MAX, PositionNumber, ProfileText, TimeText, UserIdNumber,
 };
+use crate::input::Body;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
@@ -136,13 +137,11 @@ pub(crate) const USER_ID: &str = "Telegram user id (a positive 64-bit integer)";
     security(("service" = [])))]
 async fn open(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<OpenBody>,
 ) -> Result<(StatusCode, Json<AccountBody>), ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let body: OpenBody = input::json(&body)?;
     for (what, text) in [("username", &body.username), ("language", &body.language)] {
         let Some(text) = text else { continue };
         if text.chars().count() > PROFILE_TEXT_CHARS_MAX {
@@ -209,11 +208,10 @@ pub(crate) struct ReadQuery {
     security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     Path(user): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AccountBody>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     // The account and its subscription come from two read models.
@@ -281,11 +279,10 @@ pub(crate) struct StatementPage {
     security(("service" = [])))]
 async fn statement(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     Path(user): Path<String>,
     query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<StatementPage>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let limit = query.limit.unwrap_or(100);
@@ -332,11 +329,10 @@ pub(crate) struct BalanceQuery {
     security(("service" = [])))]
 async fn balance(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     Path(user): Path<String>,
     query: Result<Query<BalanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BalanceBody>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let as_of = input::as_of(query.at, query.at_position)?;
@@ -389,11 +385,10 @@ pub(crate) struct CorrectionRecord {
     security(("service" = [])))]
 async fn subscription(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     Path(user): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SubscriptionBody>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     settle(&state, "subscriptions", query.min_position).await?;

@@ -2,13 +2,14 @@
 //! of the seeds, on record), refund decisions, stats. Every event an admin causes
 //! names the admin's key as its actor.
 
+use crate::auth::Admin;
 use crate::constraints::{
     DayText, IdText, PlanName, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
 };
+use crate::input::Body;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
@@ -22,7 +23,7 @@ use utoipa_axum::routes;
 use crate::accounts::{USER_ID, metadata};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::{BalanceBody, answer, balance_body, run};
-use crate::{AppState, Caller, Role, input};
+use crate::{AppState, Caller, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -63,13 +64,11 @@ pub(crate) struct AdjustBody {
     security(("admin" = [])))]
 async fn adjust(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<AdjustBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
-    let body: AdjustBody = input::json(&body)?;
     let command = AccountCommand::Adjust {
         adjustment_id: AdjustmentId::new(body.adjustment_id)?,
         amount: body.amount.parse::<SignedAmount>()?,
@@ -102,14 +101,12 @@ pub(crate) struct StatusBody {
 
 async fn block_or_unblock(
     state: AppState,
-    headers: HeaderMap,
+    caller: Caller,
     user: String,
-    body: Bytes,
+    body: ReasonBody,
     block: bool,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
-    let body: ReasonBody = input::json(&body)?;
     let (reason, admin) = (Reason::new(body.reason)?, admin_id(&caller)?);
     let command = match block {
         true => AccountCommand::Block { reason, admin },
@@ -134,11 +131,11 @@ async fn block_or_unblock(
     security(("admin" = [])))]
 async fn block(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<ReasonBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    block_or_unblock(state, headers, user, body, true).await
+    block_or_unblock(state, caller, user, body, true).await
 }
 
 /// Unblocks an account.
@@ -149,11 +146,11 @@ async fn block(
     security(("admin" = [])))]
 async fn unblock(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<ReasonBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    block_or_unblock(state, headers, user, body, false).await
+    block_or_unblock(state, caller, user, body, false).await
 }
 
 /// A plan correction (the seeds' `/fix_user_slots`).
@@ -186,13 +183,11 @@ pub(crate) struct CorrectedBody {
     security(("admin" = [])))]
 async fn correct(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<CorrectionBody>,
 ) -> Result<Json<CorrectedBody>, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
-    let body: CorrectionBody = input::json(&body)?;
     let command = SubscriptionCommand::CorrectPlan {
         plan: PlanId::new(body.plan)?,
         admin: admin_id(&caller)?,
@@ -270,10 +265,9 @@ fn day(text: Option<String>, default: &str) -> Result<String, ApiError> {
     security(("admin" = [])))]
 async fn stats(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<StatsBody>, ApiError> {
-    state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     let (from, to) = (day(query.from, "0001-01-01")?, day(query.to, "9999-12-31")?);
     crate::accounts::settle(&state, "daily_stats", query.min_position).await?;

@@ -2,6 +2,7 @@
 //! whole audit (hash chains, trial balance, read models against a fresh replay), and
 //! the raw log with its envelopes.
 
+use crate::auth::Auditor;
 use crate::constraints::{PositionNumber, TimeText, UserIdNumber};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,7 @@ use utoipa_axum::routes;
 
 use crate::accounts::USER_ID;
 use crate::error::{ApiError, ReadErrors};
-use crate::{AppState, Role, input};
+use crate::{AppState, input};
 
 /// Most events per page of `/v1/events`.
 pub const EVENTS_LIMIT_MAX: usize = 10_000;
@@ -48,11 +49,10 @@ pub(crate) struct ReplayQuery {
     security(("auditor" = [])))]
 async fn replay(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Auditor,
     Path(user): Path<String>,
     query: Result<Query<ReplayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.keys.require(&headers, Role::Auditor).await?;
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let as_of = input::as_of(query.at, query.at_position)?;
@@ -77,10 +77,10 @@ async fn replay(
     security(("auditor" = [])))]
 async fn verify(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Auditor,
+    _headers: HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    state.keys.require(&headers, Role::Auditor).await?;
     // One audit at a time in this process; a second caller is told to come back.
     let Ok(turn) = state.audit_turn.clone().try_acquire_owned() else {
         let mut busy = ApiError::new(
@@ -140,10 +140,9 @@ pub(crate) struct EventsQuery {
     security(("auditor" = [])))]
 async fn events(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Auditor,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.keys.require(&headers, Role::Auditor).await?;
     let query = input::query(query)?;
     let limit = query.limit.unwrap_or(1_000);
     if limit == 0 || limit > EVENTS_LIMIT_MAX {

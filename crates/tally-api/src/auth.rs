@@ -329,3 +329,49 @@ pub async fn revoke_key(pool: &AnyPool, name: &str) -> Result<bool, sqlx::Error>
             .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The caller of a route, as an extractor: `Service(caller): Service` in a handler's
+/// arguments answers 401 (no or unknown key) or 403 (a role that may not) before the
+/// handler runs. One per role a route needs.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, [$($role:ident),+]) => {
+        $(#[$doc])*
+        pub struct $name(pub Caller);
+
+        impl axum::extract::FromRequestParts<crate::AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &crate::AppState,
+            ) -> Result<Self, Self::Rejection> {
+                state
+                    .keys
+                    .require_any(&parts.headers, &[$(Role::$role),+])
+                    .await
+                    .map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// A caller with a service key (the bot backend).
+    Service,
+    [Service]
+);
+role_extractor!(
+    /// A caller with an admin key.
+    Admin,
+    [Admin]
+);
+role_extractor!(
+    /// A caller with an auditor key.
+    Auditor,
+    [Auditor]
+);
+role_extractor!(
+    /// A caller with a service or an admin key.
+    ServiceOrAdmin,
+    [Service, Admin]
+);

@@ -3,11 +3,12 @@
 //! answered as the original (`Idempotent-Replay: true`), another body is 409
 //! `idempotency_conflict`.
 
+use crate::auth::{Admin, Service};
 use crate::constraints::{AmountText, IdText, ReasonText, TtlSeconds, UserIdNumber};
+use crate::input::Body;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use utoipa_axum::routes;
 
 use crate::accounts::{ReadQuery, USER_ID, metadata, settle};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::{AppState, Caller, MIN_POSITION_WAIT, Role, input};
+use crate::{AppState, Caller, MIN_POSITION_WAIT, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -143,13 +144,11 @@ pub(crate) struct PlaceBody {
     security(("service" = [])))]
 async fn place(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<PlaceBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let body: PlaceBody = input::json(&body)?;
     let command = AccountCommand::PlaceHold {
         hold_id: HoldId::new(body.hold_id)?,
         amount: amount(&body.amount)?,
@@ -226,13 +225,11 @@ pub(crate) struct CaptureBody {
     security(("service" = [])))]
 async fn capture(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(hold_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<CaptureBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let hold_id = HoldId::new(hold_id)?;
-    let body: CaptureBody = input::json(&body)?;
     let amount = body.amount.as_deref().map(amount).transpose()?;
     let user = hold_owner(&state, &hold_id).await?;
     let outcome = run(
@@ -266,13 +263,11 @@ pub(crate) struct ReleaseBody {
     security(("service" = [])))]
 async fn release(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(hold_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let hold_id = HoldId::new(hold_id)?;
-    let body: ReleaseBody = input::json(&body)?;
     let command = AccountCommand::ReleaseHold {
         hold_id: hold_id.clone(),
         reason: reason(&body.reason)?,
@@ -308,11 +303,10 @@ pub(crate) struct HoldRecord {
     security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     Path(hold_id): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HoldRecord>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let hold_id = HoldId::new(hold_id)?;
     let query = input::query(query)?;
     settle(&state, "holds", query.min_position).await?;
@@ -380,13 +374,11 @@ pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
     security(("service" = [])))]
 async fn debit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<DebitBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let user = input::user_id(&user)?;
-    let body: DebitBody = input::json(&body)?;
     let command = AccountCommand::Debit {
         debit_id: DebitId::new(body.debit_id)?,
         amount: amount(&body.amount)?,
@@ -423,13 +415,11 @@ pub(crate) struct GrantBody {
     security(("admin" = [])))]
 async fn grant(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(body): Body<GrantBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let user = input::user_id(&user)?;
-    let body: GrantBody = input::json(&body)?;
     let command = AccountCommand::Grant {
         grant_id: GrantId::new(body.grant_id)?,
         amount: amount(&body.amount)?,

@@ -8,7 +8,9 @@
 //! body with the provider's secret>` and body `{payment_id, status, amount, currency,
 //! provider_payment_id}`; secrets from `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
 
+use crate::auth::{Admin, Service};
 use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};
+use crate::input::Body;
 use std::collections::HashMap;
 use tally_projections::PaymentPurpose;
 
@@ -32,7 +34,7 @@ use utoipa_axum::routes;
 use crate::accounts::{ReadQuery, metadata, settle};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
-use crate::{AppState, Role, input};
+use crate::{AppState, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -174,11 +176,9 @@ fn payment_body(id: &PaymentId, outcome: &Outcome<Payment>) -> Result<PaymentBod
     security(("service" = [])))]
 async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    Service(caller): Service,
+    Body(body): Body<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
-    let body: CreateBody = input::json(&body)?;
     let payment_id = PaymentId::new(body.payment_id)?;
     let purpose = match body.purpose {
         PurposeBody::Credits(credits) => Purpose::Credits(credits.parse::<Amount>()?),
@@ -215,11 +215,11 @@ async fn create(
     security(("service" = [])))]
 async fn read(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
+    _headers: HeaderMap,
     Path(payment_id): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PaymentBody>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let payment_id = PaymentId::new(payment_id)?;
     let query = input::query(query)?;
     settle(&state, "payments", query.min_position).await?;
@@ -396,10 +396,9 @@ pub(crate) struct DuplicateChargesQuery {
     security(("admin" = [])))]
 async fn duplicate_charges(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     query: Result<Query<DuplicateChargesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DuplicateChargesBody>, ApiError> {
-    state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     settle(&state, "payments", query.min_position).await?;
     let charges = tally_projections::duplicate_charges(

@@ -2,13 +2,14 @@
 //! another admin approves it (the credits go back) or rejects it; admins read the
 //! queue.
 
+use crate::auth::{Admin, ServiceOrAdmin};
 use crate::constraints::{
     AmountText, IdText, PositionNumber, ReasonText, RefundState, SpendReference, UserIdNumber,
 };
+use crate::input::Body;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use crate::accounts::{metadata, settle};
 use crate::admin::admin_id;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
-use crate::{AppState, Role, input};
+use crate::{AppState, input};
 
 /// Most refunds listed at once.
 pub const REFUNDS_LIMIT_MAX: u32 = 1_000;
@@ -81,14 +82,9 @@ pub(crate) struct RefundAnswer {
     security(("service" = []), ("admin" = [])))]
 async fn request(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    ServiceOrAdmin(caller): ServiceOrAdmin,
+    Body(body): Body<RequestBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state
-        .keys
-        .require_any(&headers, &[Role::Service, Role::Admin])
-        .await?;
-    let body: RequestBody = input::json(&body)?;
     let refund_id = RefundId::new(body.refund_id)?;
     let ask = RefundAsk {
         user_id: input::user_id(&body.user_id.to_string())?,
@@ -163,10 +159,9 @@ pub(crate) struct RefundRecord {
     security(("admin" = [])))]
 async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Admin,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RefundList>, ApiError> {
-    state.keys.require(&headers, Role::Admin).await?;
     let query = input::query(query)?;
     let status = query.status.unwrap_or_else(|| "requested".into());
     if !matches!(status.as_str(), "requested" | "approved" | "rejected") {
@@ -219,13 +214,11 @@ pub(crate) struct DecisionBody {
     security(("admin" = [])))]
 async fn approve(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(refund_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<DecisionBody>,
 ) -> Result<Json<RefundAnswer>, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let refund_id = RefundId::new(refund_id)?;
-    let body: DecisionBody = input::json(&body)?;
     let outcome = approve_refund(
         &state.ledgers.accounts,
         &state.ledgers.refunds,
@@ -252,13 +245,11 @@ async fn approve(
     security(("admin" = [])))]
 async fn reject(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(refund_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<DecisionBody>,
 ) -> Result<Json<RefundAnswer>, ApiError> {
-    let caller = state.keys.require(&headers, Role::Admin).await?;
     let refund_id = RefundId::new(refund_id)?;
-    let body: DecisionBody = input::json(&body)?;
     let outcome = state
         .ledgers
         .refunds

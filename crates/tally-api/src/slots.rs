@@ -2,14 +2,15 @@
 //! success per destination and cycle; only while the owner's plan covers the slot),
 //! and the destinations a cycle has not reached yet.
 
+use crate::auth::Service;
 use crate::constraints::{
     ATTEMPT_ID_BYTES_MAX, AttemptIdText, ChatIdNumber, ContentText, CycleNumber, DestinationList,
     ErrorKindText, IdText, PositionNumber, UserIdNumber,
 };
+use crate::input::Body;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotConfig, SlotCoverage};
@@ -23,7 +24,7 @@ use utoipa_axum::routes;
 use crate::accounts::{metadata, settle};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
-use crate::{AppState, Role, input};
+use crate::{AppState, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -80,13 +81,11 @@ pub(crate) struct SlotBody {
     security(("service" = [])))]
 async fn configure(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(slot_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<ConfigureBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let slot_id = SlotId::new(slot_id)?;
-    let body: ConfigureBody = input::json(&body)?;
     let config = SlotConfig {
         user_id: input::user_id(&body.user_id.to_string())?,
         content: body.content,
@@ -206,13 +205,11 @@ async fn coverage(
     security(("service" = [])))]
 async fn attempt(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Service(caller): Service,
     Path(slot_id): Path<String>,
-    body: Bytes,
+    Body(body): Body<AttemptBody>,
 ) -> Result<Response, ApiError> {
-    let caller = state.keys.require(&headers, Role::Service).await?;
     let slot_id = SlotId::new(slot_id)?;
-    let body: AttemptBody = input::json(&body)?;
     if body.attempt_id.trim().is_empty() || body.attempt_id.len() > ATTEMPT_ID_BYTES_MAX {
         return Err(ApiError::validation(format!(
             "attempt_id must be 1 to {ATTEMPT_ID_BYTES_MAX} characters"
@@ -323,10 +320,9 @@ pub(crate) struct DueSlot {
     security(("service" = [])))]
 async fn due(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: Service,
     query: Result<Query<DueQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DueBody>, ApiError> {
-    state.keys.require(&headers, Role::Service).await?;
     let Query(query) =
         query.map_err(|e| ApiError::validation(format!("{}; give ?cycle=N", e.body_text())))?;
     // Due slots come from two read models: both must have reached the position.
