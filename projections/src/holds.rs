@@ -199,3 +199,20 @@ pub async fn holds_by_id(
         })
         .collect())
 }
+
+/// Open holds past their expiry at `at` (microseconds), soonest first, at most
+/// `limit`: (user id, hold id) for the expiry sweep.
+pub async fn holds_due(
+    pool: &sqlx::AnyPool,
+    at: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, hold_id FROM holds WHERE state = 'open' AND expires_at <= $1 \
+         ORDER BY expires_at LIMIT $2",
+    )
+    .bind(at)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -34,6 +34,7 @@ pub mod health;
 mod holds;
 mod payments;
 mod posts;
+mod reactor;
 mod reactors;
 mod refunds;
 mod runtime;
@@ -55,7 +56,8 @@ pub use payments::{
     pending_payments,
 };
 pub use posts::{DueSlot, Posts, SlotSummary, due_slots, slot_summaries, slots_of_owner};
-pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept, fulfil_payment};
+pub use reactor::{Reactor, ReactorLoop};
+pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept};
 pub use refunds::{RefundRow, Refunds, refunds_in_state};
 pub use runtime::{
     BATCH_EVENTS_MAX, Lease, POLL_EVERY, PROJECTOR_ROLE, Projection, ProjectionStatus, Projector,

@@ -22,18 +22,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use tally_domain::account::AccountCommand;
-use tally_domain::payment::{PaymentEvent, Purpose};
+use tally_domain::payment::PaymentEvent;
 use tally_domain::refund::RefundEvent;
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{HoldId, PaymentId, RefundId, UserId};
-use tally_ledger::{Accounts, Ledger, LedgerError, Ledgers, Request, Subscriptions};
+use tally_ledger::workflows::fulfil_payment;
+use tally_ledger::{LedgerError, Ledgers, Request};
 use tally_store::{Actor, EventStore, Metadata, RecordedEvent};
 
 use crate::ProjectionError;
 use crate::events::stream_event;
-use crate::runtime::Lease;
+use crate::reactor::{Reactor, ReactorLoop};
 use crate::sql::execute;
 
 /// The registry name of the Telegram bot's notifier (a reactor of the bot crate that
@@ -106,69 +107,25 @@ impl Reactors {
         self
     }
 
-    async fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        execute_on(
-            &self.pool,
-            "INSERT INTO projections (name, version, generation, checkpoint, updated_at) \
-             VALUES ($1, 1, 1, 0, $2) ON CONFLICT (name) DO NOTHING",
-            &[REACTOR.into(), now_micros().into()],
-        )
-        .await?;
-        let checkpoint: i64 =
-            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = $1")
-                .bind(REACTOR)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(u64::try_from(checkpoint).unwrap_or(0))
+    fn runtime(&self) -> ReactorLoop {
+        let runtime = ReactorLoop::new(self.store.clone(), self.pool.clone());
+        match &self.health {
+            Some(health) => runtime.with_health(health.clone()),
+            None => runtime,
+        }
     }
 
     /// Reacts to the next batch of events and moves the checkpoint past them; returns
     /// how many events it read (0: nothing new, or another process moved it first).
     pub async fn step(&self) -> Result<usize, ProjectionError> {
-        let from = self.checkpoint().await?;
-        let events = self.store.read_all(from, REACTOR_BATCH_EVENTS_MAX).await?;
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        self.react(&events).await?;
-        let moved = execute_on(
-            &self.pool,
-            "UPDATE projections SET checkpoint = $1, checkpoint_at = $2, updated_at = $3 \
-             WHERE name = $4 AND checkpoint = $5",
-            &[
-                (last.position as i64).into(),
-                last.recorded_at.timestamp_micros().into(),
-                now_micros().into(),
-                REACTOR.into(),
-                (from as i64).into(),
-            ],
-        )
-        .await?;
-        Ok(if moved == 0 { 0 } else { events.len() })
+        self.runtime().step(self).await
     }
 
     /// Reacts to every event up to the log's last one (including the events its own
     /// commands append), waiting at most a minute for Postgres to make them readable;
     /// returns the checkpoint reached.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let started = std::time::Instant::now();
-        loop {
-            let head = self.store.last_position().await?;
-            let checkpoint = self.checkpoint().await?;
-            if checkpoint >= head {
-                return Ok(checkpoint);
-            }
-            if self.step().await? == 0 {
-                if started.elapsed() > Duration::from_secs(60) {
-                    return Err(ProjectionError::Lagging {
-                        name: REACTOR.into(),
-                        reached: checkpoint,
-                        wanted: head,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
+        self.runtime().catch_up(self).await
     }
 
     /// Runs the commands `events` call for, without moving the checkpoint: what a
@@ -269,16 +226,7 @@ impl Reactors {
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Swept, ProjectionError> {
         let mut swept = Swept::default();
         let at = now.timestamp_micros();
-        let holds = sqlx::query(
-            "SELECT user_id, hold_id FROM holds WHERE state = 'open' AND expires_at <= $1 \
-             ORDER BY expires_at LIMIT $2",
-        )
-        .bind(at)
-        .bind(SWEEP_MAX)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in holds {
-            let (user, hold): (i64, String) = (row.get(0), row.get(1));
+        for (user, hold) in crate::holds::holds_due(&self.pool, at, SWEEP_MAX).await? {
             let result = async {
                 let command = AccountCommand::ExpireHold {
                     hold_id: HoldId::new(hold.clone())?,
@@ -303,17 +251,8 @@ impl Reactors {
                 Err(error) => return Err(ledger_failure(error)),
             }
         }
-        let due = sqlx::query(
-            "SELECT user_id, period_end FROM subscriptions \
-             WHERE status IN ('active', 'cancelled') AND period_end <= $1 \
-             ORDER BY period_end LIMIT $2",
-        )
-        .bind(at)
-        .bind(SWEEP_MAX)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in due {
-            let (user, period_end): (i64, i64) = (row.get(0), row.get(1));
+        let due = crate::subscriptions::periods_ended(&self.pool, at, SWEEP_MAX).await?;
+        for (user, period_end) in due {
             let result = async {
                 self.ledgers
                     .subscriptions
@@ -339,114 +278,38 @@ impl Reactors {
         Ok(swept)
     }
 
-    /// Reacts and sweeps until `stop` turns true: wakes on the store's wake-ups, polls
-    /// every [`crate::POLL_EVERY`], sweeps every [`SWEEP_EVERY`]. On Postgres only
-    /// while this process holds the reactor's lease.
+    /// Reacts and sweeps until `stop` turns true, in the [`ReactorLoop`] every
+    /// reactor runs in (on Postgres only while this process holds the lease).
     pub async fn run(
         &self,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ProjectionError> {
-        let mut wakeups = self.store.subscribe();
-        let mut last_sweep = std::time::Instant::now() - SWEEP_EVERY;
-        // On Postgres one process at a time reacts (its commands are idempotent
-        // anyway; the lease saves the others the work); a standby takes over when the
-        // holder's connection ends.
-        let mut lease = match self.store.backend() {
-            "postgres" => Some(Lease::new(self.pool.clone())),
-            _ => None,
-        };
-        if let Some(health) = &self.health {
-            health.expect(REACTOR);
-        }
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            if let Some(health) = &self.health {
-                health.beat(REACTOR);
-            }
-            let held = match lease.as_mut() {
-                Some(lease) => lease.hold(REACTOR).await,
-                None => true,
-            };
-            if held {
-                loop {
-                    match self.step().await {
-                        Ok(REACTOR_BATCH_EVENTS_MAX) => continue,
-                        Ok(_) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "reactor step failed; retrying");
-                            break;
-                        }
-                    }
-                }
-            }
-            if held && last_sweep.elapsed() >= SWEEP_EVERY {
-                last_sweep = std::time::Instant::now();
-                if let Err(error) = self.sweep(Utc::now()).await {
-                    tracing::warn!(%error, "reactor sweep failed; retrying");
-                }
-            }
-            tokio::select! {
-                woke = wakeups.wait() => {
-                    if woke.is_err() {
-                        tokio::time::sleep(crate::POLL_EVERY).await;
-                    }
-                }
-                _ = tokio::time::sleep(crate::POLL_EVERY) => {}
-                _ = stop.changed() => {}
-            }
-        }
+        self.runtime().run(self, stop).await
     }
 }
 
-/// What a paid payment buys, given: credits deposited (opening the account if need
-/// be) or the plan started or renewed. Idempotent by the payment id (`deposit:<id>`,
-/// `pay:<id>`), so the webhook that saw the success and the reactor that follows the
-/// log may both run it: it happens once. Returns the position of its last event.
-pub async fn fulfil_payment(
-    accounts: &Ledger<Accounts>,
-    subscriptions: &Ledger<Subscriptions>,
-    payment_id: PaymentId,
-    user_id: UserId,
-    purpose: Purpose,
-    metadata: Metadata,
-) -> Result<u64, LedgerError> {
-    match purpose {
-        Purpose::Credits(amount) => {
-            accounts
-                .execute(Request {
-                    key: user_id,
-                    command: AccountCommand::Open {
-                        username: None,
-                        language: None,
-                    },
-                    command_id: None,
-                    metadata: metadata.clone(),
-                })
-                .await?;
-            let outcome = accounts
-                .execute(Request {
-                    key: user_id,
-                    command: AccountCommand::Deposit { payment_id, amount },
-                    command_id: None,
-                    metadata,
-                })
-                .await?;
-            Ok(outcome.position)
-        }
-        Purpose::Plan(plan) => {
-            let command_id = format!("pay:{payment_id}");
-            let outcome = subscriptions
-                .execute(Request {
-                    key: user_id,
-                    command: SubscriptionCommand::Pay { payment_id, plan },
-                    command_id: Some(command_id),
-                    metadata,
-                })
-                .await?;
-            Ok(outcome.position)
-        }
+#[async_trait::async_trait]
+impl Reactor for Reactors {
+    type Error = ProjectionError;
+
+    fn name(&self) -> &'static str {
+        REACTOR
+    }
+
+    fn batch_max(&self) -> usize {
+        REACTOR_BATCH_EVENTS_MAX
+    }
+
+    fn sweep_every(&self) -> Duration {
+        SWEEP_EVERY
+    }
+
+    async fn react(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        Reactors::react(self, events).await
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<(), ProjectionError> {
+        Reactors::sweep(self, now).await.map(|_| ())
     }
 }
 

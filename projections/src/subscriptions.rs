@@ -295,3 +295,22 @@ pub async fn plans_ending(
         })
         .collect())
 }
+
+/// Active or cancelled subscriptions whose period ended at or before `at`
+/// (microseconds), soonest first, at most `limit`: (user id, period end) for the
+/// expiry sweep.
+pub async fn periods_ended(
+    pool: &sqlx::AnyPool,
+    at: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>, ProjectionError> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, period_end FROM subscriptions \
+         WHERE status IN ('active', 'cancelled') AND period_end <= $1 \
+         ORDER BY period_end LIMIT $2",
+    )
+    .bind(at)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

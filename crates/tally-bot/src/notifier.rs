@@ -20,7 +20,7 @@ use tally_domain::payment::{PaymentEvent, Purpose};
 use tally_domain::refund::RefundEvent;
 use tally_domain::subscription::SubscriptionEvent;
 use tally_domain::values::RefundId;
-use tally_projections::{Lease, NOTIFIER, stream_event};
+use tally_projections::{NOTIFIER, Reactor, ReactorLoop, stream_event};
 use tally_store::{ActorKind, RecordedEvent};
 use teloxide::ApiError;
 use teloxide::RequestError;
@@ -86,59 +86,14 @@ impl Notifier {
         Self { context, bot }
     }
 
-    /// The checkpoint; a notifier's first start begins at the log's head, so a bot
-    /// added to a ledger with a history does not tell users about all of it.
-    async fn checkpoint(&self) -> Result<u64, BotError> {
-        let head = self.context.store.head_position().await?;
-        sqlx::query(
-            "INSERT INTO projections (name, version, generation, checkpoint, updated_at) \
-             VALUES ($1, 1, 1, $2, $3) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(NOTIFIER)
-        .bind(head as i64)
-        .bind(now_micros())
-        .execute(self.context.pool())
-        .await?;
-        let checkpoint: i64 =
-            sqlx::query_scalar("SELECT checkpoint FROM projections WHERE name = $1")
-                .bind(NOTIFIER)
-                .fetch_one(self.context.pool())
-                .await?;
-        Ok(u64::try_from(checkpoint).unwrap_or(0))
+    fn runtime(&self) -> ReactorLoop {
+        ReactorLoop::new(self.context.store.clone(), self.context.pool().clone())
     }
 
     /// Sends what the next batch of events calls for and moves the checkpoint past
     /// them; returns how many events it read.
     pub async fn step(&self) -> Result<usize, BotError> {
-        let from = self.checkpoint().await?;
-        let events = self
-            .context
-            .store
-            .read_all(from, NOTIFIER_BATCH_EVENTS_MAX)
-            .await?;
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        let mut notices = Vec::new();
-        for event in &events {
-            if let Some(notice) = self.notice(event).await? {
-                notices.push(notice);
-            }
-        }
-        self.deliver_all(notices).await?;
-        let moved = sqlx::query(
-            "UPDATE projections SET checkpoint = $1, checkpoint_at = $2, updated_at = $3 \
-             WHERE name = $4 AND checkpoint = $5",
-        )
-        .bind(last.position as i64)
-        .bind(last.recorded_at.timestamp_micros())
-        .bind(now_micros())
-        .bind(NOTIFIER)
-        .bind(from as i64)
-        .execute(self.context.pool())
-        .await?
-        .rows_affected();
-        Ok(if moved == 0 { 0 } else { events.len() })
+        self.runtime().step(self).await
     }
 
     /// What `event` should tell its user, if anything.
@@ -388,50 +343,46 @@ impl Notifier {
         Ok(told)
     }
 
-    /// Notifies until `stop` turns true: wakes on appends, polls, sweeps for plans
-    /// about to end. On Postgres only while this process holds the notifier's lease.
-    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BotError> {
-        let mut wakeups = self.context.store.subscribe();
-        let mut last_sweep = std::time::Instant::now() - EXPIRING_SWEEP_EVERY;
-        let mut lease = match self.context.store.backend() {
-            "postgres" => Some(Lease::new(self.context.pool().clone())),
-            _ => None,
-        };
-        loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            let held = match lease.as_mut() {
-                Some(lease) => lease.hold(NOTIFIER).await,
-                None => true,
-            };
-            if held {
-                loop {
-                    match self.step().await {
-                        Ok(NOTIFIER_BATCH_EVENTS_MAX) if !*stop.borrow() => continue,
-                        Ok(_) => break,
-                        Err(error) => {
-                            tracing::warn!(%error, "notifier step failed; retrying");
-                            break;
-                        }
-                    }
-                }
-                if last_sweep.elapsed() >= EXPIRING_SWEEP_EVERY {
-                    last_sweep = std::time::Instant::now();
-                    if let Err(error) = self.sweep_expiring(Utc::now()).await {
-                        tracing::warn!(%error, "notifier sweep failed; retrying");
-                    }
-                }
-            }
-            tokio::select! {
-                woke = wakeups.wait() => {
-                    if woke.is_err() {
-                        tokio::time::sleep(tally_projections::POLL_EVERY).await;
-                    }
-                }
-                _ = tokio::time::sleep(tally_projections::POLL_EVERY) => {}
-                _ = stop.changed() => {}
+    /// Notifies until `stop` turns true, in the [`ReactorLoop`] every reactor runs
+    /// in: wakes on appends, polls, sweeps for plans about to end; on Postgres only
+    /// while this process holds the notifier's lease.
+    pub async fn run(&self, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BotError> {
+        self.runtime().run(self, stop).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Reactor for Notifier {
+    type Error = BotError;
+
+    fn name(&self) -> &'static str {
+        NOTIFIER
+    }
+
+    fn batch_max(&self) -> usize {
+        NOTIFIER_BATCH_EVENTS_MAX
+    }
+
+    /// A bot added to a ledger with a history does not tell users about all of it.
+    fn starts_at_head(&self) -> bool {
+        true
+    }
+
+    fn sweep_every(&self) -> Duration {
+        EXPIRING_SWEEP_EVERY
+    }
+
+    async fn react(&self, events: &[RecordedEvent]) -> Result<(), BotError> {
+        let mut notices = Vec::new();
+        for event in events {
+            if let Some(notice) = self.notice(event).await? {
+                notices.push(notice);
             }
         }
+        self.deliver_all(notices).await
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<(), BotError> {
+        self.sweep_expiring(now).await.map(|_| ())
     }
 }

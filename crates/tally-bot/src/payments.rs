@@ -320,7 +320,7 @@ pub(crate) async fn on_successful_payment(
             .await?;
         return Ok(());
     }
-    tally_projections::fulfil_payment(
+    tally_ledger::workflows::fulfil_payment(
         &context.ledgers.accounts,
         &context.ledgers.subscriptions,
         payment_id,

@@ -11,16 +11,23 @@
 //!   rejected. A request approved before this rule whose credits did not go back is
 //!   finished by approving again, or by the refund reactor (idempotent by the refund
 //!   id: the log refuses `refund:<id>` twice).
+//! - Fulfilling a paid payment deposits its credits (opening the account if need be)
+//!   or starts its plan; the webhook that saw the payment succeed, the bot that took a
+//!   Stars payment and the payment reactor that follows the log all call it, and it
+//!   happens once.
 
 use tally_domain::account::{self, AccountCommand};
+use tally_domain::payment::Purpose;
 use tally_domain::refund::{RefundAsk, RefundCommand, RefundRequest, RefundStatus};
-use tally_domain::values::{AdminId, Reason, RefundId};
+use tally_domain::subscription::SubscriptionCommand;
+use tally_domain::values::{AdminId, PaymentId, Reason, RefundId, UserId};
 use tally_domain::{Config, DomainError};
 use tally_store::{Metadata, StoreError};
 
 use crate::aggregate::AccountView;
 use crate::{
-    Accounts, COMMAND_ATTEMPTS_MAX, Ledger, LedgerError, Outcome, Refunds, Request, backoff,
+    Accounts, COMMAND_ATTEMPTS_MAX, Ledger, LedgerError, Outcome, Refunds, Request, Subscriptions,
+    backoff,
 };
 
 /// Records a refund request after checking it against the account's spend and the
@@ -120,4 +127,54 @@ pub async fn approve_refund(
         stream_id: format!("refund-{refund_id}"),
         attempts: COMMAND_ATTEMPTS_MAX,
     })
+}
+
+/// What a paid payment buys, given: credits deposited (opening the account if need
+/// be) or the plan started or renewed. Idempotent by the payment id (`deposit:<id>`,
+/// `pay:<id>`), so the webhook that saw the success and the reactor that follows the
+/// log may both run it: it happens once. Returns the position of its last event.
+pub async fn fulfil_payment(
+    accounts: &Ledger<Accounts>,
+    subscriptions: &Ledger<Subscriptions>,
+    payment_id: PaymentId,
+    user_id: UserId,
+    purpose: Purpose,
+    metadata: Metadata,
+) -> Result<u64, LedgerError> {
+    match purpose {
+        Purpose::Credits(amount) => {
+            accounts
+                .execute(Request {
+                    key: user_id,
+                    command: AccountCommand::Open {
+                        username: None,
+                        language: None,
+                    },
+                    command_id: None,
+                    metadata: metadata.clone(),
+                })
+                .await?;
+            let outcome = accounts
+                .execute(Request {
+                    key: user_id,
+                    command: AccountCommand::Deposit { payment_id, amount },
+                    command_id: None,
+                    metadata,
+                })
+                .await?;
+            Ok(outcome.position)
+        }
+        Purpose::Plan(plan) => {
+            let command_id = format!("pay:{payment_id}");
+            let outcome = subscriptions
+                .execute(Request {
+                    key: user_id,
+                    command: SubscriptionCommand::Pay { payment_id, plan },
+                    command_id: Some(command_id),
+                    metadata,
+                })
+                .await?;
+            Ok(outcome.position)
+        }
+    }
 }
