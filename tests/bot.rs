@@ -1,6 +1,9 @@
 //! The Telegram bot end to end: the real dispatcher (teloxide, long polling, throttled)
 //! pointed at a fake Bot API server speaking real HTTP, over the real ledger, read
 //! models, reactors and HTTP API on a real SQLite file and a fresh Postgres database.
+//!
+//! One file: every scenario shares one stack (app, fake Telegram, bot) and its helpers;
+//! the scenarios read as the bot's user manual, in order.
 
 mod fake_telegram;
 

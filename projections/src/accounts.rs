@@ -5,6 +5,9 @@
 //!
 //! A batch is folded in memory first (each user's balance read once per batch), then
 //! written with multi-row statements: fewer round trips, same result.
+//!
+//! One file: the writer and every reader of the `balances` and `statement` tables (a
+//! read model owns its SQL).
 
 use std::collections::HashMap;
 

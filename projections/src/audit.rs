@@ -8,6 +8,8 @@
 //! transaction on Postgres, a read transaction on SQLite) together with the checkpoint,
 //! while the projector keeps running; the replay goes into scratch tables that are
 //! dropped afterwards.
+//!
+//! One file: verify and replay share the fresh replay they compare against.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

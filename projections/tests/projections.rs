@@ -1,5 +1,7 @@
 //! The projector runtime and read models against real stores: SQLite files and fresh
 //! Postgres databases, fed by the real command service.
+//!
+//! One file: the runtime's cases share one fixture on both backends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,8 @@
 //! Reactors, the other read models, the audit and export/import, against real stores:
 //! SQLite files and fresh Postgres databases, fed by the real command service.
+//!
+//! One file: the reactors and the audit share one fixture (store, command services,
+//! projector) and check each other's effects.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! The `tally` binary as a user runs it: real processes, real databases.
+//!
+//! One file: each command of the binary as a user runs it, sharing the helpers that run
+//! it.
 
 use std::process::{Command, Output};
 

@@ -1,5 +1,8 @@
 //! Every error the API answers with, in one place: `application/problem+json`
 //! `{type, title, status, code, detail}` with API.md's stable codes.
+//!
+//! One file: the status mapping, the code table and the OpenAPI error lists must agree,
+//! so they sit together.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -7,6 +7,9 @@
 //! The generic format: header `X-Tally-Signature: sha256=<hex HMAC-SHA256 of the raw
 //! body with the provider's secret>` and body `{payment_id, status, amount, currency,
 //! provider_payment_id}`; secrets from `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
+//!
+//! One file: payments and the webhooks that settle them (generic signed, OxaPay) share
+//! the settle-once path and its checks.
 
 use crate::auth::{Admin, Service};
 use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};

@@ -1,6 +1,9 @@
 //! The API over a real socket, on a real SQLite file and a fresh Postgres database,
 //! with the projectors and reactors running: the app is started by
 //! `tally_app::start`, the wiring `tally serve` runs.
+//!
+//! One file: every case runs through one fixture (the app on a port, on both backends)
+//! and shares its client helpers; splitting it would copy the fixture into each part.
 
 use std::sync::Arc;
 use std::time::Duration;

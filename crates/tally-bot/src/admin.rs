@@ -4,6 +4,8 @@
 //! Every admin action runs as a corrective command of the ledger with the admin's
 //! Telegram id as the actor and the reason given. Its id is derived from the
 //! message (`tg-<chat>-<message id>`), so a redelivered update is a replay.
+//!
+//! One file: every admin command shares the admin check and the card of a user.
 
 use tally_domain::account::AccountCommand;
 use tally_domain::refund::RefundCommand;

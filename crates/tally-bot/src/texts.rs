@@ -2,6 +2,9 @@
 //!
 //! Handlers name what they want to say ([`Text`]) and never spell it; [`Lang::say`]
 //! turns it into English or Russian. Adding a language is adding one function here.
+//!
+//! One file: every text in every language side by side, so a translator edits one file
+//! and a missing translation is seen.
 
 use rust_decimal::Decimal;
 

@@ -4,6 +4,9 @@
 //! Every command is also a button of the menu; both run the same action. Reads come
 //! from the ledger's state (balance) or a read model, after waiting for it to include
 //! the user's own last write.
+//!
+//! One file: the user's commands share one way to answer (their language, their account
+//! loaded and the read models waited for).
 
 use std::sync::Arc;
 

@@ -25,6 +25,10 @@
 //!
 //! So loading a 10,000-event account reads a few hundred bytes of snapshot, not a set
 //! of every id it ever saw.
+//!
+//! One file: the account's state, commands, events, `decide` and `evolve` are the rule
+//! book of credits and holds, read as one match over commands (its command ids live in
+//! `account/ids.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -32,6 +36,12 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+mod ids;
+
+pub use ids::{
+    command_id, event_command_id, hold_command_ids, hold_from_past, recall, spend_command_id,
+};
 
 use crate::config::Config;
 use crate::error::DomainError;
@@ -521,127 +531,6 @@ impl Account {
             )));
         }
         Ok(left)
-    }
-}
-
-/// The id a command is idempotent by, unique in the account's stream across kinds of
-/// command (`deposit:<payment id>`, `grant:<id>`, `debit:<id>`, `adjustment:<id>`,
-/// `hold:<id>`, `capture:<hold id>`, `release:<hold id>`, `expire:<hold id>`,
-/// `refund:<refund id>`). Commands without one (open, block, unblock) are idempotent by
-/// the state: repeating them is a no-op.
-pub fn command_id(command: &AccountCommand) -> Option<String> {
-    use AccountCommand as C;
-    match command {
-        C::Open { .. } | C::Block { .. } | C::Unblock { .. } => None,
-        C::Deposit { payment_id, .. } => Some(format!("deposit:{payment_id}")),
-        C::Grant { grant_id, .. } => Some(format!("grant:{grant_id}")),
-        C::Debit { debit_id, .. } => Some(debit_ref(debit_id)),
-        C::Adjust { adjustment_id, .. } => Some(format!("adjustment:{adjustment_id}")),
-        C::PlaceHold { hold_id, .. } => Some(hold_ref(hold_id)),
-        C::CaptureHold { hold_id, .. } => Some(format!("capture:{hold_id}")),
-        C::ReleaseHold { hold_id, .. } => Some(format!("release:{hold_id}")),
-        C::ExpireHold { hold_id } => Some(format!("expire:{hold_id}")),
-        C::Refund { refund_id, .. } => Some(format!("refund:{refund_id}")),
-    }
-}
-
-/// The command id an event was decided under: [`command_id`] of its command.
-pub fn event_command_id(event: &AccountEvent) -> Option<String> {
-    use AccountEvent as E;
-    match event {
-        E::Opened { .. } | E::Blocked { .. } | E::Unblocked { .. } => None,
-        E::Deposited { payment_id, .. } => Some(format!("deposit:{payment_id}")),
-        E::Granted { grant_id, .. } => Some(format!("grant:{grant_id}")),
-        E::Debited { debit_id, .. } => Some(debit_ref(debit_id)),
-        E::Adjusted { adjustment_id, .. } => Some(format!("adjustment:{adjustment_id}")),
-        E::HoldPlaced { hold_id, .. } => Some(hold_ref(hold_id)),
-        E::HoldCaptured { hold_id, .. } => Some(format!("capture:{hold_id}")),
-        E::HoldReleased { hold_id, .. } => Some(format!("release:{hold_id}")),
-        E::HoldExpired { hold_id, .. } => Some(format!("expire:{hold_id}")),
-        E::Refunded { refund_id, .. } => Some(format!("refund:{refund_id}")),
-    }
-}
-
-/// The command whose events record the spend `reference`: the debit itself, or the
-/// capture of the hold. `None` for a reference that names no spend.
-pub fn spend_command_id(reference: &str) -> Option<String> {
-    if let Some(id) = reference.strip_prefix("debit:") {
-        return Some(format!("debit:{id}"));
-    }
-    reference
-        .strip_prefix("hold:")
-        .map(|id| format!("capture:{id}"))
-}
-
-/// Every command id that files events about a hold: its placing and its closing.
-pub fn hold_command_ids(hold_id: &HoldId) -> Vec<String> {
-    vec![
-        hold_ref(hold_id),
-        format!("capture:{hold_id}"),
-        format!("release:{hold_id}"),
-        format!("expire:{hold_id}"),
-    ]
-}
-
-/// A hold as its events in `past` left it (`None` if they do not place it): for the
-/// answer to a command about a hold the state has forgotten.
-pub fn hold_from_past(hold_id: &HoldId, past: &[(AccountEvent, DateTime<Utc>)]) -> Option<Hold> {
-    use AccountEvent as E;
-    let mut hold: Option<Hold> = None;
-    for (event, _) in past {
-        match (event, hold.as_mut()) {
-            (
-                E::HoldPlaced {
-                    hold_id: id,
-                    amount,
-                    expires_at,
-                    ..
-                },
-                _,
-            ) if id == hold_id => {
-                hold = Some(Hold {
-                    amount: *amount,
-                    captured: Decimal::ZERO,
-                    state: HoldState::Open,
-                    expires_at: *expires_at,
-                });
-            }
-            (
-                E::HoldCaptured {
-                    hold_id: id,
-                    captured,
-                    ..
-                },
-                Some(hold),
-            ) if id == hold_id => {
-                hold.captured = captured.get();
-                hold.state = HoldState::Captured;
-            }
-            (E::HoldReleased { hold_id: id, .. }, Some(hold)) if id == hold_id => {
-                hold.state = HoldState::Released;
-            }
-            (E::HoldExpired { hold_id: id, .. }, Some(hold)) if id == hold_id => {
-                hold.state = HoldState::Expired;
-            }
-            _ => {}
-        }
-    }
-    hold
-}
-
-/// The command ids whose events `decide` needs in [`Context::past`] for this command on
-/// this state (empty when the state knows enough).
-pub fn recall(state: &Account, command: &AccountCommand) -> Vec<String> {
-    use AccountCommand as C;
-    match command {
-        C::CaptureHold { hold_id, .. }
-        | C::ReleaseHold { hold_id, .. }
-        | C::ExpireHold { hold_id } => match state.holds.contains_key(hold_id) {
-            true => vec![],
-            false => hold_command_ids(hold_id),
-        },
-        C::Refund { reference, .. } => spend_command_id(reference).into_iter().collect(),
-        _ => vec![],
     }
 }
 

@@ -1,5 +1,8 @@
 //! The account's rules, as specifications: given these past events, when this command,
 //! then these new events or this error.
+//!
+//! One file: the account's rules as given/when/then specifications, in the order of the
+//! rule book (`src/account.rs`).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;

@@ -1,4 +1,6 @@
 //! The command service against real stores: SQLite files and fresh Postgres databases.
+//!
+//! One file: the command service's cases share one fixture on both backends.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -18,6 +18,9 @@
 //!
 //! A failing run prints its seed; `TALLY_SIM_SEED=<seed>` runs that seed alone, and a
 //! seed that once failed goes into [`REGRESSION_SEEDS`].
+//!
+//! One file: one seeded simulation (its model, its workload and its checks belong
+//! together).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

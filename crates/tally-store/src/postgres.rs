@@ -60,6 +60,9 @@
 //! takes a database-wide lock through its commit, which would serialise every append's
 //! WAL flush. A wake-up may arrive before `read_all` can return the event (an older
 //! transaction still running); readers also poll as a fallback.
+//!
+//! One file: one backend of the `EventStore` trait; its appends, reads, wake-ups and
+//! snapshots share a connection discipline that is easier to check in one place.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;

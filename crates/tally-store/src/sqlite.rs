@@ -20,6 +20,8 @@
 //! Another process may write the same file (SQLite's lock serialises writers, and
 //! busy handling waits up to [`BUSY_TIMEOUT`]); it is not woken by this process's
 //! appends, so cross-process readers rely on their polling fallback.
+//!
+//! One file: one backend of the `EventStore` trait (see `postgres.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;

@@ -4,6 +4,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped after.
 //!
 //! A backend that passes these cases may stand behind `EventStore`.
+//!
+//! One file: it is one specification of the log; each backend must pass all of it, so
+//! it stays together.
 
 mod harness;
 

@@ -1,9 +1,13 @@
-//! Each read model owns all SQL on its tables: the API, the bot, the CLI and the
-//! command side read them through the typed functions of `projections/`, so a
-//! table's columns change in one crate. This test reads every Rust source file of
-//! the workspace outside `projections/` (tests aside: they may look at a table to
-//! check it) and fails on SQL that names a read-model table (one created in
-//! `schema/projections/*.sql`).
+//! Rules of the house that a reader relies on, checked over the workspace's sources:
+//!
+//! - Each read model owns all SQL on its tables: the API, the bot, the CLI and the
+//!   command side read them through the typed functions of `projections/`, so a
+//!   table's columns change in one crate. Every Rust source file outside
+//!   `projections/` (tests aside: they may look at a table to check it) is read, and
+//!   SQL that names a read-model table (one created in `schema/projections/*.sql`)
+//!   fails the test.
+//! - A source file over 500 lines says at its top why it is one file (a line
+//!   starting `//! One file:`), so a long file is a decision, not an accident.
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +38,16 @@ fn read_model_tables(root: &Path) -> Vec<String> {
     tables
 }
 
+/// Longest source file that needs no reason to be one file.
+const FILE_LINES_MAX: usize = 500;
+
 fn rust_sources(dir: &Path, found: &mut Vec<PathBuf>) {
+    rust_sources_where(dir, found, &|name| {
+        !matches!(name, "target" | "tests" | "projections" | ".git")
+    });
+}
+
+fn rust_sources_where(dir: &Path, found: &mut Vec<PathBuf>, enter: &dyn Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -42,8 +55,8 @@ fn rust_sources(dir: &Path, found: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
         if path.is_dir() {
-            if !matches!(name.as_str(), "target" | "tests" | "projections" | ".git") {
-                rust_sources(&path, found);
+            if enter(&name) {
+                rust_sources_where(&path, found, enter);
             }
         } else if name.ends_with(".rs") {
             found.push(path);
@@ -120,5 +133,40 @@ fn the_guard_sees_sql_when_there_is_some() {
     assert_eq!(
         names_a_table("the holds read model, from holds", &tables),
         None
+    );
+}
+
+#[test]
+fn a_long_source_file_says_why_it_is_one_file() {
+    let root = workspace();
+    let mut sources = Vec::new();
+    rust_sources_where(&root, &mut sources, &|name| {
+        !matches!(name, "target" | ".git" | "node_modules")
+    });
+    assert!(
+        sources.len() > 50,
+        "no sources found under {}",
+        root.display()
+    );
+    let mut unexplained = Vec::new();
+    for path in &sources {
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines = text.lines().count();
+        let says_why = text
+            .lines()
+            .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+            .any(|l| l.starts_with("//! One file:"));
+        if lines > FILE_LINES_MAX && !says_why {
+            unexplained.push(format!(
+                "{} ({lines} lines)",
+                path.strip_prefix(&root).unwrap_or(path).display()
+            ));
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "source files over {FILE_LINES_MAX} lines without a `//! One file: <why>` line at \
+         their top (split them along a seam, or say why they are one):\n{}",
+        unexplained.join("\n")
     );
 }
