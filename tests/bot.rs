@@ -4,6 +4,7 @@
 //!
 //! One file: every scenario shares one stack (app, fake Telegram, bot) and its helpers;
 //! the scenarios read as the bot's user manual, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 mod fake_telegram;
 

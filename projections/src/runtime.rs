@@ -34,7 +34,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// readable (on Postgres, `read_all` holds back while older transactions are open).
 const CATCH_UP_WAIT_MAX: Duration = Duration::from_secs(60);
 
-/// A read model: its name, version, tables and how events change them.
 mod lease;
 mod rebuild;
 mod run;
@@ -42,6 +41,7 @@ mod run;
 pub(crate) use lease::lease_key;
 pub use lease::{Lease, PROJECTOR_ROLE};
 
+/// A read model: its name, version, tables and how events change them.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// Stable name (`accounts`), used in the registry and on the command line.

@@ -8,6 +8,7 @@
 //!   fails the test.
 //! - A source file over 500 lines says at its top why it is one file (a line
 //!   starting `//! One file:`), so a long file is a decision, not an accident.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::path::{Path, PathBuf};
 

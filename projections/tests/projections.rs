@@ -2,6 +2,7 @@
 //! Postgres databases, fed by the real command service.
 //!
 //! One file: the runtime's cases share one fixture on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,6 +3,7 @@
 //!
 //! One file: the reactors and the audit share one fixture (store, command services,
 //! projector) and check each other's effects.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 //! `sendMessage`, `editMessageText` and `sendInvoice`, `true` for the answers), and can
 //! be told to answer the next calls of a method with a 429 and a `retry_after`, as
 //! Telegram does when a bot goes too fast.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //!
 //! One file: each command of the binary as a user runs it, sharing the helpers that run
 //! it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::process::{Command, Output};
 

@@ -5,6 +5,7 @@
 //! through the other, holds placed anywhere expire by themselves and their credits are
 //! spendable at once everywhere, duplicates racing through both APIs are one write
 //! and its replays, and a hold id is one hold in the whole ledger.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 //! after expire by themselves (the reactor took its lease back), read models catch up,
 //! and every acknowledged write is in the log exactly once (a retry of an
 //! unacknowledged one lands once).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,6 +7,7 @@
 //! `.ci/run` installs schemathesis into a venv and points `TALLY_SCHEMATHESIS` at
 //! it; elsewhere the test looks for `schemathesis` on the PATH and, without it, says
 //! so and checks nothing (CI fails instead).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::process::Command;
 

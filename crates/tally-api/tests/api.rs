@@ -4,6 +4,7 @@
 //!
 //! One file: every case runs through one fixture (the app on a port, on both backends)
 //! and shares its client helpers; splitting it would copy the fixture into each part.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::sync::Arc;
 use std::time::Duration;

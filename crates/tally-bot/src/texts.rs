@@ -61,7 +61,9 @@ pub struct Entry {
     pub at: String,
 }
 
-/// Everything the bot can say.
+/// Everything the bot can say. A variant's fields are the values its text fills in,
+/// named as they read in the text (so they carry no docs of their own).
+#[allow(missing_docs)]
 pub enum Text<'a> {
     /// Greeting after `/start`.
     Welcome {
@@ -555,6 +557,7 @@ fn ru(text: Text<'_>) -> String {
 
 /// What the bot says to admins. Admin replies are in English (the operators' working
 /// language); users' texts above are per language.
+#[allow(missing_docs)] // fields: the values the text fills in, as they read
 pub enum AdminText<'a> {
     /// How to use a command.
     Usage {

@@ -3,6 +3,7 @@
 //!
 //! One file: the account's rules as given/when/then specifications, in the order of the
 //! rule book (`src/account.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;

@@ -1,5 +1,6 @@
 //! Properties of the account over random command sequences: whatever users, jobs and
 //! admins do, in whatever order, with ids re-used on purpose, the books stay right.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;

@@ -1,4 +1,5 @@
 //! Payments: created once, succeeded once, whatever the provider re-sends.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use tally_domain::payment::{
     self, Payment, PaymentCommand as C, PaymentEvent as E, Purpose, Terms,

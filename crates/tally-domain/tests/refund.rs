@@ -1,4 +1,5 @@
 //! Refund requests: within what the spend has left, approved by someone else.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use rust_decimal::Decimal;
 use tally_domain::refund::{self, RefundAsk, RefundCommand as C, RefundEvent as E, RefundRequest};

@@ -1,5 +1,6 @@
 //! Ad slots: at most one successful post per slot, destination and cycle, and only
 //! while the owner's subscription covers the slot.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use tally_domain::slot::{
     self, Attempt, Destination, Outcome, Slot, SlotCommand as C, SlotConfig, SlotCoverage,

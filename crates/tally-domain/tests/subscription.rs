@@ -1,4 +1,5 @@
 //! Subscriptions: paid per period, extended by renewal, corrected by admins on record.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use tally_domain::subscription::{

@@ -1,6 +1,7 @@
 //! The command service against real stores: SQLite files and fresh Postgres databases.
 //!
 //! One file: the command service's cases share one fixture on both backends.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::collections::HashMap;
 use std::sync::Arc;

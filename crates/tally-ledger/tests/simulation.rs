@@ -21,6 +21,7 @@
 //!
 //! One file: one seeded simulation (its model, its workload and its checks belong
 //! together).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

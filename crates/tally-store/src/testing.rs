@@ -1,6 +1,7 @@
 //! Fresh databases for tests (feature `testing`): a temporary SQLite file, or a Postgres
 //! database created for one test and dropped after it. Every suite that needs a real
 //! database gets it here, the same way.
+#![allow(clippy::expect_used)] // test support: a missing database fails the test, saying why
 
 use sqlx::{AssertSqlSafe, Connection};
 

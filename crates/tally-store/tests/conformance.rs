@@ -7,6 +7,7 @@
 //!
 //! One file: it is one specification of the log; each backend must pass all of it, so
 //! it stays together.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 mod harness;
 

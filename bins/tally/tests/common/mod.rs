@@ -1,6 +1,7 @@
 //! What the binary's process tests share: a `tally serve` child process with a clean
 //! environment, its address read from the first line it prints, stopped with SIGTERM
 //! (and waited for) when dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};

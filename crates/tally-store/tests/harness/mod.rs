@@ -1,5 +1,6 @@
 //! What the conformance suite needs of a backend beyond the `EventStore` trait: a fresh
 //! database, a second handle on it, raw SQL to tamper with, and an append held open.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::sync::Arc;
 
