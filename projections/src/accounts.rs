@@ -21,7 +21,7 @@ use crate::runtime::Projection;
 use crate::sql::{Value, insert_rows, placeholders};
 
 /// The accounts read model (balances, statement).
-pub struct Accounts;
+pub struct AccountsReadModel;
 
 #[derive(Clone, Debug)]
 struct Balance {
@@ -34,7 +34,7 @@ struct Balance {
 }
 
 #[async_trait]
-impl Projection for Accounts {
+impl Projection for AccountsReadModel {
     fn name(&self) -> &'static str {
         "accounts"
     }

@@ -20,7 +20,7 @@ use crate::runtime::Projection;
 use crate::sql::{Value, insert_rows, placeholders};
 
 /// The daily statistics read model.
-pub struct DailyStats;
+pub struct DailyStatsReadModel;
 
 /// Unit of credit metrics (cents of credits).
 pub const CREDITS: &str = "credits";
@@ -36,7 +36,7 @@ fn add(tally: &mut Tally, day: &str, metric: &'static str, unit: &str, value: i6
 }
 
 #[async_trait]
-impl Projection for DailyStats {
+impl Projection for DailyStatsReadModel {
     fn name(&self) -> &'static str {
         "daily_stats"
     }

@@ -15,7 +15,7 @@ use crate::runtime::Projection;
 use crate::sql::{Value, execute};
 
 /// The holds read model.
-pub struct Holds;
+pub struct HoldsReadModel;
 
 #[derive(Clone, Debug)]
 struct HoldRow {
@@ -27,7 +27,7 @@ struct HoldRow {
 }
 
 #[async_trait]
-impl Projection for Holds {
+impl Projection for HoldsReadModel {
     fn name(&self) -> &'static str {
         "holds"
     }

@@ -43,29 +43,29 @@ mod subscriptions;
 mod trial_balance;
 
 pub use accounts::{
-    Accounts, AsOf, BalanceRow, Spend, StatementEntry, account_balance, account_statement,
+    AccountsReadModel, AsOf, BalanceRow, Spend, StatementEntry, account_balance, account_statement,
     account_statement_newest, account_statement_page, recent_spends,
 };
 pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
-pub use daily_stats::{DailyFigure, DailyStats, daily_figures};
+pub use daily_stats::{DailyFigure, DailyStatsReadModel, daily_figures};
 pub use error::ProjectionError;
 pub use events::{Batch, stream_event};
-pub use holds::{HoldRecord, Holds, holds_by_id};
+pub use holds::{HoldRecord, HoldsReadModel, holds_by_id};
 pub use payments::{
-    DuplicateCharge, PaymentPurpose, PaymentRow, Payments, duplicate_charges, payment,
+    DuplicateCharge, PaymentPurpose, PaymentRow, PaymentsReadModel, duplicate_charges, payment,
     pending_payments,
 };
-pub use posts::{DueSlot, Posts, SlotSummary, due_slots, slot_summaries, slots_of_owner};
+pub use posts::{DueSlot, PostsReadModel, SlotSummary, due_slots, slot_summaries, slots_of_owner};
 pub use reactor::{Reactor, ReactorLoop};
 pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept};
-pub use refunds::{RefundRow, Refunds, refunds_in_state};
+pub use refunds::{RefundRow, RefundsReadModel, refunds_in_state};
 pub use runtime::{
     BATCH_EVENTS_MAX, Lease, POLL_EVERY, PROJECTOR_ROLE, Projection, ProjectionStatus, Projector,
     default_projections,
 };
 pub use sql::{Value, cents, from_cents};
 pub use subscriptions::{
-    CorrectionRow, EndingPlan, SubscriptionRow, Subscriptions, plans_ending, subscription,
+    CorrectionRow, EndingPlan, SubscriptionRow, SubscriptionsReadModel, plans_ending, subscription,
     subscription_corrections,
 };
-pub use trial_balance::TrialBalance;
+pub use trial_balance::TrialBalanceReadModel;

@@ -14,10 +14,10 @@ use crate::runtime::Projection;
 use crate::sql::execute;
 
 /// The payments read model.
-pub struct Payments;
+pub struct PaymentsReadModel;
 
 #[async_trait]
-impl Projection for Payments {
+impl Projection for PaymentsReadModel {
     fn name(&self) -> &'static str {
         "payments"
     }

@@ -15,7 +15,7 @@ use crate::runtime::Projection;
 use crate::sql::{Value, execute, insert_rows};
 
 /// The ad slots and post analytics read model.
-pub struct Posts;
+pub struct PostsReadModel;
 
 /// Error kind recorded for a failure that named none.
 pub const UNKNOWN_ERROR: &str = "unknown";
@@ -31,7 +31,7 @@ struct Counters {
 }
 
 #[async_trait]
-impl Projection for Posts {
+impl Projection for PostsReadModel {
     fn name(&self) -> &'static str {
         "posts"
     }

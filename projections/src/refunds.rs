@@ -11,10 +11,10 @@ use crate::runtime::Projection;
 use crate::sql::execute;
 
 /// The refund queue read model.
-pub struct Refunds;
+pub struct RefundsReadModel;
 
 #[async_trait]
-impl Projection for Refunds {
+impl Projection for RefundsReadModel {
     fn name(&self) -> &'static str {
         "refunds"
     }

@@ -16,8 +16,8 @@ use tally_store::{Backend, EventStore};
 use crate::events::Batch;
 use crate::sql::{copy_rows, execute};
 use crate::{
-    Accounts, DailyStats, Holds, Payments, Posts, ProjectionError, Refunds, Subscriptions,
-    TrialBalance,
+    AccountsReadModel, DailyStatsReadModel, HoldsReadModel, PaymentsReadModel, PostsReadModel,
+    ProjectionError, RefundsReadModel, SubscriptionsReadModel, TrialBalanceReadModel,
 };
 
 /// Connections of a projector's pool (a rebuild writes each projection on its own).
@@ -65,14 +65,14 @@ pub trait Projection: Send + Sync + 'static {
 /// The projections Tally runs.
 pub fn default_projections() -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(Accounts),
-        Arc::new(Holds),
-        Arc::new(TrialBalance),
-        Arc::new(Payments),
-        Arc::new(Subscriptions),
-        Arc::new(Posts),
-        Arc::new(Refunds),
-        Arc::new(DailyStats),
+        Arc::new(AccountsReadModel),
+        Arc::new(HoldsReadModel),
+        Arc::new(TrialBalanceReadModel),
+        Arc::new(PaymentsReadModel),
+        Arc::new(SubscriptionsReadModel),
+        Arc::new(PostsReadModel),
+        Arc::new(RefundsReadModel),
+        Arc::new(DailyStatsReadModel),
     ]
 }
 

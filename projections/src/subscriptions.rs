@@ -13,10 +13,10 @@ use crate::runtime::Projection;
 use crate::sql::execute;
 
 /// The subscriptions read model.
-pub struct Subscriptions;
+pub struct SubscriptionsReadModel;
 
 #[async_trait]
-impl Projection for Subscriptions {
+impl Projection for SubscriptionsReadModel {
     fn name(&self) -> &'static str {
         "subscriptions"
     }

@@ -18,7 +18,7 @@ use crate::runtime::Projection;
 use crate::sql::{Value, cents, insert_rows};
 
 /// The trial balance read model.
-pub struct TrialBalance;
+pub struct TrialBalanceReadModel;
 
 /// The row of all users' available credits.
 pub const USERS_AVAILABLE: &str = "users:available";
@@ -26,7 +26,7 @@ pub const USERS_AVAILABLE: &str = "users:available";
 pub const USERS_HELD: &str = "users:held";
 
 #[async_trait]
-impl Projection for TrialBalance {
+impl Projection for TrialBalanceReadModel {
     fn name(&self) -> &'static str {
         "trial_balance"
     }

@@ -17,8 +17,8 @@ use tally_domain::values::{
 };
 use tally_ledger::{Accounts as AccountStreams, Ledger, Request};
 use tally_projections::{
-    Accounts, Batch, Projection, ProjectionError, Projector, TrialBalance, default_projections,
-    from_cents,
+    AccountsReadModel, Batch, Projection, ProjectionError, Projector, TrialBalanceReadModel,
+    default_projections, from_cents,
 };
 use tally_store::testing::TestDatabase;
 use tally_store::{Actor, ActorKind, EventStore, Metadata, PostgresOptions};
@@ -361,16 +361,16 @@ struct DiesMidBatch {
 #[async_trait]
 impl Projection for DiesMidBatch {
     fn name(&self) -> &'static str {
-        Accounts.name()
+        AccountsReadModel.name()
     }
     fn version(&self) -> i64 {
-        Accounts.version()
+        AccountsReadModel.version()
     }
     fn schema(&self) -> &'static str {
-        Accounts.schema()
+        AccountsReadModel.schema()
     }
     fn tables(&self) -> &'static [&'static str] {
-        Accounts.tables()
+        AccountsReadModel.tables()
     }
     async fn apply(
         &self,
@@ -378,7 +378,7 @@ impl Projection for DiesMidBatch {
         g: &str,
         batch: &Batch,
     ) -> Result<(), ProjectionError> {
-        Accounts.apply(conn, g, batch).await?;
+        AccountsReadModel.apply(conn, g, batch).await?;
         if self.armed.load(Ordering::SeqCst) {
             self.reached.notify_one();
             std::future::pending::<()>().await;
@@ -458,16 +458,16 @@ struct TrialBalanceV2;
 #[async_trait]
 impl Projection for TrialBalanceV2 {
     fn name(&self) -> &'static str {
-        TrialBalance.name()
+        TrialBalanceReadModel.name()
     }
     fn version(&self) -> i64 {
-        TrialBalance.version() + 1
+        TrialBalanceReadModel.version() + 1
     }
     fn schema(&self) -> &'static str {
-        TrialBalance.schema()
+        TrialBalanceReadModel.schema()
     }
     fn tables(&self) -> &'static [&'static str] {
-        TrialBalance.tables()
+        TrialBalanceReadModel.tables()
     }
     async fn apply(
         &self,
@@ -475,7 +475,7 @@ impl Projection for TrialBalanceV2 {
         g: &str,
         batch: &Batch,
     ) -> Result<(), ProjectionError> {
-        TrialBalance.apply(conn, g, batch).await
+        TrialBalanceReadModel.apply(conn, g, batch).await
     }
 }
 
@@ -485,13 +485,13 @@ async fn a_changed_version_is_rebuilt_at_start(s: &Setup) {
     v1.catch_up().await.unwrap();
     let before = dump(v1.pool()).await;
     let v2 = s
-        .projector(vec![Arc::new(Accounts), Arc::new(TrialBalanceV2)])
+        .projector(vec![Arc::new(AccountsReadModel), Arc::new(TrialBalanceV2)])
         .await;
     let pool = v2.pool();
     assert_eq!(generation(pool, "trial_balance").await, 2);
     assert_eq!(generation(pool, "accounts").await, 1);
     let status = v2.status().await.unwrap();
-    assert_eq!(status[1].version, TrialBalance.version() + 1);
+    assert_eq!(status[1].version, TrialBalanceReadModel.version() + 1);
     assert_eq!(status[1].lag_events, 0, "rebuilt up to the head");
     assert_eq!(dump(pool).await, before);
 }

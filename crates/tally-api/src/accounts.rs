@@ -46,7 +46,7 @@ pub(crate) fn metadata(caller: &Caller) -> Metadata {
 }
 
 /// Waits for the read model `projection` to reach `?min_position`, if asked.
-pub(crate) async fn settle(
+pub(crate) async fn wait_for_read_model(
     state: &AppState,
     projection: &str,
     min_position: Option<u64>,
@@ -215,8 +215,8 @@ async fn read(
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     // The account and its subscription come from two read models.
-    settle(&state, "accounts", query.min_position).await?;
-    settle(&state, "subscriptions", query.min_position).await?;
+    wait_for_read_model(&state, "accounts", query.min_position).await?;
+    wait_for_read_model(&state, "subscriptions", query.min_position).await?;
     let Some(row) = account_balance(state.projector.pool(), user.get(), AsOf::Latest).await? else {
         return Err(ApiError::not_found(
             "account_not_found",
@@ -291,7 +291,7 @@ async fn statement(
             "limit must be 1 to {STATEMENT_LIMIT_MAX}, got {limit}"
         )));
     }
-    settle(&state, "accounts", query.min_position).await?;
+    wait_for_read_model(&state, "accounts", query.min_position).await?;
     let after = query.after.unwrap_or(0);
     // One more than asked tells whether there is a next page.
     let mut entries =
@@ -336,7 +336,7 @@ async fn balance(
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let as_of = input::as_of(query.at, query.at_position)?;
-    settle(&state, "accounts", query.min_position).await?;
+    wait_for_read_model(&state, "accounts", query.min_position).await?;
     let row = account_balance(state.projector.pool(), user.get(), as_of).await?;
     let (available, held, position) = match row {
         Some(r) => (r.available, r.held, r.position),
@@ -391,7 +391,7 @@ async fn subscription(
 ) -> Result<Json<SubscriptionBody>, ApiError> {
     let user = input::user_id(&user)?;
     let query = input::query(query)?;
-    settle(&state, "subscriptions", query.min_position).await?;
+    wait_for_read_model(&state, "subscriptions", query.min_position).await?;
     let pool = state.projector.pool();
     let row = tally_projections::subscription(pool, user.get())
         .await?

@@ -270,7 +270,7 @@ async fn stats(
 ) -> Result<Json<StatsBody>, ApiError> {
     let query = input::query(query)?;
     let (from, to) = (day(query.from, "0001-01-01")?, day(query.to, "9999-12-31")?);
-    crate::accounts::settle(&state, "daily_stats", query.min_position).await?;
+    crate::accounts::wait_for_read_model(&state, "daily_stats", query.min_position).await?;
     let rows = tally_projections::daily_figures(state.projector.pool(), &from, &to)
         .await?
         .into_iter()

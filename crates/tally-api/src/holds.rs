@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{ReadQuery, USER_ID, metadata, settle};
+use crate::accounts::{ReadQuery, USER_ID, metadata, wait_for_read_model};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::{AppState, Caller, MIN_POSITION_WAIT, input};
 
@@ -309,7 +309,7 @@ async fn read(
 ) -> Result<Json<HoldRecord>, ApiError> {
     let hold_id = HoldId::new(hold_id)?;
     let query = input::query(query)?;
-    settle(&state, "holds", query.min_position).await?;
+    wait_for_read_model(&state, "holds", query.min_position).await?;
     let row = tally_projections::holds_by_id(state.projector.pool(), hold_id.as_str(), 1)
         .await?
         .into_iter()

@@ -34,7 +34,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{ReadQuery, metadata, settle};
+use crate::accounts::{ReadQuery, metadata, wait_for_read_model};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
 use crate::{AppState, input};
@@ -225,7 +225,7 @@ async fn read(
 ) -> Result<Json<PaymentBody>, ApiError> {
     let payment_id = PaymentId::new(payment_id)?;
     let query = input::query(query)?;
-    settle(&state, "payments", query.min_position).await?;
+    wait_for_read_model(&state, "payments", query.min_position).await?;
     let row = tally_projections::payment(state.projector.pool(), payment_id.as_str())
         .await?
         .ok_or_else(|| {
@@ -403,7 +403,7 @@ async fn duplicate_charges(
     query: Result<Query<DuplicateChargesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DuplicateChargesBody>, ApiError> {
     let query = input::query(query)?;
-    settle(&state, "payments", query.min_position).await?;
+    wait_for_read_model(&state, "payments", query.min_position).await?;
     let charges = tally_projections::duplicate_charges(
         state.projector.pool(),
         query.user_id,

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{metadata, settle};
+use crate::accounts::{metadata, wait_for_read_model};
 use crate::admin::admin_id;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
@@ -175,7 +175,7 @@ async fn list(
             "limit must be 1 to {REFUNDS_LIMIT_MAX}"
         )));
     }
-    settle(&state, "refunds", query.min_position).await?;
+    wait_for_read_model(&state, "refunds", query.min_position).await?;
     let refunds =
         tally_projections::refunds_in_state(state.projector.pool(), &status, i64::from(limit))
             .await?

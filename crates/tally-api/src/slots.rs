@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{metadata, settle};
+use crate::accounts::{metadata, wait_for_read_model};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
 use crate::holds::answer;
 use crate::{AppState, input};
@@ -326,8 +326,8 @@ async fn due(
     let Query(query) =
         query.map_err(|e| ApiError::validation(format!("{}; give ?cycle=N", e.body_text())))?;
     // Due slots come from two read models: both must have reached the position.
-    settle(&state, "posts", query.min_position).await?;
-    settle(&state, "subscriptions", query.min_position).await?;
+    wait_for_read_model(&state, "posts", query.min_position).await?;
+    wait_for_read_model(&state, "subscriptions", query.min_position).await?;
     let cycle =
         i64::try_from(query.cycle).map_err(|_| ApiError::validation("cycle is too large"))?;
     let limit = query.limit.unwrap_or(100);

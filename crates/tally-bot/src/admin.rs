@@ -279,7 +279,9 @@ async fn run(
                 return Ok(None);
             };
             let loaded = context.ledgers.accounts.load(&user).await?;
-            context.settle("accounts", loaded.position).await;
+            context
+                .wait_for_read_model("accounts", loaded.position)
+                .await;
             let replay = context.projector.replay_account(user, AsOf::Latest).await?;
             Ok(Some(match replay.consistent {
                 true => AdminText::AuditConsistent {
@@ -325,7 +327,9 @@ async fn run(
 
 async fn user_card(context: &Context, user: UserId) -> Result<String, BotError> {
     let loaded = context.ledgers.accounts.load(&user).await?;
-    context.settle("accounts", loaded.position).await;
+    context
+        .wait_for_read_model("accounts", loaded.position)
+        .await;
     let account = loaded.state;
     if !account.opened {
         return Err(tally_domain::DomainError::AccountNotFound { user_id: user }.into());

@@ -160,7 +160,7 @@ impl Context {
 
     /// Waits (bounded) until `projection` includes `position`; a read model that lags
     /// further is read as it is.
-    pub(crate) async fn settle(&self, projection: &str, position: u64) {
+    pub(crate) async fn wait_for_read_model(&self, projection: &str, position: u64) {
         if position == 0 {
             return;
         }

@@ -327,7 +327,9 @@ async fn history(
     edit: Option<MessageId>,
 ) -> Result<(), BotError> {
     let loaded = context.ledgers.accounts.load(&who.user_id()?).await?;
-    context.settle("accounts", loaded.position).await;
+    context
+        .wait_for_read_model("accounts", loaded.position)
+        .await;
     let mut entries = latest_entries(
         context,
         who.user,
@@ -455,7 +457,9 @@ async fn plans(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
 async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
     // The plan as the ledger has it now (a plan just paid shows).
     let loaded = context.ledgers.subscriptions.load(&who.user_id()?).await?;
-    context.settle("subscriptions", loaded.position).await;
+    context
+        .wait_for_read_model("subscriptions", loaded.position)
+        .await;
     let plan = tally_projections::subscription(context.pool(), who.user)
         .await?
         .filter(|s| s.status == "active")
@@ -497,8 +501,10 @@ async fn recent_spends(context: &Context, user: i64) -> Result<Vec<Spend>, BotEr
 
 async fn refund_choices(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {
     let loaded = context.ledgers.accounts.load(&who.user_id()?).await?;
-    context.settle("accounts", loaded.position).await;
-    context.settle("holds", loaded.position).await;
+    context
+        .wait_for_read_model("accounts", loaded.position)
+        .await;
+    context.wait_for_read_model("holds", loaded.position).await;
     let spends = recent_spends(context, who.user).await?;
     if spends.is_empty() {
         bot.send_message(who.chat, who.say(Text::RefundNothing))

@@ -77,7 +77,7 @@ impl Projector {
 
     /// Creates a projection's tables with suffix `g`. `aside`: tables nobody reads
     /// yet (a rebuild, an audit's scratch copy) are filled faster without their
-    /// secondary indexes; [`Self::settle`] builds them before they are read. Returns
+    /// secondary indexes; [`Self::build_indexes`] builds them before they are read. Returns
     /// the deferred index statements.
     pub(crate) async fn create_tables_with_suffix(
         conn: &mut AnyConnection,
@@ -103,7 +103,7 @@ impl Projector {
     }
 
     /// Makes tables filled aside ready to be read: builds their indexes.
-    pub(crate) async fn settle(
+    pub(crate) async fn build_indexes(
         conn: &mut AnyConnection,
         deferred: &[String],
     ) -> Result<(), ProjectionError> {
@@ -160,7 +160,7 @@ impl Projector {
         let (position, mut applied) = self.fill_aside(&work, head, names, &mut progress).await?;
         for (projection, current, generation, deferred) in &work {
             let mut tx = self.begin().await?;
-            Self::settle(&mut tx, deferred).await?;
+            Self::build_indexes(&mut tx, deferred).await?;
             tx.commit().await?;
             applied += self
                 .swap(projection.as_ref(), current, *generation, position)
