@@ -29,13 +29,9 @@ struct Setup {
     ledger: Ledger<AccountStreams>,
 }
 
-impl Setup {
-    async fn new(postgres: bool) -> Self {
-        let database = if postgres {
-            TestDatabase::postgres().await
-        } else {
-            TestDatabase::sqlite()
-        };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        let database = backend.database().await;
         let options = PostgresOptions {
             max_connections: 8,
             ..PostgresOptions::default()
@@ -49,14 +45,6 @@ impl Setup {
         }
     }
 
-    async fn projector(&self, projections: Vec<Arc<dyn Projection>>) -> Projector {
-        let projector = Projector::open(self.store.clone(), &self.database.url, projections)
-            .await
-            .unwrap();
-        projector.prepare().await.unwrap();
-        projector
-    }
-
     async fn finish(self) {
         drop(self.ledger);
         drop(self.store);
@@ -64,13 +52,13 @@ impl Setup {
     }
 }
 
-impl tally_store::testing::Fixture for Setup {
-    async fn start(backend: tally_store::testing::Backend) -> Self {
-        Setup::new(backend == tally_store::testing::Backend::Postgres).await
-    }
-
-    async fn finish(self) {
-        Setup::finish(self).await
+impl Setup {
+    async fn projector(&self, projections: Vec<Arc<dyn Projection>>) -> Projector {
+        let projector = Projector::open(self.store.clone(), &self.database.url, projections)
+            .await
+            .unwrap();
+        projector.prepare().await.unwrap();
+        projector
     }
 }
 

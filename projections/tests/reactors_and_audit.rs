@@ -33,22 +33,25 @@ struct Setup {
     config: Arc<Config>,
 }
 
-impl Setup {
-    async fn new(postgres: bool) -> Self {
-        let database = if postgres {
-            TestDatabase::postgres().await
-        } else {
-            TestDatabase::sqlite()
-        };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        let database = backend.database().await;
         let store = open(&database.url).await;
         Self {
-            postgres,
+            postgres: backend == tally_store::testing::Backend::Postgres,
             database,
             store,
             config: Arc::new(Config::default()),
         }
     }
 
+    async fn finish(self) {
+        drop(self.store);
+        self.database.drop_database().await;
+    }
+}
+
+impl Setup {
     fn ledger<A: Aggregate>(&self) -> Ledger<A> {
         Ledger::new(self.store.clone(), self.config.clone())
     }
@@ -71,11 +74,6 @@ impl Setup {
             projector.pool().clone(),
         )
     }
-
-    async fn finish(self) {
-        drop(self.store);
-        self.database.drop_database().await;
-    }
 }
 
 async fn open(url: &str) -> Arc<dyn EventStore> {
@@ -84,16 +82,6 @@ async fn open(url: &str) -> Arc<dyn EventStore> {
         ..PostgresOptions::default()
     };
     tally_store::open(url, options).await.unwrap()
-}
-
-impl tally_store::testing::Fixture for Setup {
-    async fn start(backend: tally_store::testing::Backend) -> Self {
-        Setup::new(backend == tally_store::testing::Backend::Postgres).await
-    }
-
-    async fn finish(self) {
-        Setup::finish(self).await
-    }
 }
 
 tally_store::on_both_backends!(

@@ -21,13 +21,9 @@ struct Setup {
     ledger: Ledger<Accounts>,
 }
 
-impl Setup {
-    async fn new(postgres: bool) -> Self {
-        let database = if postgres {
-            TestDatabase::postgres().await
-        } else {
-            TestDatabase::sqlite()
-        };
+impl tally_store::testing::Fixture for Setup {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        let database = backend.database().await;
         let store = open(&database.url).await;
         let ledger = Ledger::new(store.clone(), Arc::new(Config::default()));
         Self {
@@ -50,16 +46,6 @@ async fn open(url: &str) -> Arc<dyn EventStore> {
         ..PostgresOptions::default()
     };
     tally_store::open(url, options).await.expect("open store")
-}
-
-impl tally_store::testing::Fixture for Setup {
-    async fn start(backend: tally_store::testing::Backend) -> Self {
-        Setup::new(backend == tally_store::testing::Backend::Postgres).await
-    }
-
-    async fn finish(self) {
-        Setup::finish(self).await
-    }
 }
 
 tally_store::on_both_backends!(
