@@ -19,8 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::credits::BalanceBody;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::holds::BalanceBody;
 use crate::{AppState, Caller, MIN_POSITION_WAIT, Role, input};
 
 /// Most statement entries per page.
@@ -31,7 +31,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read, open))
         .routes(routes!(statement))
         .routes(routes!(balance))
-        .routes(routes!(subscription))
 }
 
 /// Metadata of a caller's command.
@@ -347,82 +346,5 @@ async fn balance(
         available,
         held,
         position,
-    }))
-}
-
-/// A subscription with its corrections on record.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SubscriptionBody {
-    user_id: i64,
-    plan: String,
-    slots: i64,
-    /// `active`, `expired` or `cancelled`.
-    status: String,
-    period_end: Option<chrono::DateTime<chrono::Utc>>,
-    periods_paid: i64,
-    position: i64,
-    /// Every admin correction, oldest first.
-    corrections: Vec<CorrectionRecord>,
-}
-
-/// An admin's plan correction: before, after, who and why.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CorrectionRecord {
-    position: i64,
-    plan_before: String,
-    slots_before: i64,
-    plan_after: String,
-    slots_after: i64,
-    admin: String,
-    reason: String,
-    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The user's subscription: plan, slots, period end, status and corrections.
-#[utoipa::path(get, path = "/v1/accounts/{user_id}/subscription", tag = "accounts",
-    params(("user_id" = UserIdNumber, Path, description = USER_ID), ReadQuery),
-    responses((status = 200, body = SubscriptionBody), ReadErrors),
-    security(("service" = [])))]
-async fn subscription(
-    State(state): State<AppState>,
-    _: Service,
-    Path(user): Path<String>,
-    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<SubscriptionBody>, ApiError> {
-    let user = input::user_id(&user)?;
-    let query = input::query(query)?;
-    wait_for_read_model(&state, "subscriptions", query.min_position).await?;
-    let pool = state.projector.pool();
-    let row = tally_projections::subscription(pool, user.get())
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "subscription_not_found",
-                format!("user {user} has no subscription"),
-            )
-        })?;
-    let corrections = tally_projections::subscription_corrections(pool, user.get())
-        .await?
-        .into_iter()
-        .map(|r| CorrectionRecord {
-            position: r.position,
-            plan_before: r.plan_before,
-            slots_before: r.slots_before,
-            plan_after: r.plan_after,
-            slots_after: r.slots_after,
-            admin: r.admin,
-            reason: r.reason,
-            occurred_at: r.occurred_at,
-        })
-        .collect();
-    Ok(Json(SubscriptionBody {
-        user_id: user.get(),
-        plan: row.plan,
-        slots: row.slots,
-        status: row.status,
-        period_end: row.period_end,
-        periods_paid: row.periods_paid,
-        position: row.position,
-        corrections,
     }))
 }

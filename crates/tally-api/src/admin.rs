@@ -4,7 +4,7 @@
 
 use crate::auth::Admin;
 use crate::constraints::{
-    DayText, IdText, PlanName, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
+    DayText, IdText, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
 };
 use crate::input::Body;
 use axum::Json;
@@ -13,16 +13,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
-use tally_domain::subscription::SubscriptionCommand;
-use tally_domain::values::{AdjustmentId, AdminId, PlanId, Reason, SignedAmount};
-use tally_ledger::Request;
+use tally_domain::values::{AdjustmentId, AdminId, Reason, SignedAmount};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{USER_ID, metadata};
+use crate::accounts::USER_ID;
+use crate::credits::{BalanceBody, balance_body};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::holds::{BalanceBody, answer, balance_body, run};
+use crate::write::{answer, run};
 use crate::{AppState, Caller, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -30,7 +29,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(adjust))
         .routes(routes!(block))
         .routes(routes!(unblock))
-        .routes(routes!(correct))
         .routes(routes!(stats))
 }
 
@@ -151,66 +149,6 @@ async fn unblock(
     Body(body): Body<ReasonBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     block_or_unblock(state, caller, user, body, false).await
-}
-
-/// A plan correction (the seeds' `/fix_user_slots`).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CorrectionBody {
-    /// The plan to set; its slots come with it (`basic`, `pro`, `enterprise`).
-    #[schema(value_type = PlanName)]
-    plan: String,
-    /// Why (kept with the before and after).
-    #[schema(value_type = ReasonText)]
-    reason: String,
-}
-
-/// A subscription after a correction.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct CorrectedBody {
-    user_id: i64,
-    plan: Option<String>,
-    slots: u32,
-    period_end: Option<chrono::DateTime<chrono::Utc>>,
-    position: u64,
-}
-
-/// Sets the user's plan and its slots; the before and after stay on record.
-#[utoipa::path(post, path = "/v1/admin/subscriptions/{user_id}/correction", tag = "admin",
-    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
-    request_body = CorrectionBody,
-    responses((status = 200, body = CorrectedBody), WriteErrors),
-    security(("admin" = [])))]
-async fn correct(
-    State(state): State<AppState>,
-    Admin(caller): Admin,
-    Path(user): Path<String>,
-    Body(body): Body<CorrectionBody>,
-) -> Result<Json<CorrectedBody>, ApiError> {
-    let user = input::user_id(&user)?;
-    let command = SubscriptionCommand::CorrectPlan {
-        plan: PlanId::new(body.plan)?,
-        admin: admin_id(&caller)?,
-        reason: Reason::new(body.reason)?,
-    };
-    let outcome = state
-        .ledgers
-        .subscriptions
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(&caller),
-        })
-        .await?;
-    let view = outcome.view;
-    Ok(Json(CorrectedBody {
-        user_id: user.get(),
-        plan: view.plan.map(|p| p.to_string()),
-        slots: view.slots,
-        period_end: view.period_end,
-        position: outcome.position,
-    }))
 }
 
 /// Days to report, inclusive (UTC).

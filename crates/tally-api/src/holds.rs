@@ -1,28 +1,28 @@
-//! Credits: holds (place, capture all or part, release, read), direct debits, and the
-//! admin's grants. Every create carries its own id: the same id and body again is
-//! answered as the original (`Idempotent-Replay: true`), another body is 409
-//! `idempotency_conflict`.
+//! Holds: credits set aside for a job (place, capture all or part, release, read).
+//! Every create carries its own id: the same id and body again is answered as the
+//! original (`Idempotent-Replay: true`), another body is 409 `idempotency_conflict`.
 
-use crate::auth::{Admin, Service};
+use crate::auth::Service;
 use crate::constraints::{AmountText, IdText, ReasonText, TtlSeconds, UserIdNumber};
 use crate::input::Body;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
-use tally_domain::values::{Amount, DebitId, GrantId, HoldId, Reason, UserId};
+use tally_domain::values::{HoldId, UserId};
+use tally_ledger::Outcome;
 use tally_ledger::aggregate::AccountView;
-use tally_ledger::{Outcome, Request};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::accounts::{ReadQuery, USER_ID, metadata, wait_for_read_model};
+use crate::accounts::{ReadQuery, USER_ID, wait_for_read_model};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::{AppState, Caller, MIN_POSITION_WAIT, input};
+use crate::write::{amount, answer, reason, run};
+use crate::{AppState, MIN_POSITION_WAIT, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,19 +30,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read))
         .routes(routes!(capture))
         .routes(routes!(release))
-        .routes(routes!(debit))
-        .routes(routes!(grant))
 }
 
 const HOLD_ID: &str = "the caller's id of the hold (1 to 64 letters, digits, `_-.:`)";
-
-fn amount(text: &str) -> Result<Amount, ApiError> {
-    Ok(text.parse::<Amount>()?)
-}
-
-fn reason(text: &str) -> Result<Reason, ApiError> {
-    Ok(Reason::new(text)?)
-}
 
 /// A hold as a write answers it, with the account's balances after it.
 #[derive(Serialize, ToSchema)]
@@ -67,17 +57,6 @@ pub(crate) struct HoldBody {
     position: u64,
 }
 
-/// A write's answer: `status`, or the original's with `Idempotent-Replay: true`.
-pub(crate) fn answer<T: Serialize>(status: StatusCode, replayed: bool, body: T) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replay", HeaderValue::from_static("true"));
-    }
-    response
-}
-
 fn hold_body(outcome: &Outcome<AccountView>) -> Result<HoldBody, ApiError> {
     let view = &outcome.view;
     let Some((hold_id, hold)) = &view.hold else {
@@ -96,24 +75,6 @@ fn hold_body(outcome: &Outcome<AccountView>) -> Result<HoldBody, ApiError> {
         held: input::money(view.held),
         position: outcome.position,
     })
-}
-
-pub(crate) async fn run(
-    state: &AppState,
-    caller: &Caller,
-    user: UserId,
-    command: AccountCommand,
-) -> Result<Outcome<AccountView>, ApiError> {
-    Ok(state
-        .ledgers
-        .accounts
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(caller),
-        })
-        .await?)
 }
 
 /// Placing a hold: credits set aside for a job until captured, released or expired.
@@ -326,111 +287,6 @@ async fn read(
         expires_at: row.expires_at,
         position: row.position,
     }))
-}
-
-/// A direct debit (no hold first).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DebitBody {
-    /// The caller's id for the debit; re-sending it is answered as the original.
-    #[schema(value_type = IdText)]
-    debit_id: String,
-    /// Credits, a decimal string with at most 2 places.
-    #[schema(value_type = AmountText)]
-    amount: String,
-    /// What the credits paid for.
-    #[schema(value_type = ReasonText)]
-    reason: String,
-}
-
-/// An account's balances after a credit command (or at a point in time).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct BalanceBody {
-    pub(crate) user_id: i64,
-    /// Credits free to spend.
-    #[schema(value_type = String, example = "12.50")]
-    pub(crate) available: Decimal,
-    /// Credits held for jobs in flight.
-    #[schema(value_type = String, example = "0.00")]
-    pub(crate) held: Decimal,
-    /// Position of the last event it reflects.
-    pub(crate) position: u64,
-}
-
-pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
-    BalanceBody {
-        user_id: outcome.view.user_id.get(),
-        available: input::money(outcome.view.available),
-        held: input::money(outcome.view.held),
-        position: outcome.position,
-    }
-}
-
-/// Spends credits at once.
-#[utoipa::path(post, path = "/v1/accounts/{user_id}/debits", tag = "credits",
-    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
-    request_body = DebitBody,
-    responses((status = 201, body = BalanceBody), WriteErrors),
-    security(("service" = [])))]
-async fn debit(
-    State(state): State<AppState>,
-    Service(caller): Service,
-    Path(user): Path<String>,
-    Body(body): Body<DebitBody>,
-) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
-    let command = AccountCommand::Debit {
-        debit_id: DebitId::new(body.debit_id)?,
-        amount: amount(&body.amount)?,
-        reason: reason(&body.reason)?,
-    };
-    let outcome = run(&state, &caller, user, command).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        outcome.replayed,
-        balance_body(&outcome),
-    ))
-}
-
-/// An admin's grant of free credits.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GrantBody {
-    /// The admin's id for the grant; re-sending it is answered as the original.
-    #[schema(value_type = IdText)]
-    grant_id: String,
-    /// Credits, a decimal string with at most 2 places.
-    #[schema(value_type = AmountText)]
-    amount: String,
-    /// Why (kept on the event with the admin key's name).
-    #[schema(value_type = ReasonText)]
-    reason: String,
-}
-
-/// Grants credits (promotion, goodwill); the admin key's name is the actor.
-#[utoipa::path(post, path = "/v1/admin/accounts/{user_id}/grants", tag = "admin",
-    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
-    request_body = GrantBody,
-    responses((status = 201, body = BalanceBody), WriteErrors),
-    security(("admin" = [])))]
-async fn grant(
-    State(state): State<AppState>,
-    Admin(caller): Admin,
-    Path(user): Path<String>,
-    Body(body): Body<GrantBody>,
-) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
-    let command = AccountCommand::Grant {
-        grant_id: GrantId::new(body.grant_id)?,
-        amount: amount(&body.amount)?,
-        reason: reason(&body.reason)?,
-    };
-    let outcome = run(&state, &caller, user, command).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        outcome.replayed,
-        balance_body(&outcome),
-    ))
 }
 
 /// Which account the holds this process placed belong to, so a capture right after a

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 mod constraints;
+pub mod credits;
 pub mod error;
 pub mod holds;
 mod input;
@@ -23,6 +24,8 @@ pub mod observe;
 pub mod payments;
 pub mod refunds;
 pub mod slots;
+pub mod subscriptions;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +148,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .merge(accounts::routes())
         .merge(holds::routes())
+        .merge(credits::routes())
+        .merge(subscriptions::routes())
         .merge(payments::routes())
         .merge(admin::routes())
         .merge(refunds::routes())

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use crate::accounts::{metadata, wait_for_read_model};
 use crate::admin::admin_id;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::holds::answer;
+use crate::write::answer;
 use crate::{AppState, input};
 
 /// Most refunds listed at once.

@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use crate::accounts::{metadata, wait_for_read_model};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::holds::answer;
+use crate::write::answer;
 use crate::{AppState, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
