@@ -45,6 +45,12 @@ pub trait Reactor: Send + Sync {
     /// How often [`Reactor::sweep`] runs.
     fn sweep_every(&self) -> Duration;
 
+    /// The time a sweep looks for what is due at (the command services' clock for a
+    /// reactor that sends commands).
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
     /// Answers `events` (in log order). Safe to repeat: a reactor that dies before
     /// its checkpoint is given them again.
     async fn react(&self, events: &[RecordedEvent]) -> Result<(), Self::Error>;
@@ -210,7 +216,7 @@ impl ReactorLoop {
                 }
                 if last_sweep.elapsed() >= reactor.sweep_every() {
                     last_sweep = std::time::Instant::now();
-                    if let Err(error) = reactor.sweep(Utc::now()).await {
+                    if let Err(error) = reactor.sweep(reactor.now()).await {
                         tracing::warn!(reactor = name, %error, "reactor sweep failed; retrying");
                     }
                 }

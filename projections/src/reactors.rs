@@ -304,6 +304,10 @@ impl Reactor for Reactors {
         SWEEP_EVERY
     }
 
+    fn now(&self) -> DateTime<Utc> {
+        self.ledgers.now()
+    }
+
     async fn react(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
         Reactors::react(self, events).await
     }

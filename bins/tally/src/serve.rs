@@ -320,6 +320,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         webhook_secrets: settings.webhook_secrets,
         limits: settings.limits,
         bot: settings.bot,
+        clock: tally_ledger::Clock::system(),
     };
     let running = tally_app::start(app, listener).await?;
     // Whoever started the server may have stopped reading its output: a closed

@@ -184,7 +184,7 @@ async fn coverage(
     slot: &SlotId,
 ) -> Result<SlotCoverage, ApiError> {
     let subscription = state.ledgers.subscriptions.load(&owner).await?.state;
-    if !subscription.is_active(chrono::Utc::now()) {
+    if !subscription.is_active(state.ledgers.now()) {
         return Ok(SlotCoverage::NoSubscription);
     }
     let owned = tally_projections::slots_of_owner(state.projector.pool(), owner.get()).await?;
@@ -339,7 +339,7 @@ async fn due(
     // One slot more than the page is read to know whether another page follows.
     let mut slots: Vec<DueSlot> = tally_projections::due_slots(
         state.projector.pool(),
-        chrono::Utc::now().timestamp_micros(),
+        state.ledgers.now().timestamp_micros(),
         cycle,
         query.after.as_deref().unwrap_or_default(),
         i64::from(limit) + 1,

@@ -60,6 +60,8 @@ pub struct App {
     pub limits: Limits,
     /// The Telegram bot, when it runs here.
     pub bot: Option<tally_bot::Settings>,
+    /// The time decisions are made at (the system's; a test may move its own).
+    pub clock: tally_ledger::Clock,
 }
 
 impl App {
@@ -73,6 +75,7 @@ impl App {
             webhook_secrets: String::new(),
             limits: Limits::default(),
             bot: None,
+            clock: tally_ledger::Clock::system(),
         }
     }
 }
@@ -103,7 +106,7 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
         .with_context(|| format!("opening {}", redact(url)))?;
     let projector = Arc::new(Projector::open(store.clone(), url, default_projections()).await?);
     projector.prepare().await?;
-    let ledgers = Ledgers::new(store.clone(), Arc::new(app.config));
+    let ledgers = Ledgers::with_clock(store.clone(), Arc::new(app.config), app.clock);
     let (stop, stopped) = watch::channel(false);
     let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
     // The bot starts first: in webhook mode its route joins the API's listener.

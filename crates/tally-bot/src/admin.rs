@@ -475,7 +475,7 @@ pub(crate) async fn on_refund_button(
 
 /// Today's and the last 7 days' figures from the daily stats read model.
 async fn stats(context: &Context) -> Result<String, BotError> {
-    let today = chrono::Utc::now().date_naive();
+    let today = context.ledgers.now().date_naive();
     let week_start = today - chrono::Duration::days(6);
     let (today, week_start) = (
         today.format("%Y-%m-%d").to_string(),

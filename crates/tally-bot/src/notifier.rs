@@ -372,6 +372,10 @@ impl Reactor for Notifier {
         EXPIRING_SWEEP_EVERY
     }
 
+    fn now(&self) -> DateTime<Utc> {
+        self.context.ledgers.now()
+    }
+
     async fn react(&self, events: &[RecordedEvent]) -> Result<(), BotError> {
         let mut notices = Vec::new();
         for event in events {

@@ -488,7 +488,7 @@ async fn slots(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError
 
 /// The user's last spends within the refund window: direct debits and captured holds.
 async fn recent_spends(context: &Context, user: i64) -> Result<Vec<Spend>, BotError> {
-    let since = chrono::Utc::now()
+    let since = context.ledgers.now()
         - chrono::Duration::days(i64::from(context.config.refund_window.max_age_days));
     Ok(tally_projections::recent_spends(
         context.pool(),

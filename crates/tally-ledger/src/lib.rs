@@ -33,6 +33,7 @@
 //! active streams.
 
 pub mod aggregate;
+mod clock;
 mod idempotency;
 mod loading;
 mod snapshots;
@@ -58,6 +59,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use aggregate::{Accounts, Aggregate, Payments, Refunds, Slots, Subscriptions};
+pub use clock::Clock;
 pub use idempotency::event_id;
 use idempotency::*;
 use loading::*;
@@ -212,15 +214,27 @@ pub struct Ledgers {
 }
 
 impl Ledgers {
-    /// The command services over a store, with the business's configuration.
+    /// The command services over a store, with the business's configuration, on the
+    /// system clock.
     pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
+        Self::with_clock(store, config, Clock::system())
+    }
+
+    /// The command services deciding at the times `clock` reads.
+    pub fn with_clock(store: Arc<dyn EventStore>, config: Arc<Config>, clock: Clock) -> Self {
         Self {
-            accounts: Ledger::new(store.clone(), config.clone()),
-            payments: Ledger::new(store.clone(), config.clone()),
-            subscriptions: Ledger::new(store.clone(), config.clone()),
-            refunds: Ledger::new(store.clone(), config.clone()),
-            slots: Ledger::new(store, config),
+            accounts: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
+            payments: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
+            subscriptions: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
+            refunds: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
+            slots: Ledger::with_clock(store, config, clock),
         }
+    }
+
+    /// The time decisions are made at now (the services' clock): for a front-end or a
+    /// reactor that decides something about time itself (coverage, what is due).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.accounts.now()
     }
 
     /// The log they write.
@@ -268,6 +282,7 @@ impl<A: Aggregate> Clone for Ledger<A> {
 struct Inner<A: Aggregate> {
     store: Arc<dyn EventStore>,
     config: Arc<Config>,
+    clock: Clock,
     workers: Mutex<HashMap<A::Key, mpsc::Sender<Job<A>>>>,
     retries: AtomicU64,
     refreshes: AtomicU64,
@@ -275,12 +290,18 @@ struct Inner<A: Aggregate> {
 }
 
 impl<A: Aggregate> Ledger<A> {
-    /// A service over a store, with the business's configuration.
+    /// A service over a store, with the business's configuration, on the system clock.
     pub fn new(store: Arc<dyn EventStore>, config: Arc<Config>) -> Self {
+        Self::with_clock(store, config, Clock::system())
+    }
+
+    /// A service deciding at the times `clock` reads.
+    pub fn with_clock(store: Arc<dyn EventStore>, config: Arc<Config>, clock: Clock) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
+                clock,
                 workers: Mutex::new(HashMap::new()),
                 retries: AtomicU64::new(0),
                 refreshes: AtomicU64::new(0),
@@ -349,7 +370,7 @@ impl<A: Aggregate> Ledger<A> {
             true => Vec::new(),
             false => recall_from_log::<A>(&self.inner, &stream_id, &wanted).await?,
         };
-        let now = tally_store::event::now_micros();
+        let now = self.inner.clock.now();
         let decided = A::decide(
             &loaded.state,
             &request.command,
@@ -380,6 +401,11 @@ impl<A: Aggregate> Ledger<A> {
             version: loaded.version,
             position: loaded.position,
         })
+    }
+
+    /// The time its decisions are made at now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
     }
 
     /// The log this service writes.

@@ -133,7 +133,7 @@ pub(crate) async fn decide_and_append<A: Aggregate>(
                 }
             }
         };
-        let now = tally_store::event::now_micros();
+        let now = inner.clock.now();
         // Decided in place: if the append fails, the state is reloaded from the log.
         // Once a race was lost, keep the state from before deciding: a further loss
         // folds the winner's events into it instead of loading the stream again.

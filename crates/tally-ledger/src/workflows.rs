@@ -45,7 +45,7 @@ pub async fn request_refund(
         .into_iter()
         .collect();
     let past = accounts.recall(&ask.user_id, &spend).await?;
-    let now = tally_store::event::now_micros();
+    let now = accounts.now();
     let refundable = account
         .state
         .refundable(&ask.reference, &past, now, config)?;

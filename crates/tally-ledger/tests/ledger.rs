@@ -748,3 +748,37 @@ async fn a_new_process_recalls_what_the_state_forgot(s: &Setup) {
     assert_eq!(approved.view.available, dec("100"));
     assert_eq!(events_in(&*s.store, u).await, events_before + 1);
 }
+
+/// The services decide at the time their clock reads: a hold's expiry is refused
+/// until the clock passes its ttl, then accepted, with no waiting (the clock a test
+/// moves, as the system's moves in production).
+#[tokio::test]
+async fn a_moved_clock_decides_a_holds_expiry_without_waiting() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let database = TestDatabase::sqlite();
+    let store = open(&database.url).await;
+    let ahead = Arc::new(AtomicI64::new(0));
+    let seconds = ahead.clone();
+    let clock = tally_ledger::Clock::from_fn(move || {
+        chrono::Utc::now() + chrono::Duration::seconds(seconds.load(Ordering::SeqCst))
+    });
+    let ledger = Ledger::<Accounts>::with_clock(store, Arc::new(Config::default()), clock);
+    let user = user(77);
+    run(&ledger, user, open_account(), None).await.unwrap();
+    run(&ledger, user, deposit("p-clock", "10"), None)
+        .await
+        .unwrap();
+    run(&ledger, user, place("h-clock", "4"), None)
+        .await
+        .unwrap();
+    let expire = || C::ExpireHold {
+        hold_id: HoldId::new("h-clock").unwrap(),
+    };
+    let early = run(&ledger, user, expire(), None).await.unwrap_err();
+    assert_eq!(early.code(), "validation", "{early}");
+    assert_eq!(ledger.load(&user).await.unwrap().state.available, dec("6"));
+    ahead.store(901, Ordering::SeqCst);
+    let expired = run(&ledger, user, expire(), None).await.unwrap();
+    assert_eq!(expired.view.available, dec("10"));
+    database.drop_database().await;
+}
