@@ -4,9 +4,9 @@ use crate::auth::Service;
 use crate::constraints::{
     PROFILE_TEXT_CHARS_MAX, PositionNumber, ProfileText, TimeText, UserIdNumber,
 };
-use crate::input::Body;
+use crate::input::{Body, UserPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -137,10 +137,9 @@ pub(crate) const USER_ID: &str = "Telegram user id (a positive 64-bit integer)";
 async fn open(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<OpenBody>,
 ) -> Result<(StatusCode, Json<AccountBody>), ApiError> {
-    let user = input::user_id(&user)?;
     for (what, text) in [("username", &body.username), ("language", &body.language)] {
         let Some(text) = text else { continue };
         if text.chars().count() > PROFILE_TEXT_CHARS_MAX {
@@ -208,10 +207,9 @@ pub(crate) struct ReadQuery {
 async fn read(
     State(state): State<AppState>,
     _: Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AccountBody>, ApiError> {
-    let user = input::user_id(&user)?;
     let query = input::query(query)?;
     // The account and its subscription come from two read models.
     wait_for_read_model(&state, "accounts", query.min_position).await?;
@@ -279,10 +277,9 @@ pub(crate) struct StatementPage {
 async fn statement(
     State(state): State<AppState>,
     _: Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<StatementPage>, ApiError> {
-    let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > STATEMENT_LIMIT_MAX {
@@ -329,10 +326,9 @@ pub(crate) struct BalanceQuery {
 async fn balance(
     State(state): State<AppState>,
     _: Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     query: Result<Query<BalanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<BalanceBody>, ApiError> {
-    let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let as_of = input::as_of(query.at, query.at_position)?;
     wait_for_read_model(&state, "accounts", query.min_position).await?;

@@ -6,22 +6,21 @@ use crate::auth::Admin;
 use crate::constraints::{
     DayText, IdText, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
 };
-use crate::input::Body;
+use crate::input::{Body, UserPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
-use tally_domain::values::{AdjustmentId, AdminId, Reason, SignedAmount};
+use tally_domain::values::{AdjustmentId, AdminId, Reason, SignedAmount, UserId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::accounts::USER_ID;
-use crate::credits::{BalanceBody, balance_body};
+use crate::credits::BalanceBody;
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::write::{answer, run};
+use crate::write::run;
 use crate::{AppState, Caller, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -63,10 +62,9 @@ pub(crate) struct AdjustBody {
 async fn adjust(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<AdjustBody>,
 ) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
     let command = AccountCommand::Adjust {
         adjustment_id: AdjustmentId::new(body.adjustment_id)?,
         amount: body.amount.parse::<SignedAmount>()?,
@@ -74,9 +72,7 @@ async fn adjust(
         admin: admin_id(&caller)?,
         allow_negative: body.allow_negative,
     };
-    let outcome = run(&state, &caller, user, command).await?;
-    let body = balance_body(&outcome);
-    Ok(answer(StatusCode::CREATED, outcome.replayed, body))
+    crate::credits::credit_write(&state, &caller, user, command).await
 }
 
 /// An admin action's reason.
@@ -100,11 +96,10 @@ pub(crate) struct StatusBody {
 async fn block_or_unblock(
     state: AppState,
     caller: Caller,
-    user: String,
+    user: UserId,
     body: ReasonBody,
     block: bool,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let user = input::user_id(&user)?;
     let (reason, admin) = (Reason::new(body.reason)?, admin_id(&caller)?);
     let command = match block {
         true => AccountCommand::Block { reason, admin },
@@ -130,7 +125,7 @@ async fn block_or_unblock(
 async fn block(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<ReasonBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     block_or_unblock(state, caller, user, body, true).await
@@ -145,7 +140,7 @@ async fn block(
 async fn unblock(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<ReasonBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     block_or_unblock(state, caller, user, body, false).await

@@ -4,8 +4,9 @@
 
 use crate::auth::Auditor;
 use crate::constraints::{PositionNumber, TimeText, UserIdNumber};
+use crate::input::UserPath;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -50,10 +51,9 @@ pub(crate) struct ReplayQuery {
 async fn replay(
     State(state): State<AppState>,
     _: Auditor,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     query: Result<Query<ReplayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let user = input::user_id(&user)?;
     let query = input::query(query)?;
     let as_of = input::as_of(query.at, query.at_position)?;
     let replay = state.projector.replay_account(user, as_of).await?;

@@ -2,7 +2,7 @@
 //! grants (free credits). Each carries its own id: the same id and body again is the
 //! original (`Idempotent-Replay: true`), another body is 409 `idempotency_conflict`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use rust_decimal::Decimal;
@@ -19,7 +19,7 @@ use crate::accounts::USER_ID;
 use crate::auth::{Admin, Service};
 use crate::constraints::{AmountText, IdText, ReasonText, UserIdNumber};
 use crate::error::{ApiError, WriteErrors};
-use crate::input::Body;
+use crate::input::{Body, UserPath};
 use crate::write::{amount, answer, reason, run};
 use crate::{AppState, input};
 
@@ -58,6 +58,22 @@ pub(crate) struct BalanceBody {
     pub(crate) position: u64,
 }
 
+/// Runs a credit command and answers 201 with the balances after it (or the
+/// original's answer, `Idempotent-Replay: true`).
+pub(crate) async fn credit_write(
+    state: &AppState,
+    caller: &crate::Caller,
+    user: tally_domain::values::UserId,
+    command: AccountCommand,
+) -> Result<Response, ApiError> {
+    let outcome = run(state, caller, user, command).await?;
+    Ok(answer(
+        StatusCode::CREATED,
+        outcome.replayed,
+        balance_body(&outcome),
+    ))
+}
+
 pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
     BalanceBody {
         user_id: outcome.view.user_id.get(),
@@ -76,21 +92,15 @@ pub(crate) fn balance_body(outcome: &Outcome<AccountView>) -> BalanceBody {
 async fn debit(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<DebitBody>,
 ) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
     let command = AccountCommand::Debit {
         debit_id: DebitId::new(body.debit_id)?,
         amount: amount(&body.amount)?,
         reason: reason(&body.reason)?,
     };
-    let outcome = run(&state, &caller, user, command).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        outcome.replayed,
-        balance_body(&outcome),
-    ))
+    credit_write(&state, &caller, user, command).await
 }
 
 /// An admin's grant of free credits.
@@ -117,19 +127,13 @@ pub(crate) struct GrantBody {
 async fn grant(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<GrantBody>,
 ) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
     let command = AccountCommand::Grant {
         grant_id: GrantId::new(body.grant_id)?,
         amount: amount(&body.amount)?,
         reason: reason(&body.reason)?,
     };
-    let outcome = run(&state, &caller, user, command).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        outcome.replayed,
-        balance_body(&outcome),
-    ))
+    credit_write(&state, &caller, user, command).await
 }

@@ -4,7 +4,7 @@
 
 use crate::auth::Service;
 use crate::constraints::{AmountText, IdText, ReasonText, TtlSeconds, UserIdNumber};
-use crate::input::Body;
+use crate::input::{Body, UserPath};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -106,10 +106,9 @@ pub(crate) struct PlaceBody {
 async fn place(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<PlaceBody>,
 ) -> Result<Response, ApiError> {
-    let user = input::user_id(&user)?;
     let command = AccountCommand::PlaceHold {
         hold_id: HoldId::new(body.hold_id)?,
         amount: amount(&body.amount)?,

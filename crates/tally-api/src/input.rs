@@ -180,3 +180,22 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body
         json(&bytes).map(Body)
     }
 }
+
+/// A Telegram user id from the path (`{user_id}`), as an extractor: 422 `validation`
+/// naming what is wrong before the body is read.
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::validation(e.body_text()))?;
+        user_id(&text).map(UserPath)
+    }
+}

@@ -2,7 +2,7 @@
 //! it (the before and after stay on record, with who and why).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{PlanId, Reason};
@@ -16,7 +16,7 @@ use crate::admin::admin_id;
 use crate::auth::{Admin, Service};
 use crate::constraints::{PlanName, ReasonText, UserIdNumber};
 use crate::error::{ApiError, ReadErrors, WriteErrors};
-use crate::input::Body;
+use crate::input::{Body, UserPath};
 use crate::{AppState, input};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -61,10 +61,9 @@ pub(crate) struct CorrectionRecord {
 async fn subscription(
     State(state): State<AppState>,
     _: Service,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SubscriptionBody>, ApiError> {
-    let user = input::user_id(&user)?;
     let query = input::query(query)?;
     wait_for_read_model(&state, "subscriptions", query.min_position).await?;
     let pool = state.projector.pool();
@@ -133,10 +132,9 @@ pub(crate) struct CorrectedBody {
 async fn correct(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(user): Path<String>,
+    UserPath(user): UserPath,
     Body(body): Body<CorrectionBody>,
 ) -> Result<Json<CorrectedBody>, ApiError> {
-    let user = input::user_id(&user)?;
     let command = SubscriptionCommand::CorrectPlan {
         plan: PlanId::new(body.plan)?,
         admin: admin_id(&caller)?,
