@@ -11,17 +11,23 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use tally_domain::account::{AccountEvent, hold_ref};
 
 use crate::ProjectionError;
 use crate::events::{Batch, amount_cents};
-use crate::runtime::Projection;
 use crate::sql::{Value, insert_rows, placeholders};
 
-/// The accounts read model (balances, statement).
-pub struct AccountsReadModel;
+crate::read_model!(
+    /// The accounts read model (balances, statement).
+    AccountsReadModel {
+        name: "accounts",
+        version: 2,
+        schema: "accounts.sql",
+        tables: ["balances", "statement"],
+        apply: apply,
+    }
+);
 
 #[derive(Clone, Debug)]
 struct Balance {
@@ -33,224 +39,201 @@ struct Balance {
     position: i64,
 }
 
-#[async_trait]
-impl Projection for AccountsReadModel {
-    fn name(&self) -> &'static str {
-        "accounts"
-    }
-
-    fn version(&self) -> i64 {
-        2
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/accounts.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["balances", "statement"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        use AccountEvent as E;
-        // Read each user's balance once.
-        let mut balances: HashMap<i64, Balance> = HashMap::new();
-        let mut users: Vec<i64> = batch.account_users().collect();
-        users.sort_unstable();
-        users.dedup();
-        for chunk in users.chunks(500) {
-            let marks = placeholders(conn, 0, chunk.len());
-            let sql = format!(
-                "SELECT user_id, available_cents, held_cents, status, username, opened_at, position \
-                 FROM balances{g} WHERE user_id IN ({})",
-                marks.join(", ")
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    use AccountEvent as E;
+    // Read each user's balance once.
+    let mut balances: HashMap<i64, Balance> = HashMap::new();
+    let mut users: Vec<i64> = batch.account_users().collect();
+    users.sort_unstable();
+    users.dedup();
+    for chunk in users.chunks(500) {
+        let marks = placeholders(conn, 0, chunk.len());
+        let sql = format!(
+            "SELECT user_id, available_cents, held_cents, status, username, opened_at, position \
+             FROM balances{g} WHERE user_id IN ({})",
+            marks.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for user in chunk {
+            query = query.bind(*user);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            balances.insert(
+                row.get::<i64, _>(0),
+                Balance {
+                    available: row.get(1),
+                    held: row.get(2),
+                    status: row.get(3),
+                    username: row.get(4),
+                    opened_at: row.get(5),
+                    position: row.get(6),
+                },
             );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for user in chunk {
-                query = query.bind(*user);
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                balances.insert(
-                    row.get::<i64, _>(0),
-                    Balance {
-                        available: row.get(1),
-                        held: row.get(2),
-                        status: row.get(3),
-                        username: row.get(4),
-                        opened_at: row.get(5),
-                        position: row.get(6),
-                    },
-                );
-            }
         }
+    }
 
-        let mut statement: Vec<Vec<Value>> = Vec::new();
-        for (recorded, user, event) in batch.account_events() {
-            let position = recorded.position;
-            let at = recorded.occurred_at.timestamp_micros();
-            let balance = balances.entry(user).or_insert_with(|| Balance {
-                available: 0,
-                held: 0,
-                status: "open".into(),
-                username: String::new(),
-                opened_at: at,
-                position: 0,
-            });
-            balance.position = position as i64;
-            let c = |a| amount_cents(position, a);
-            // (kind, change of available, change of held, reference)
-            let entry: Option<(&str, i64, i64, String)> = match event {
-                E::Opened { username, .. } => {
-                    balance.username = username.clone().unwrap_or_default();
-                    balance.opened_at = at;
-                    None
-                }
-                E::Blocked { .. } => {
-                    balance.status = "blocked".into();
-                    None
-                }
-                E::Unblocked { .. } => {
-                    balance.status = "open".into();
-                    None
-                }
-                E::Deposited { payment_id, amount } => Some((
-                    "deposit",
-                    c(amount.get())?,
-                    0,
-                    format!("payment:{payment_id}"),
-                )),
-                E::Granted {
-                    grant_id, amount, ..
-                } => Some(("grant", c(amount.get())?, 0, format!("grant:{grant_id}"))),
-                E::Debited {
-                    debit_id, amount, ..
-                } => Some(("debit", -c(amount.get())?, 0, format!("debit:{debit_id}"))),
-                E::Adjusted {
-                    adjustment_id,
-                    amount,
-                    ..
-                } => Some((
-                    "adjustment",
-                    c(amount.get())?,
-                    0,
-                    format!("adjustment:{adjustment_id}"),
-                )),
-                E::HoldPlaced {
-                    hold_id, amount, ..
-                } => {
-                    let amount = c(amount.get())?;
-                    Some(("hold_placed", -amount, amount, hold_ref(hold_id)))
-                }
-                E::HoldCaptured {
-                    hold_id,
-                    captured,
+    let mut statement: Vec<Vec<Value>> = Vec::new();
+    for (recorded, user, event) in batch.account_events() {
+        let position = recorded.position;
+        let at = recorded.occurred_at.timestamp_micros();
+        let balance = balances.entry(user).or_insert_with(|| Balance {
+            available: 0,
+            held: 0,
+            status: "open".into(),
+            username: String::new(),
+            opened_at: at,
+            position: 0,
+        });
+        balance.position = position as i64;
+        let c = |a| amount_cents(position, a);
+        // (kind, change of available, change of held, reference)
+        let entry: Option<(&str, i64, i64, String)> = match event {
+            E::Opened { username, .. } => {
+                balance.username = username.clone().unwrap_or_default();
+                balance.opened_at = at;
+                None
+            }
+            E::Blocked { .. } => {
+                balance.status = "blocked".into();
+                None
+            }
+            E::Unblocked { .. } => {
+                balance.status = "open".into();
+                None
+            }
+            E::Deposited { payment_id, amount } => Some((
+                "deposit",
+                c(amount.get())?,
+                0,
+                format!("payment:{payment_id}"),
+            )),
+            E::Granted {
+                grant_id, amount, ..
+            } => Some(("grant", c(amount.get())?, 0, format!("grant:{grant_id}"))),
+            E::Debited {
+                debit_id, amount, ..
+            } => Some(("debit", -c(amount.get())?, 0, format!("debit:{debit_id}"))),
+            E::Adjusted {
+                adjustment_id,
+                amount,
+                ..
+            } => Some((
+                "adjustment",
+                c(amount.get())?,
+                0,
+                format!("adjustment:{adjustment_id}"),
+            )),
+            E::HoldPlaced {
+                hold_id, amount, ..
+            } => {
+                let amount = c(amount.get())?;
+                Some(("hold_placed", -amount, amount, hold_ref(hold_id)))
+            }
+            E::HoldCaptured {
+                hold_id,
+                captured,
+                released,
+            } => {
+                let (captured, released) = (c(captured.get())?, c(*released)?);
+                Some((
+                    "hold_captured",
                     released,
-                } => {
-                    let (captured, released) = (c(captured.get())?, c(*released)?);
-                    Some((
-                        "hold_captured",
-                        released,
-                        -(captured + released),
-                        hold_ref(hold_id),
-                    ))
-                }
-                E::HoldReleased {
-                    hold_id, amount, ..
-                } => {
-                    let amount = c(amount.get())?;
-                    Some(("hold_released", amount, -amount, hold_ref(hold_id)))
-                }
-                E::HoldExpired { hold_id, amount } => {
-                    let amount = c(amount.get())?;
-                    Some(("hold_expired", amount, -amount, hold_ref(hold_id)))
-                }
-                E::Refunded {
-                    refund_id,
-                    reference,
-                    amount,
-                } => Some((
-                    "refund",
-                    c(amount.get())?,
-                    0,
-                    format!("refund:{refund_id}:{reference}"),
-                )),
-            };
-            if let Some((kind, available, held, reference)) = entry {
-                balance.available += available;
-                balance.held += held;
-                let actor = &recorded.metadata.actor;
-                statement.push(vec![
-                    user.into(),
-                    (position as i64).into(),
-                    kind.into(),
-                    available.into(),
-                    balance.available.into(),
-                    balance.held.into(),
-                    reference.into(),
-                    format!("{}:{}", actor.kind.as_str(), actor.id).into(),
-                    at.into(),
-                ]);
+                    -(captured + released),
+                    hold_ref(hold_id),
+                ))
             }
+            E::HoldReleased {
+                hold_id, amount, ..
+            } => {
+                let amount = c(amount.get())?;
+                Some(("hold_released", amount, -amount, hold_ref(hold_id)))
+            }
+            E::HoldExpired { hold_id, amount } => {
+                let amount = c(amount.get())?;
+                Some(("hold_expired", amount, -amount, hold_ref(hold_id)))
+            }
+            E::Refunded {
+                refund_id,
+                reference,
+                amount,
+            } => Some((
+                "refund",
+                c(amount.get())?,
+                0,
+                format!("refund:{refund_id}:{reference}"),
+            )),
+        };
+        if let Some((kind, available, held, reference)) = entry {
+            balance.available += available;
+            balance.held += held;
+            let actor = &recorded.metadata.actor;
+            statement.push(vec![
+                user.into(),
+                (position as i64).into(),
+                kind.into(),
+                available.into(),
+                balance.available.into(),
+                balance.held.into(),
+                reference.into(),
+                format!("{}:{}", actor.kind.as_str(), actor.id).into(),
+                at.into(),
+            ]);
         }
+    }
 
-        let rows: Vec<Vec<Value>> = balances
-            .into_iter()
-            .map(|(user, b)| {
-                vec![
-                    user.into(),
-                    b.available.into(),
-                    b.held.into(),
-                    b.status.into(),
-                    b.username.into(),
-                    b.opened_at.into(),
-                    b.position.into(),
-                ]
-            })
-            .collect();
-        insert_rows(
+    let rows: Vec<Vec<Value>> = balances
+        .into_iter()
+        .map(|(user, b)| {
+            vec![
+                user.into(),
+                b.available.into(),
+                b.held.into(),
+                b.status.into(),
+                b.username.into(),
+                b.opened_at.into(),
+                b.position.into(),
+            ]
+        })
+        .collect();
+    insert_rows(
+        conn,
+        &format!("balances{g}"),
+        &[
+            "user_id",
+            "available_cents",
+            "held_cents",
+            "status",
+            "username",
+            "opened_at",
+            "position",
+        ],
+        &rows,
+        "ON CONFLICT (user_id) DO UPDATE SET available_cents = excluded.available_cents, \
+         held_cents = excluded.held_cents, status = excluded.status, \
+         username = excluded.username, opened_at = excluded.opened_at, \
+         position = excluded.position",
+    )
+    .await?;
+    batch
+        .insert(
             conn,
-            &format!("balances{g}"),
+            &format!("statement{g}"),
             &[
                 "user_id",
-                "available_cents",
-                "held_cents",
-                "status",
-                "username",
-                "opened_at",
                 "position",
+                "kind",
+                "amount_cents",
+                "balance_after_cents",
+                "held_after_cents",
+                "reference",
+                "actor",
+                "occurred_at",
             ],
-            &rows,
-            "ON CONFLICT (user_id) DO UPDATE SET available_cents = excluded.available_cents, \
-             held_cents = excluded.held_cents, status = excluded.status, \
-             username = excluded.username, opened_at = excluded.opened_at, \
-             position = excluded.position",
+            statement,
         )
         .await?;
-        batch
-            .insert(
-                conn,
-                &format!("statement{g}"),
-                &[
-                    "user_id",
-                    "position",
-                    "kind",
-                    "amount_cents",
-                    "balance_after_cents",
-                    "held_after_cents",
-                    "reference",
-                    "actor",
-                    "occurred_at",
-                ],
-                statement,
-            )
-            .await?;
-        Ok(())
-    }
+    Ok(())
 }
 
 /// One statement entry, as auditors and users read it.

@@ -5,17 +5,23 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::account::AccountEvent;
 
 use crate::ProjectionError;
 use crate::events::{Batch, amount_cents};
-use crate::runtime::Projection;
 use crate::sql::{Value, execute};
 
-/// The holds read model.
-pub struct HoldsReadModel;
+crate::read_model!(
+    /// The holds read model.
+    HoldsReadModel {
+        name: "holds",
+        version: 1,
+        schema: "holds.sql",
+        tables: ["holds"],
+        apply: apply,
+    }
+);
 
 #[derive(Clone, Debug)]
 struct HoldRow {
@@ -26,129 +32,106 @@ struct HoldRow {
     position: i64,
 }
 
-#[async_trait]
-impl Projection for HoldsReadModel {
-    fn name(&self) -> &'static str {
-        "holds"
-    }
-
-    fn version(&self) -> i64 {
-        1
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/holds.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["holds"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        use AccountEvent as E;
-        // Placed in this batch, in placement order.
-        let mut placed: Vec<(i64, String)> = Vec::new();
-        let mut holds: HashMap<(i64, String), HoldRow> = HashMap::new();
-        // Closed in this batch, placed before it.
-        let mut closes: Vec<(i64, String, i64, &'static str, i64)> = Vec::new();
-        for (recorded, user, event) in batch.account_events() {
-            let position = recorded.position as i64;
-            let (hold_id, state, captured) = match event {
-                E::HoldPlaced {
-                    hold_id,
-                    amount,
-                    expires_at,
-                    ..
-                } => {
-                    let key = (user, hold_id.to_string());
-                    placed.push(key.clone());
-                    holds.insert(
-                        key,
-                        HoldRow {
-                            amount: amount_cents(recorded.position, amount.get())?,
-                            captured: 0,
-                            state: "open",
-                            expires_at: expires_at.timestamp_micros(),
-                            position,
-                        },
-                    );
-                    continue;
-                }
-                E::HoldCaptured {
-                    hold_id, captured, ..
-                } => (
-                    hold_id,
-                    "captured",
-                    amount_cents(recorded.position, captured.get())?,
-                ),
-                E::HoldReleased { hold_id, .. } => (hold_id, "released", 0),
-                E::HoldExpired { hold_id, .. } => (hold_id, "expired", 0),
-                _ => continue,
-            };
-            match holds.get_mut(&(user, hold_id.to_string())) {
-                Some(row) => {
-                    row.state = state;
-                    row.captured = captured;
-                    row.position = position;
-                }
-                None => closes.push((user, hold_id.to_string(), captured, state, position)),
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    use AccountEvent as E;
+    // Placed in this batch, in placement order.
+    let mut placed: Vec<(i64, String)> = Vec::new();
+    let mut holds: HashMap<(i64, String), HoldRow> = HashMap::new();
+    // Closed in this batch, placed before it.
+    let mut closes: Vec<(i64, String, i64, &'static str, i64)> = Vec::new();
+    for (recorded, user, event) in batch.account_events() {
+        let position = recorded.position as i64;
+        let (hold_id, state, captured) = match event {
+            E::HoldPlaced {
+                hold_id,
+                amount,
+                expires_at,
+                ..
+            } => {
+                let key = (user, hold_id.to_string());
+                placed.push(key.clone());
+                holds.insert(
+                    key,
+                    HoldRow {
+                        amount: amount_cents(recorded.position, amount.get())?,
+                        captured: 0,
+                        state: "open",
+                        expires_at: expires_at.timestamp_micros(),
+                        position,
+                    },
+                );
+                continue;
             }
+            E::HoldCaptured {
+                hold_id, captured, ..
+            } => (
+                hold_id,
+                "captured",
+                amount_cents(recorded.position, captured.get())?,
+            ),
+            E::HoldReleased { hold_id, .. } => (hold_id, "released", 0),
+            E::HoldExpired { hold_id, .. } => (hold_id, "expired", 0),
+            _ => continue,
+        };
+        match holds.get_mut(&(user, hold_id.to_string())) {
+            Some(row) => {
+                row.state = state;
+                row.captured = captured;
+                row.position = position;
+            }
+            None => closes.push((user, hold_id.to_string(), captured, state, position)),
         }
-        let rows: Vec<Vec<Value>> = placed
-            .into_iter()
-            .filter_map(|key| {
-                let h = holds.remove(&key)?;
-                Some(vec![
-                    key.0.into(),
-                    key.1.into(),
-                    h.amount.into(),
-                    h.captured.into(),
-                    h.state.into(),
-                    h.expires_at.into(),
-                    h.position.into(),
-                ])
-            })
-            .collect();
-        batch
-            .insert(
-                conn,
-                &format!("holds{g}"),
-                &[
-                    "user_id",
-                    "hold_id",
-                    "amount_cents",
-                    "captured_cents",
-                    "state",
-                    "expires_at",
-                    "position",
-                ],
-                rows,
-            )
-            .await?;
-        for (user, hold_id, captured, state, position) in closes {
-            execute(
-                conn,
-                &format!(
-                    "UPDATE holds{g} SET state = $1, captured_cents = $2, position = $3 \
-                     WHERE user_id = $4 AND hold_id = $5"
-                ),
-                &[
-                    state.into(),
-                    captured.into(),
-                    position.into(),
-                    user.into(),
-                    hold_id.into(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
     }
+    let rows: Vec<Vec<Value>> = placed
+        .into_iter()
+        .filter_map(|key| {
+            let h = holds.remove(&key)?;
+            Some(vec![
+                key.0.into(),
+                key.1.into(),
+                h.amount.into(),
+                h.captured.into(),
+                h.state.into(),
+                h.expires_at.into(),
+                h.position.into(),
+            ])
+        })
+        .collect();
+    batch
+        .insert(
+            conn,
+            &format!("holds{g}"),
+            &[
+                "user_id",
+                "hold_id",
+                "amount_cents",
+                "captured_cents",
+                "state",
+                "expires_at",
+                "position",
+            ],
+            rows,
+        )
+        .await?;
+    for (user, hold_id, captured, state, position) in closes {
+        execute(
+            conn,
+            &format!(
+                "UPDATE holds{g} SET state = $1, captured_cents = $2, position = $3 \
+                 WHERE user_id = $4 AND hold_id = $5"
+            ),
+            &[
+                state.into(),
+                captured.into(),
+                position.into(),
+                user.into(),
+                hold_id.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A hold as the read model has it.

@@ -4,152 +4,134 @@
 //! money to give back. Payments are few next to account events, so each event is one
 //! statement.
 
-use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::payment::{PaymentEvent, Purpose};
 
 use crate::ProjectionError;
 use crate::events::{Batch, amount_cents, stream_event};
-use crate::runtime::Projection;
 use crate::sql::execute;
 
-/// The payments read model.
-pub struct PaymentsReadModel;
-
-#[async_trait]
-impl Projection for PaymentsReadModel {
-    fn name(&self) -> &'static str {
-        "payments"
+crate::read_model!(
+    /// The payments read model.
+    PaymentsReadModel {
+        name: "payments",
+        version: 2,
+        schema: "payments.sql",
+        tables: ["payments", "duplicate_charges"],
+        apply: apply,
     }
+);
 
-    fn version(&self) -> i64 {
-        2
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/payments.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["payments", "duplicate_charges"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        for recorded in batch.events() {
-            let Some((payment_id, event)) = stream_event::<PaymentEvent>(recorded, "payment")?
-            else {
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    for recorded in batch.events() {
+        let Some((payment_id, event)) = stream_event::<PaymentEvent>(recorded, "payment")? else {
+            continue;
+        };
+        let position = recorded.position as i64;
+        let at = recorded.occurred_at.timestamp_micros();
+        let (status, reason) = match event {
+            PaymentEvent::Created(terms) => {
+                let (purpose, credits, plan) = match &terms.purpose {
+                    Purpose::Credits(amount) => (
+                        "credits",
+                        amount_cents(recorded.position, amount.get())?,
+                        String::new(),
+                    ),
+                    Purpose::Plan(plan) => ("plan", 0, plan.to_string()),
+                };
+                execute(
+                    conn,
+                    &format!(
+                        "INSERT INTO payments{g} (payment_id, user_id, provider, amount_cents, \
+                         currency, purpose, credits_cents, plan, status, provider_payment_id, \
+                         reason, created_at, updated_at, position) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '', '', $9, $10, $11)"
+                    ),
+                    &[
+                        payment_id.into(),
+                        terms.user_id.get().into(),
+                        terms.provider.as_str().into(),
+                        amount_cents(recorded.position, terms.amount.get())?.into(),
+                        terms.currency.as_str().into(),
+                        purpose.into(),
+                        credits.into(),
+                        plan.into(),
+                        at.into(),
+                        at.into(),
+                        position.into(),
+                    ],
+                )
+                .await?;
                 continue;
-            };
-            let position = recorded.position as i64;
-            let at = recorded.occurred_at.timestamp_micros();
-            let (status, reason) = match event {
-                PaymentEvent::Created(terms) => {
-                    let (purpose, credits, plan) = match &terms.purpose {
-                        Purpose::Credits(amount) => (
-                            "credits",
-                            amount_cents(recorded.position, amount.get())?,
-                            String::new(),
-                        ),
-                        Purpose::Plan(plan) => ("plan", 0, plan.to_string()),
-                    };
-                    execute(
-                        conn,
-                        &format!(
-                            "INSERT INTO payments{g} (payment_id, user_id, provider, amount_cents, \
-                             currency, purpose, credits_cents, plan, status, provider_payment_id, \
-                             reason, created_at, updated_at, position) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', '', '', $9, $10, $11)"
-                        ),
-                        &[
-                            payment_id.into(),
-                            terms.user_id.get().into(),
-                            terms.provider.as_str().into(),
-                            amount_cents(recorded.position, terms.amount.get())?.into(),
-                            terms.currency.as_str().into(),
-                            purpose.into(),
-                            credits.into(),
-                            plan.into(),
-                            at.into(),
-                            at.into(),
-                            position.into(),
-                        ],
-                    )
-                    .await?;
-                    continue;
-                }
-                PaymentEvent::Succeeded {
-                    provider_payment_id,
-                    ..
-                } => {
-                    execute(
-                        conn,
-                        &format!(
-                            "UPDATE payments{g} SET status = 'succeeded', provider_payment_id = $1, \
-                             updated_at = $2, position = $3 WHERE payment_id = $4"
-                        ),
-                        &[
-                            provider_payment_id.into(),
-                            at.into(),
-                            position.into(),
-                            payment_id.into(),
-                        ],
-                    )
-                    .await?;
-                    continue;
-                }
-                PaymentEvent::DuplicateCharge {
-                    user_id,
-                    provider_payment_id,
-                    amount,
-                    currency,
-                } => {
-                    execute(
-                        conn,
-                        &format!(
-                            "INSERT INTO duplicate_charges{g} (provider, provider_payment_id, \
-                             payment_id, user_id, amount_cents, currency, occurred_at, position) \
-                             SELECT provider, $1, payment_id, $2, $3, $4, $5, $6 \
-                             FROM payments{g} WHERE payment_id = $7"
-                        ),
-                        &[
-                            provider_payment_id.as_str().into(),
-                            user_id.get().into(),
-                            amount_cents(recorded.position, amount.get())?.into(),
-                            currency.as_str().into(),
-                            at.into(),
-                            position.into(),
-                            payment_id.into(),
-                        ],
-                    )
-                    .await?;
-                    continue;
-                }
-                PaymentEvent::Failed { reason } => ("failed", reason),
-                PaymentEvent::Reversed { reason, .. } => ("reversed", reason),
-            };
-            execute(
-                conn,
-                &format!(
-                    "UPDATE payments{g} SET status = $1, reason = $2, updated_at = $3, \
-                     position = $4 WHERE payment_id = $5"
-                ),
-                &[
-                    status.into(),
-                    reason.as_str().into(),
-                    at.into(),
-                    position.into(),
-                    payment_id.into(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
+            }
+            PaymentEvent::Succeeded {
+                provider_payment_id,
+                ..
+            } => {
+                execute(
+                    conn,
+                    &format!(
+                        "UPDATE payments{g} SET status = 'succeeded', provider_payment_id = $1, \
+                         updated_at = $2, position = $3 WHERE payment_id = $4"
+                    ),
+                    &[
+                        provider_payment_id.into(),
+                        at.into(),
+                        position.into(),
+                        payment_id.into(),
+                    ],
+                )
+                .await?;
+                continue;
+            }
+            PaymentEvent::DuplicateCharge {
+                user_id,
+                provider_payment_id,
+                amount,
+                currency,
+            } => {
+                execute(
+                    conn,
+                    &format!(
+                        "INSERT INTO duplicate_charges{g} (provider, provider_payment_id, \
+                         payment_id, user_id, amount_cents, currency, occurred_at, position) \
+                         SELECT provider, $1, payment_id, $2, $3, $4, $5, $6 \
+                         FROM payments{g} WHERE payment_id = $7"
+                    ),
+                    &[
+                        provider_payment_id.as_str().into(),
+                        user_id.get().into(),
+                        amount_cents(recorded.position, amount.get())?.into(),
+                        currency.as_str().into(),
+                        at.into(),
+                        position.into(),
+                        payment_id.into(),
+                    ],
+                )
+                .await?;
+                continue;
+            }
+            PaymentEvent::Failed { reason } => ("failed", reason),
+            PaymentEvent::Reversed { reason, .. } => ("reversed", reason),
+        };
+        execute(
+            conn,
+            &format!(
+                "UPDATE payments{g} SET status = $1, reason = $2, updated_at = $3, \
+                 position = $4 WHERE payment_id = $5"
+            ),
+            &[
+                status.into(),
+                reason.as_str().into(),
+                at.into(),
+                position.into(),
+                payment_id.into(),
+            ],
+        )
+        .await?;
     }
+    Ok(())
 }
 
 /// A charge of a provider for a payment already paid (or failed), as the

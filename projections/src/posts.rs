@@ -5,17 +5,23 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::slot::{Outcome, SlotEvent};
 
 use crate::ProjectionError;
 use crate::events::{Batch, stream_event};
-use crate::runtime::Projection;
 use crate::sql::{Value, execute, insert_rows};
 
-/// The ad slots and post analytics read model.
-pub struct PostsReadModel;
+crate::read_model!(
+    /// The ad slots and post analytics read model.
+    PostsReadModel {
+        name: "posts",
+        version: 2,
+        schema: "posts.sql",
+        tables: ["slots", "slot_destinations", "post_stats", "post_failures", "slot_posts"],
+        apply: apply,
+    }
+);
 
 /// Error kind recorded for a failure that named none.
 pub const UNKNOWN_ERROR: &str = "unknown";
@@ -30,201 +36,172 @@ struct Counters {
     last_attempt_at: i64,
 }
 
-#[async_trait]
-impl Projection for PostsReadModel {
-    fn name(&self) -> &'static str {
-        "posts"
-    }
-
-    fn version(&self) -> i64 {
-        2
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/posts.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[
-            "slots",
-            "slot_destinations",
-            "post_stats",
-            "post_failures",
-            "slot_posts",
-        ]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        // (slot, chat, topic) → counters; (slot, chat, topic, error kind) → failures.
-        let mut stats: BTreeMap<(String, i64, i64), Counters> = BTreeMap::new();
-        let mut failures: BTreeMap<(String, i64, i64, String), i64> = BTreeMap::new();
-        let mut posted: Vec<Vec<Value>> = Vec::new();
-        for recorded in batch.events() {
-            let Some((slot_id, event)) = stream_event::<SlotEvent>(recorded, "slot")? else {
-                continue;
-            };
-            let at = recorded.occurred_at.timestamp_micros();
-            match event {
-                SlotEvent::Configured(config) => {
-                    execute(
-                        conn,
-                        &format!(
-                            "INSERT INTO slots{g} (slot_id, user_id, content, destinations, \
-                             configured_at, position) VALUES ($1, $2, $3, $4, $5, $6) \
-                             ON CONFLICT (slot_id) DO UPDATE SET user_id = excluded.user_id, \
-                             content = excluded.content, destinations = excluded.destinations, \
-                             configured_at = excluded.configured_at, position = excluded.position"
-                        ),
-                        &[
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    // (slot, chat, topic) → counters; (slot, chat, topic, error kind) → failures.
+    let mut stats: BTreeMap<(String, i64, i64), Counters> = BTreeMap::new();
+    let mut failures: BTreeMap<(String, i64, i64, String), i64> = BTreeMap::new();
+    let mut posted: Vec<Vec<Value>> = Vec::new();
+    for recorded in batch.events() {
+        let Some((slot_id, event)) = stream_event::<SlotEvent>(recorded, "slot")? else {
+            continue;
+        };
+        let at = recorded.occurred_at.timestamp_micros();
+        match event {
+            SlotEvent::Configured(config) => {
+                execute(
+                    conn,
+                    &format!(
+                        "INSERT INTO slots{g} (slot_id, user_id, content, destinations, \
+                         configured_at, position) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (slot_id) DO UPDATE SET user_id = excluded.user_id, \
+                         content = excluded.content, destinations = excluded.destinations, \
+                         configured_at = excluded.configured_at, position = excluded.position"
+                    ),
+                    &[
+                        slot_id.into(),
+                        config.user_id.get().into(),
+                        config.content.into(),
+                        (config.destinations.len() as i64).into(),
+                        at.into(),
+                        (recorded.position as i64).into(),
+                    ],
+                )
+                .await?;
+                execute(
+                    conn,
+                    &format!("DELETE FROM slot_destinations{g} WHERE slot_id = $1"),
+                    &[slot_id.into()],
+                )
+                .await?;
+                let mut rows: Vec<Vec<Value>> = config
+                    .destinations
+                    .iter()
+                    .map(|d| {
+                        vec![
                             slot_id.into(),
-                            config.user_id.get().into(),
-                            config.content.into(),
-                            (config.destinations.len() as i64).into(),
+                            d.chat_id.into(),
+                            d.topic_id.unwrap_or(0).into(),
+                        ]
+                    })
+                    .collect();
+                rows.dedup();
+                insert_rows(
+                    conn,
+                    &format!("slot_destinations{g}"),
+                    &["slot_id", "chat_id", "topic_id"],
+                    &rows,
+                    "ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            }
+            SlotEvent::PostAttempted(attempt) => {
+                let d = attempt.destination;
+                let key = (slot_id.to_string(), d.chat_id, d.topic_id.unwrap_or(0));
+                let counters = stats.entry(key.clone()).or_default();
+                counters.attempts += 1;
+                counters.last_attempt_at = at;
+                match attempt.outcome {
+                    Outcome::Succeeded => {
+                        counters.successes += 1;
+                        posted.push(vec![
+                            key.0.clone().into(),
+                            i64::try_from(attempt.cycle).unwrap_or(i64::MAX).into(),
+                            key.1.into(),
+                            key.2.into(),
                             at.into(),
-                            (recorded.position as i64).into(),
-                        ],
-                    )
-                    .await?;
-                    execute(
-                        conn,
-                        &format!("DELETE FROM slot_destinations{g} WHERE slot_id = $1"),
-                        &[slot_id.into()],
-                    )
-                    .await?;
-                    let mut rows: Vec<Vec<Value>> = config
-                        .destinations
-                        .iter()
-                        .map(|d| {
-                            vec![
-                                slot_id.into(),
-                                d.chat_id.into(),
-                                d.topic_id.unwrap_or(0).into(),
-                            ]
-                        })
-                        .collect();
-                    rows.dedup();
-                    insert_rows(
-                        conn,
-                        &format!("slot_destinations{g}"),
-                        &["slot_id", "chat_id", "topic_id"],
-                        &rows,
-                        "ON CONFLICT DO NOTHING",
-                    )
-                    .await?;
-                }
-                SlotEvent::PostAttempted(attempt) => {
-                    let d = attempt.destination;
-                    let key = (slot_id.to_string(), d.chat_id, d.topic_id.unwrap_or(0));
-                    let counters = stats.entry(key.clone()).or_default();
-                    counters.attempts += 1;
-                    counters.last_attempt_at = at;
-                    match attempt.outcome {
-                        Outcome::Succeeded => {
-                            counters.successes += 1;
-                            posted.push(vec![
-                                key.0.clone().into(),
-                                i64::try_from(attempt.cycle).unwrap_or(i64::MAX).into(),
-                                key.1.into(),
-                                key.2.into(),
-                                at.into(),
-                            ]);
-                        }
-                        Outcome::Failed => {
-                            let kind = attempt
-                                .error_kind
-                                .unwrap_or_else(|| UNKNOWN_ERROR.to_string());
-                            counters.failures += 1;
-                            counters.last_error = kind.clone();
-                            counters.last_error_at = at;
-                            *failures.entry((key.0, key.1, key.2, kind)).or_default() += 1;
-                        }
+                        ]);
+                    }
+                    Outcome::Failed => {
+                        let kind = attempt
+                            .error_kind
+                            .unwrap_or_else(|| UNKNOWN_ERROR.to_string());
+                        counters.failures += 1;
+                        counters.last_error = kind.clone();
+                        counters.last_error_at = at;
+                        *failures.entry((key.0, key.1, key.2, kind)).or_default() += 1;
                     }
                 }
             }
         }
-        batch
-            .insert(
-                conn,
-                &format!("slot_posts{g}"),
-                &["slot_id", "cycle", "chat_id", "topic_id", "posted_at"],
-                posted,
-            )
-            .await?;
-        let rows: Vec<Vec<Value>> = stats
-            .into_iter()
-            .map(|((slot, chat, topic), c)| {
-                vec![
-                    slot.into(),
-                    chat.into(),
-                    topic.into(),
-                    c.attempts.into(),
-                    c.successes.into(),
-                    c.failures.into(),
-                    c.last_error.into(),
-                    c.last_error_at.into(),
-                    c.last_attempt_at.into(),
-                ]
-            })
-            .collect();
-        let t = format!("post_stats{g}");
-        insert_rows(
+    }
+    batch
+        .insert(
             conn,
-            &t,
-            &[
-                "slot_id",
-                "chat_id",
-                "topic_id",
-                "attempts",
-                "successes",
-                "failures",
-                "last_error",
-                "last_error_at",
-                "last_attempt_at",
-            ],
-            &rows,
-            &format!(
-                "ON CONFLICT (slot_id, chat_id, topic_id) DO UPDATE SET \
-                 attempts = {t}.attempts + excluded.attempts, \
-                 successes = {t}.successes + excluded.successes, \
-                 failures = {t}.failures + excluded.failures, \
-                 last_error = CASE WHEN excluded.last_error_at > 0 \
-                     THEN excluded.last_error ELSE {t}.last_error END, \
-                 last_error_at = CASE WHEN excluded.last_error_at > 0 \
-                     THEN excluded.last_error_at ELSE {t}.last_error_at END, \
-                 last_attempt_at = excluded.last_attempt_at"
-            ),
+            &format!("slot_posts{g}"),
+            &["slot_id", "cycle", "chat_id", "topic_id", "posted_at"],
+            posted,
         )
         .await?;
-        let rows: Vec<Vec<Value>> = failures
-            .into_iter()
-            .map(|((slot, chat, topic, kind), n)| {
-                vec![
-                    slot.into(),
-                    chat.into(),
-                    topic.into(),
-                    kind.into(),
-                    n.into(),
-                ]
-            })
-            .collect();
-        let t = format!("post_failures{g}");
-        insert_rows(
-            conn,
-            &t,
-            &["slot_id", "chat_id", "topic_id", "error_kind", "failures"],
-            &rows,
-            &format!(
-                "ON CONFLICT (slot_id, chat_id, topic_id, error_kind) DO UPDATE SET \
-                 failures = {t}.failures + excluded.failures"
-            ),
-        )
-        .await
-    }
+    let rows: Vec<Vec<Value>> = stats
+        .into_iter()
+        .map(|((slot, chat, topic), c)| {
+            vec![
+                slot.into(),
+                chat.into(),
+                topic.into(),
+                c.attempts.into(),
+                c.successes.into(),
+                c.failures.into(),
+                c.last_error.into(),
+                c.last_error_at.into(),
+                c.last_attempt_at.into(),
+            ]
+        })
+        .collect();
+    let t = format!("post_stats{g}");
+    insert_rows(
+        conn,
+        &t,
+        &[
+            "slot_id",
+            "chat_id",
+            "topic_id",
+            "attempts",
+            "successes",
+            "failures",
+            "last_error",
+            "last_error_at",
+            "last_attempt_at",
+        ],
+        &rows,
+        &format!(
+            "ON CONFLICT (slot_id, chat_id, topic_id) DO UPDATE SET \
+             attempts = {t}.attempts + excluded.attempts, \
+             successes = {t}.successes + excluded.successes, \
+             failures = {t}.failures + excluded.failures, \
+             last_error = CASE WHEN excluded.last_error_at > 0 \
+                 THEN excluded.last_error ELSE {t}.last_error END, \
+             last_error_at = CASE WHEN excluded.last_error_at > 0 \
+                 THEN excluded.last_error_at ELSE {t}.last_error_at END, \
+             last_attempt_at = excluded.last_attempt_at"
+        ),
+    )
+    .await?;
+    let rows: Vec<Vec<Value>> = failures
+        .into_iter()
+        .map(|((slot, chat, topic, kind), n)| {
+            vec![
+                slot.into(),
+                chat.into(),
+                topic.into(),
+                kind.into(),
+                n.into(),
+            ]
+        })
+        .collect();
+    let t = format!("post_failures{g}");
+    insert_rows(
+        conn,
+        &t,
+        &["slot_id", "chat_id", "topic_id", "error_kind", "failures"],
+        &rows,
+        &format!(
+            "ON CONFLICT (slot_id, chat_id, topic_id, error_kind) DO UPDATE SET \
+             failures = {t}.failures + excluded.failures"
+        ),
+    )
+    .await
 }
 
 /// The ids of `owner`'s slots in the order they were configured (a plan of N slots

@@ -1,94 +1,77 @@
 //! Read model `refunds`: every refund request, its decision, who made it and why. The
 //! admins' queue is the requests still `requested`, oldest first.
 
-use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::refund::RefundEvent;
 
 use crate::ProjectionError;
 use crate::events::{Batch, amount_cents, stream_event};
-use crate::runtime::Projection;
 use crate::sql::execute;
 
-/// The refund queue read model.
-pub struct RefundsReadModel;
-
-#[async_trait]
-impl Projection for RefundsReadModel {
-    fn name(&self) -> &'static str {
-        "refunds"
+crate::read_model!(
+    /// The refund queue read model.
+    RefundsReadModel {
+        name: "refunds",
+        version: 1,
+        schema: "refunds.sql",
+        tables: ["refunds"],
+        apply: apply,
     }
+);
 
-    fn version(&self) -> i64 {
-        1
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/refunds.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["refunds"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        for recorded in batch.events() {
-            let Some((refund_id, event)) = stream_event::<RefundEvent>(recorded, "refund")? else {
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    for recorded in batch.events() {
+        let Some((refund_id, event)) = stream_event::<RefundEvent>(recorded, "refund")? else {
+            continue;
+        };
+        let position = recorded.position as i64;
+        let at = recorded.occurred_at.timestamp_micros();
+        let (status, admin, reason) = match event {
+            RefundEvent::Requested(ask) => {
+                execute(
+                    conn,
+                    &format!(
+                        "INSERT INTO refunds{g} (refund_id, user_id, reference, amount_cents, \
+                         reason, requested_by, status, decided_by, decision_reason, \
+                         requested_at, decided_at, position) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'requested', '', '', $7, 0, $8)"
+                    ),
+                    &[
+                        refund_id.into(),
+                        ask.user_id.get().into(),
+                        ask.reference.into(),
+                        amount_cents(recorded.position, ask.amount.get())?.into(),
+                        ask.reason.as_str().into(),
+                        ask.requested_by.into(),
+                        at.into(),
+                        position.into(),
+                    ],
+                )
+                .await?;
                 continue;
-            };
-            let position = recorded.position as i64;
-            let at = recorded.occurred_at.timestamp_micros();
-            let (status, admin, reason) = match event {
-                RefundEvent::Requested(ask) => {
-                    execute(
-                        conn,
-                        &format!(
-                            "INSERT INTO refunds{g} (refund_id, user_id, reference, amount_cents, \
-                             reason, requested_by, status, decided_by, decision_reason, \
-                             requested_at, decided_at, position) \
-                             VALUES ($1, $2, $3, $4, $5, $6, 'requested', '', '', $7, 0, $8)"
-                        ),
-                        &[
-                            refund_id.into(),
-                            ask.user_id.get().into(),
-                            ask.reference.into(),
-                            amount_cents(recorded.position, ask.amount.get())?.into(),
-                            ask.reason.as_str().into(),
-                            ask.requested_by.into(),
-                            at.into(),
-                            position.into(),
-                        ],
-                    )
-                    .await?;
-                    continue;
-                }
-                RefundEvent::Approved { admin, reason } => ("approved", admin, reason),
-                RefundEvent::Rejected { admin, reason } => ("rejected", admin, reason),
-            };
-            execute(
-                conn,
-                &format!(
-                    "UPDATE refunds{g} SET status = $1, decided_by = $2, decision_reason = $3, \
-                     decided_at = $4, position = $5 WHERE refund_id = $6"
-                ),
-                &[
-                    status.into(),
-                    admin.as_str().into(),
-                    reason.as_str().into(),
-                    at.into(),
-                    position.into(),
-                    refund_id.into(),
-                ],
-            )
-            .await?;
-        }
-        Ok(())
+            }
+            RefundEvent::Approved { admin, reason } => ("approved", admin, reason),
+            RefundEvent::Rejected { admin, reason } => ("rejected", admin, reason),
+        };
+        execute(
+            conn,
+            &format!(
+                "UPDATE refunds{g} SET status = $1, decided_by = $2, decision_reason = $3, \
+                 decided_at = $4, position = $5 WHERE refund_id = $6"
+            ),
+            &[
+                status.into(),
+                admin.as_str().into(),
+                reason.as_str().into(),
+                at.into(),
+                position.into(),
+                refund_id.into(),
+            ],
+        )
+        .await?;
     }
+    Ok(())
 }
 
 /// A refund request as the read model has it.

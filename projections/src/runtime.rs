@@ -41,6 +41,55 @@ mod run;
 pub(crate) use lease::lease_key;
 pub use lease::{Lease, PROJECTOR_ROLE};
 
+/// Declares a read model: a unit struct implementing [`Projection`] with its name,
+/// version, schema file (under `schema/projections/`), tables, and the module's
+/// function that applies a batch. Each read model states these once, in one place.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! read_model {
+    (
+        $(#[$doc:meta])*
+        $model:ident {
+            name: $name:literal,
+            version: $version:literal,
+            schema: $schema:literal,
+            tables: [$($table:literal),* $(,)?],
+            apply: $apply:path $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        pub struct $model;
+
+        #[async_trait::async_trait]
+        impl $crate::Projection for $model {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn version(&self) -> i64 {
+                $version
+            }
+
+            fn schema(&self) -> &'static str {
+                include_str!(concat!("../../schema/projections/", $schema))
+            }
+
+            fn tables(&self) -> &'static [&'static str] {
+                &[$($table),*]
+            }
+
+            async fn apply(
+                &self,
+                conn: &mut sqlx::AnyConnection,
+                g: &str,
+                batch: &$crate::Batch,
+            ) -> Result<(), $crate::ProjectionError> {
+                $apply(conn, g, batch).await
+            }
+        }
+    };
+}
+
 /// A read model: its name, version, tables and how events change them.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {

@@ -7,81 +7,64 @@
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use sqlx::AnyConnection;
 use tally_domain::postings::{self, LedgerAccount};
 use tally_domain::values::UserId;
 
 use crate::ProjectionError;
 use crate::events::Batch;
-use crate::runtime::Projection;
 use crate::sql::{Value, cents, insert_rows};
 
-/// The trial balance read model.
-pub struct TrialBalanceReadModel;
+crate::read_model!(
+    /// The trial balance read model.
+    TrialBalanceReadModel {
+        name: "trial_balance",
+        version: 2,
+        schema: "trial_balance.sql",
+        tables: ["trial_balance"],
+        apply: apply,
+    }
+);
 
 /// The row of all users' available credits.
 pub const USERS_AVAILABLE: &str = "users:available";
 /// The row of all users' held credits.
 pub const USERS_HELD: &str = "users:held";
 
-#[async_trait]
-impl Projection for TrialBalanceReadModel {
-    fn name(&self) -> &'static str {
-        "trial_balance"
-    }
-
-    fn version(&self) -> i64 {
-        2
-    }
-
-    fn schema(&self) -> &'static str {
-        include_str!("../../schema/projections/trial_balance.sql")
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &["trial_balance"]
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        g: &str,
-        batch: &Batch,
-    ) -> Result<(), ProjectionError> {
-        let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
-        for (recorded, user, event) in batch.account_events() {
-            let user = UserId::new(user).map_err(|e| ProjectionError::Event {
+/// How a batch of events changes the tables.
+async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), ProjectionError> {
+    let mut deltas: BTreeMap<String, i64> = BTreeMap::new();
+    for (recorded, user, event) in batch.account_events() {
+        let user = UserId::new(user).map_err(|e| ProjectionError::Event {
+            position: recorded.position,
+            detail: e.to_string(),
+        })?;
+        for posting in postings::postings(user, event) {
+            let amount = cents(posting.amount).ok_or_else(|| ProjectionError::Event {
                 position: recorded.position,
-                detail: e.to_string(),
+                detail: format!("posting {} is not whole cents", posting.amount),
             })?;
-            for posting in postings::postings(user, event) {
-                let amount = cents(posting.amount).ok_or_else(|| ProjectionError::Event {
-                    position: recorded.position,
-                    detail: format!("posting {} is not whole cents", posting.amount),
-                })?;
-                let account = match posting.account {
-                    LedgerAccount::Available(_) => USERS_AVAILABLE.to_string(),
-                    LedgerAccount::Held(_) => USERS_HELD.to_string(),
-                    system => system.to_string(),
-                };
-                *deltas.entry(account).or_default() += amount;
-            }
+            let account = match posting.account {
+                LedgerAccount::Available(_) => USERS_AVAILABLE.to_string(),
+                LedgerAccount::Held(_) => USERS_HELD.to_string(),
+                system => system.to_string(),
+            };
+            *deltas.entry(account).or_default() += amount;
         }
-        let rows: Vec<Vec<Value>> = deltas
-            .into_iter()
-            .map(|(account, delta)| vec![account.into(), delta.into()])
-            .collect();
-        insert_rows(
-            conn,
-            &format!("trial_balance{g}"),
-            &["account", "balance_cents"],
-            &rows,
-            &format!(
-                "ON CONFLICT (account) DO UPDATE SET \
-                 balance_cents = trial_balance{g}.balance_cents + excluded.balance_cents"
-            ),
-        )
-        .await
     }
+    let rows: Vec<Vec<Value>> = deltas
+        .into_iter()
+        .map(|(account, delta)| vec![account.into(), delta.into()])
+        .collect();
+    insert_rows(
+        conn,
+        &format!("trial_balance{g}"),
+        &["account", "balance_cents"],
+        &rows,
+        &format!(
+            "ON CONFLICT (account) DO UPDATE SET \
+             balance_cents = trial_balance{g}.balance_cents + excluded.balance_cents"
+        ),
+    )
+    .await
 }
