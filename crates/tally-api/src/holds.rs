@@ -4,9 +4,9 @@
 
 use crate::auth::Service;
 use crate::constraints::{AmountText, IdText, ReasonText, TtlSeconds, UserIdNumber};
-use crate::input::{Body, UserPath};
+use crate::input::{Body, IdPath, UserPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rust_decimal::Decimal;
@@ -186,10 +186,9 @@ pub(crate) struct CaptureBody {
 async fn capture(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(hold_id): Path<String>,
+    IdPath(hold_id): IdPath<HoldId>,
     Body(body): Body<CaptureBody>,
 ) -> Result<Response, ApiError> {
-    let hold_id = HoldId::new(hold_id)?;
     let amount = body.amount.as_deref().map(amount).transpose()?;
     let user = hold_owner(&state, &hold_id).await?;
     let outcome = run(
@@ -224,10 +223,9 @@ pub(crate) struct ReleaseBody {
 async fn release(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(hold_id): Path<String>,
+    IdPath(hold_id): IdPath<HoldId>,
     Body(body): Body<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    let hold_id = HoldId::new(hold_id)?;
     let command = AccountCommand::ReleaseHold {
         hold_id: hold_id.clone(),
         reason: reason(&body.reason)?,
@@ -264,10 +262,9 @@ pub(crate) struct HoldRecord {
 async fn read(
     State(state): State<AppState>,
     _: Service,
-    Path(hold_id): Path<String>,
+    IdPath(hold_id): IdPath<HoldId>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HoldRecord>, ApiError> {
-    let hold_id = HoldId::new(hold_id)?;
     let query = input::query(query)?;
     wait_for_read_model(&state, "holds", query.min_position).await?;
     let row = tally_projections::holds_by_id(state.projector.pool(), hold_id.as_str(), 1)

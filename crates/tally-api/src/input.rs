@@ -199,3 +199,26 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserPath {
         user_id(&text).map(UserPath)
     }
 }
+
+/// A client-chosen id from the path (`{hold_id}`, `{refund_id}` …) as its domain type,
+/// as an extractor: 422 `validation` saying what is wrong before the body is read.
+pub struct IdPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for IdPath<T>
+where
+    T: TryFrom<String, Error = tally_domain::DomainError> + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::validation(e.body_text()))?;
+        Ok(IdPath(T::try_from(text)?))
+    }
+}

@@ -13,7 +13,7 @@
 
 use crate::auth::{Admin, Service};
 use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};
-use crate::input::Body;
+use crate::input::{Body, IdPath};
 use std::collections::HashMap;
 use tally_projections::PaymentPurpose;
 
@@ -220,10 +220,9 @@ async fn read(
     State(state): State<AppState>,
     _: Service,
     _headers: HeaderMap,
-    Path(payment_id): Path<String>,
+    IdPath(payment_id): IdPath<PaymentId>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PaymentBody>, ApiError> {
-    let payment_id = PaymentId::new(payment_id)?;
     let query = input::query(query)?;
     wait_for_read_model(&state, "payments", query.min_position).await?;
     let row = tally_projections::payment(state.projector.pool(), payment_id.as_str())

@@ -6,9 +6,9 @@ use crate::auth::{Admin, ServiceOrAdmin};
 use crate::constraints::{
     AmountText, IdText, PositionNumber, ReasonText, RefundState, SpendReference, UserIdNumber,
 };
-use crate::input::Body;
+use crate::input::{Body, IdPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use rust_decimal::Decimal;
@@ -215,10 +215,9 @@ pub(crate) struct DecisionBody {
 async fn approve(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(refund_id): Path<String>,
+    IdPath(refund_id): IdPath<RefundId>,
     Body(body): Body<DecisionBody>,
 ) -> Result<Json<RefundAnswer>, ApiError> {
-    let refund_id = RefundId::new(refund_id)?;
     let outcome = approve_refund(
         &state.ledgers.accounts,
         &state.ledgers.refunds,
@@ -246,10 +245,9 @@ async fn approve(
 async fn reject(
     State(state): State<AppState>,
     Admin(caller): Admin,
-    Path(refund_id): Path<String>,
+    IdPath(refund_id): IdPath<RefundId>,
     Body(body): Body<DecisionBody>,
 ) -> Result<Json<RefundAnswer>, ApiError> {
-    let refund_id = RefundId::new(refund_id)?;
     let outcome = state
         .ledgers
         .refunds

@@ -7,9 +7,9 @@ use crate::constraints::{
     ATTEMPT_ID_BYTES_MAX, AttemptIdText, ChatIdNumber, ContentText, CycleNumber, DestinationList,
     ErrorKindText, IdText, PositionNumber, UserIdNumber,
 };
-use crate::input::Body;
+use crate::input::{Body, IdPath};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -82,10 +82,9 @@ pub(crate) struct SlotBody {
 async fn configure(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(slot_id): Path<String>,
+    IdPath(slot_id): IdPath<SlotId>,
     Body(body): Body<ConfigureBody>,
 ) -> Result<Response, ApiError> {
-    let slot_id = SlotId::new(slot_id)?;
     let config = SlotConfig {
         user_id: input::user_id(&body.user_id.to_string())?,
         content: body.content,
@@ -206,10 +205,9 @@ async fn coverage(
 async fn attempt(
     State(state): State<AppState>,
     Service(caller): Service,
-    Path(slot_id): Path<String>,
+    IdPath(slot_id): IdPath<SlotId>,
     Body(body): Body<AttemptBody>,
 ) -> Result<Response, ApiError> {
-    let slot_id = SlotId::new(slot_id)?;
     if body.attempt_id.trim().is_empty() || body.attempt_id.len() > ATTEMPT_ID_BYTES_MAX {
         return Err(ApiError::validation(format!(
             "attempt_id must be 1 to {ATTEMPT_ID_BYTES_MAX} characters"
