@@ -172,14 +172,7 @@ async fn build(ledger: &Ledger<Accounts>, events: u64) -> anyhow::Result<()> {
                         amount: Some("0.2".parse()?),
                     },
                 ] {
-                    ledger
-                        .execute(Request {
-                            key,
-                            command,
-                            command_id: None,
-                            metadata: metadata(),
-                        })
-                        .await?;
+                    ledger.command(key, command, metadata()).await?;
                 }
             }
             anyhow::Ok(())

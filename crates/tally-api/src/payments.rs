@@ -576,12 +576,7 @@ async fn oxapay(
     let outcome = state
         .ledgers
         .payments
-        .execute(Request {
-            key: payment_id.clone(),
-            command,
-            command_id: None,
-            metadata: metadata.clone(),
-        })
+        .command(payment_id.clone(), command, metadata.clone())
         .await
         .map_err(|error| refused_webhook(OXAPAY, &payment_id, error))?;
     if status == "paid" {

@@ -102,12 +102,11 @@ async fn configure(
     let outcome = state
         .ledgers
         .slots
-        .execute(Request {
-            key: slot_id.clone(),
-            command: SlotCommand::Configure(config.clone()),
-            command_id: None,
-            metadata: metadata(&caller),
-        })
+        .command(
+            slot_id.clone(),
+            SlotCommand::Configure(config.clone()),
+            metadata(&caller),
+        )
         .await?;
     let status = if created {
         StatusCode::CREATED

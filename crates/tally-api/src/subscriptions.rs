@@ -6,7 +6,6 @@ use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use tally_domain::subscription::SubscriptionCommand;
 use tally_domain::values::{PlanId, Reason};
-use tally_ledger::Request;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -143,12 +142,7 @@ async fn correct(
     let outcome = state
         .ledgers
         .subscriptions
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(&caller),
-        })
+        .command(user, command, metadata(&caller))
         .await?;
     let view = outcome.view;
     Ok(Json(CorrectedBody {

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tally_domain::account::AccountCommand;
 use tally_domain::values::{Amount, Reason, UserId};
+use tally_ledger::Outcome;
 use tally_ledger::aggregate::AccountView;
-use tally_ledger::{Outcome, Request};
 
 use crate::accounts::metadata;
 use crate::error::ApiError;
@@ -46,11 +46,6 @@ pub(crate) async fn run(
     Ok(state
         .ledgers
         .accounts
-        .execute(Request {
-            key: user,
-            command,
-            command_id: None,
-            metadata: metadata(caller),
-        })
+        .command(user, command, metadata(caller))
         .await?)
 }

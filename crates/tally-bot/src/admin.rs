@@ -255,12 +255,7 @@ async fn run(
             context
                 .ledgers
                 .accounts
-                .execute(Request {
-                    key: user,
-                    command,
-                    command_id: None,
-                    metadata,
-                })
+                .command(user, command, metadata)
                 .await?;
             Ok(Some(match block {
                 true => AdminText::Blocked { user: user.get() }.say(),

@@ -315,6 +315,23 @@ impl<A: Aggregate> Ledger<A> {
         Ok(StreamId::new(format!("{}-{key}", A::STREAM_PREFIX))?)
     }
 
+    /// Runs `command` on the stream `key` with no request id of its own (idempotent by
+    /// the command's own id, when it has one): [`Ledger::execute`] in one line.
+    pub async fn command(
+        &self,
+        key: A::Key,
+        command: A::Command,
+        metadata: Metadata,
+    ) -> Result<Outcome<A::View>, LedgerError> {
+        self.execute(Request {
+            key,
+            command,
+            command_id: None,
+            metadata,
+        })
+        .await
+    }
+
     /// Runs one command: decided after every command queued before it on its stream,
     /// appended before this returns.
     pub async fn execute(&self, request: Request<A>) -> Result<Outcome<A::View>, LedgerError> {

@@ -155,12 +155,11 @@ pub async fn fulfil_payment(
                 })
                 .await?;
             let outcome = accounts
-                .execute(Request {
-                    key: user_id,
-                    command: AccountCommand::Deposit { payment_id, amount },
-                    command_id: None,
+                .command(
+                    user_id,
+                    AccountCommand::Deposit { payment_id, amount },
                     metadata,
-                })
+                )
                 .await?;
             Ok(outcome.position)
         }
