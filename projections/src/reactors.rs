@@ -178,16 +178,15 @@ impl Reactors {
             };
             self.ledgers
                 .accounts
-                .execute(Request {
-                    key: ask.user_id,
-                    command: AccountCommand::Refund {
+                .command(
+                    ask.user_id,
+                    AccountCommand::Refund {
                         refund_id,
                         reference: ask.reference,
                         amount: ask.amount,
                     },
-                    command_id: None,
-                    metadata: metadata("reactor.refunds", Some(event)),
-                })
+                    metadata("reactor.refunds", Some(event)),
+                )
                 .await?;
         }
         Ok(())
@@ -233,12 +232,7 @@ impl Reactors {
                 };
                 self.ledgers
                     .accounts
-                    .execute(Request {
-                        key: UserId::new(user)?,
-                        command,
-                        command_id: None,
-                        metadata: metadata("reactor.holds", None),
-                    })
+                    .command(UserId::new(user)?, command, metadata("reactor.holds", None))
                     .await
             }
             .await;

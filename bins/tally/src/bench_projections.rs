@@ -11,7 +11,7 @@ use serde::Serialize;
 use tally_domain::Config;
 use tally_domain::account::AccountCommand as C;
 use tally_domain::values::{HoldId, PaymentId, Reason};
-use tally_ledger::{Accounts, Ledger, Request};
+use tally_ledger::{Accounts, Ledger};
 use tally_projections::{Projector, default_projections};
 use tally_store::PostgresOptions;
 
@@ -109,15 +109,14 @@ pub async fn run(args: ProjectionsArgs) -> anyhow::Result<()> {
         let id = format!("lag-{run_id}-{n}");
         waiters.push(tokio::spawn(async move {
             let outcome = ledger
-                .execute(Request {
-                    key: user(n % ACCOUNTS)?,
-                    command: C::Deposit {
+                .command(
+                    user(n % ACCOUNTS)?,
+                    C::Deposit {
                         payment_id: PaymentId::new(&id)?,
                         amount: "1".parse()?,
                     },
-                    command_id: None,
-                    metadata: metadata(),
-                })
+                    metadata(),
+                )
                 .await?;
             let committed = Instant::now();
             projector

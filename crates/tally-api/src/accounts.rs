@@ -12,7 +12,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_domain::account::AccountCommand;
 use tally_domain::values::check_text_chars;
-use tally_ledger::Request;
 use tally_projections::{AsOf, account_balance, account_statement_page};
 use tally_store::{Actor, ActorKind, Metadata};
 use utoipa::{IntoParams, ToSchema};
@@ -153,15 +152,14 @@ async fn open(
     let outcome = state
         .ledgers
         .accounts
-        .execute(Request {
-            key: user,
-            command: AccountCommand::Open {
+        .command(
+            user,
+            AccountCommand::Open {
                 username: body.username,
                 language: body.language,
             },
-            command_id: None,
-            metadata: metadata(&caller),
-        })
+            metadata(&caller),
+        )
         .await?;
     let status = match before.state.opened {
         true => StatusCode::OK,

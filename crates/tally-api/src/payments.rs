@@ -466,12 +466,11 @@ async fn generic(
     let outcome = state
         .ledgers
         .payments
-        .execute(Request {
-            key: payment_id.clone(),
+        .command(
+            payment_id.clone(),
             command,
-            command_id: None,
-            metadata: Metadata::by(Actor::new(ActorKind::Webhook, provider.clone())),
-        })
+            Metadata::by(Actor::new(ActorKind::Webhook, provider.clone())),
+        )
         .await
         .map_err(|error| refused_webhook(&provider, &payment_id, error))?;
     let duplicate_charge =

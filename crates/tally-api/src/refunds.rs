@@ -15,7 +15,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tally_domain::refund::{RefundAsk, RefundCommand};
 use tally_domain::values::{Amount, Reason, RefundId};
-use tally_ledger::Request;
 use tally_ledger::workflows::{approve_refund, request_refund};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -251,15 +250,14 @@ async fn reject(
     let outcome = state
         .ledgers
         .refunds
-        .execute(Request {
-            key: refund_id.clone(),
-            command: RefundCommand::Reject {
+        .command(
+            refund_id.clone(),
+            RefundCommand::Reject {
                 admin: admin_id(&caller)?,
                 reason: Reason::new(body.reason)?,
             },
-            command_id: None,
-            metadata: metadata(&caller),
-        })
+            metadata(&caller),
+        )
         .await?;
     Ok(Json(RefundAnswer {
         refund_id: refund_id.to_string(),

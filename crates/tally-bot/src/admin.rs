@@ -146,16 +146,15 @@ async fn run(
             let outcome = context
                 .ledgers
                 .accounts
-                .execute(Request {
-                    key: user,
-                    command: AccountCommand::Grant {
+                .command(
+                    user,
+                    AccountCommand::Grant {
                         grant_id: GrantId::new(id.to_string())?,
                         amount,
                         reason: Reason::new(reason)?,
                     },
-                    command_id: None,
                     metadata,
-                })
+                )
                 .await?;
             Ok(Some(
                 AdminText::Granted {
@@ -179,18 +178,17 @@ async fn run(
             let outcome = context
                 .ledgers
                 .accounts
-                .execute(Request {
-                    key: user,
-                    command: AccountCommand::Adjust {
+                .command(
+                    user,
+                    AccountCommand::Adjust {
                         adjustment_id: AdjustmentId::new(id.to_string())?,
                         amount,
                         reason: Reason::new(reason)?,
                         admin,
                         allow_negative: false,
                     },
-                    command_id: None,
                     metadata,
-                })
+                )
                 .await?;
             Ok(Some(
                 AdminText::Adjusted {
@@ -449,15 +447,14 @@ pub(crate) async fn on_refund_button(
         context
             .ledgers
             .refunds
-            .execute(Request {
-                key: refund_id.clone(),
-                command: RefundCommand::Reject {
+            .command(
+                refund_id.clone(),
+                RefundCommand::Reject {
                     admin,
                     reason: Reason::new(format!("rejected by admin {} in the bot", who.user))?,
                 },
-                command_id: None,
                 metadata,
-            })
+            )
             .await?;
         AdminText::RefundRejected {
             refund_id: refund_id.as_str(),

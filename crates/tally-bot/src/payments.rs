@@ -16,7 +16,6 @@ use rust_decimal::prelude::ToPrimitive;
 use std::sync::Arc;
 use tally_domain::payment::{PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
-use tally_ledger::Request;
 use teloxide::prelude::*;
 use teloxide::types::{LabeledPrice, PreCheckoutQuery, SuccessfulPayment};
 
@@ -130,17 +129,16 @@ async fn expire_older_invoices(
         let failed = context
             .ledgers
             .payments
-            .execute(Request {
-                key: payment_id.clone(),
-                command: PaymentCommand::Fail {
+            .command(
+                payment_id.clone(),
+                PaymentCommand::Fail {
                     provider: STARS.into(),
                     reason: tally_domain::values::Reason::new(
                         "expired: the user asked for newer invoices",
                     )?,
                 },
-                command_id: None,
-                metadata: Context::by_user(who.user),
-            })
+                Context::by_user(who.user),
+            )
             .await;
         // Paid meanwhile: it stays paid.
         if let Err(error) = failed
@@ -174,18 +172,17 @@ async fn invoice(
     context
         .ledgers
         .payments
-        .execute(Request {
-            key: payment_id.clone(),
-            command: PaymentCommand::Create(Terms {
+        .command(
+            payment_id.clone(),
+            PaymentCommand::Create(Terms {
                 user_id: who.user_id()?,
                 provider: STARS.into(),
                 amount: price,
                 currency: currency.clone(),
                 purpose,
             }),
-            command_id: None,
-            metadata: Context::by_user(who.user),
-        })
+            Context::by_user(who.user),
+        )
         .await?;
     expire_older_invoices(context, who, &payment_id).await?;
     bot.send_invoice(
@@ -279,17 +276,16 @@ pub(crate) async fn on_successful_payment(
     let outcome = context
         .ledgers
         .payments
-        .execute(Request {
-            key: payment_id.clone(),
-            command: PaymentCommand::Succeed {
+        .command(
+            payment_id.clone(),
+            PaymentCommand::Succeed {
                 provider: STARS.into(),
                 provider_payment_id: paid.telegram_payment_charge_id.0.clone(),
                 amount: Amount::new(Decimal::from(paid.total_amount))?,
                 currency: paid.currency.to_string(),
             },
-            command_id: None,
-            metadata: Context::by_user(who.user),
-        })
+            Context::by_user(who.user),
+        )
         .await?;
     let Some(terms) = outcome.view.terms else {
         return Err(BotError::Internal(format!(

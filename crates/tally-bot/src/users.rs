@@ -13,7 +13,6 @@ use std::sync::Arc;
 use tally_domain::account::AccountCommand;
 use tally_domain::refund::RefundAsk;
 use tally_domain::values::{Amount, Reason, RefundId, UserId};
-use tally_ledger::Request;
 use tally_projections::Spend;
 use teloxide::prelude::*;
 use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId, User};
@@ -291,15 +290,14 @@ pub(crate) async fn open(
     let outcome = context
         .ledgers
         .accounts
-        .execute(Request {
-            key: who.user_id()?,
-            command: AccountCommand::Open {
+        .command(
+            who.user_id()?,
+            AccountCommand::Open {
                 username: who.username.clone(),
                 language: who.telegram_lang.clone(),
             },
-            command_id: None,
-            metadata: Context::by_user(who.user),
-        })
+            Context::by_user(who.user),
+        )
         .await?;
     Ok(outcome.view)
 }

@@ -144,15 +144,14 @@ pub async fn fulfil_payment(
     match purpose {
         Purpose::Credits(amount) => {
             accounts
-                .execute(Request {
-                    key: user_id,
-                    command: AccountCommand::Open {
+                .command(
+                    user_id,
+                    AccountCommand::Open {
                         username: None,
                         language: None,
                     },
-                    command_id: None,
-                    metadata: metadata.clone(),
-                })
+                    metadata.clone(),
+                )
                 .await?;
             let outcome = accounts
                 .command(
