@@ -181,6 +181,18 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body
     }
 }
 
+/// The one parameter of a route's path, as text.
+async fn path_text<S: Send + Sync>(
+    parts: &mut axum::http::request::Parts,
+    state: &S,
+) -> Result<String, ApiError> {
+    use axum::extract::FromRequestParts;
+    let axum::extract::Path(text) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::validation(e.body_text()))?;
+    Ok(text)
+}
+
 /// A Telegram user id from the path (`{user_id}`), as an extractor: 422 `validation`
 /// naming what is wrong before the body is read.
 pub struct UserPath(pub UserId);
@@ -192,11 +204,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserPath {
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(text) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::validation(e.body_text()))?;
-        user_id(&text).map(UserPath)
+        user_id(&path_text(parts, state).await?).map(UserPath)
     }
 }
 
@@ -215,10 +223,6 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(text) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::validation(e.body_text()))?;
-        Ok(IdPath(T::try_from(text)?))
+        Ok(IdPath(T::try_from(path_text(parts, state).await?)?))
     }
 }
