@@ -27,6 +27,7 @@ pub mod admin;
 mod context;
 pub mod notifier;
 pub mod payments;
+pub mod post_errors;
 pub mod texts;
 pub mod users;
 

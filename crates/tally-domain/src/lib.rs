@@ -18,6 +18,7 @@
 pub mod account;
 pub mod codec;
 pub mod config;
+pub mod cycle;
 pub mod error;
 pub mod payment;
 pub mod postings;
