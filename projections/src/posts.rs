@@ -95,6 +95,8 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                 )
                 .await?;
             }
+            // A start is counted when its outcome is recorded (as an attempt).
+            SlotEvent::PostStarted { .. } => {}
             SlotEvent::PostAttempted(attempt) => {
                 let d = attempt.destination;
                 let key = (slot_id.to_string(), d.chat_id, d.topic_id.unwrap_or(0));

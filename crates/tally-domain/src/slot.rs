@@ -5,6 +5,17 @@
 //! is refused, so a retried worker never spams a chat. Only slots within the owner's
 //! active subscription may post; whether they are is a fact the caller reads from the
 //! subscription and passes in ([`SlotCoverage`]).
+//!
+//! **A post whose outcome is unknown is not sent again in its cycle.** Telegram's
+//! `sendMessage` has no idempotency key: a poster that dies between sending and
+//! recording cannot tell whether the message went out. So a poster records that it
+//! is about to send ([`SlotCommand::StartPost`], event `slot.post_started`) before it
+//! sends, and the outcome after ([`SlotCommand::RecordAttempt`] with the same attempt
+//! id). While a start has no outcome, no other post to that destination may start in
+//! that cycle: a poster that restarts finds the start and skips the destination
+//! (the ad is late, at the next cycle, rather than doubled in a customer's channel —
+//! a duplicate ad is worse than a late one). A start whose outcome is recorded as
+//! failed frees the destination for the next attempt.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -104,6 +115,7 @@ pub struct Slot {
     /// Destinations posted to, per cycle.
     pub posted: BTreeSet<(u64, Destination)>,
     /// Attempts made per cycle and destination.
+    #[serde(with = "pairs")]
     pub attempts: BTreeMap<(u64, Destination), u32>,
     /// The last [`ATTEMPT_IDS_KEPT`] attempt ids recorded, oldest first: a re-send of
     /// one is a no-op here; an older one is answered from the log by the command
@@ -113,6 +125,48 @@ pub struct Slot {
     /// [`CYCLES_KEPT`] cycles only, so the state stays small however long the slot runs.
     #[serde(default)]
     pub latest_cycle: u64,
+    /// Posts started and not yet recorded, per cycle and destination: the attempt id
+    /// (an outcome unknown until its attempt is recorded).
+    #[serde(default, with = "pairs")]
+    pub started: BTreeMap<(u64, Destination), String>,
+}
+
+/// Maps keyed by (cycle, destination) as JSON: a list of `[key, value]` pairs, since
+/// JSON object keys are strings only (as a map, a slot with attempts could not be
+/// snapshotted). An empty object, as states were saved before, still reads.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved<K: Ord, V> {
+        Pairs(Vec<(K, V)>),
+        Empty(BTreeMap<String, serde::de::IgnoredAny>),
+    }
+
+    pub(super) fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        match Saved::<K, V>::deserialize(deserializer)? {
+            Saved::Pairs(pairs) => Ok(pairs.into_iter().collect()),
+            Saved::Empty(map) if map.is_empty() => Ok(BTreeMap::new()),
+            Saved::Empty(_) => Err(serde::de::Error::custom(
+                "a slot's attempts are a list of [key, value] pairs",
+            )),
+        }
+    }
 }
 
 /// Attempt ids a slot's state remembers.
@@ -126,6 +180,19 @@ pub const CYCLES_KEPT: u64 = 16;
 pub enum SlotCommand {
     /// Set what and where (again with the same: a no-op).
     Configure(SlotConfig),
+    /// About to send a post: refused while the destination has this cycle's post, or
+    /// a start whose outcome is not recorded (re-sent with the same attempt id: a
+    /// no-op).
+    StartPost {
+        /// The attempt's id (the one its outcome will be recorded with).
+        attempt_id: String,
+        /// The posting cycle.
+        cycle: u64,
+        /// Where.
+        destination: Destination,
+        /// Whether the owner's subscription covers the slot.
+        coverage: SlotCoverage,
+    },
     /// Record a post attempt (the attempt number is assigned here).
     RecordAttempt {
         /// The attempt; its `attempt` field is ignored.
@@ -145,6 +212,16 @@ pub enum SlotEvent {
     /// A post was attempted.
     #[serde(rename = "slot.post_attempted")]
     PostAttempted(Attempt),
+    /// A post is about to be sent (its outcome follows as `slot.post_attempted`).
+    #[serde(rename = "slot.post_started")]
+    PostStarted {
+        /// The attempt's id.
+        attempt_id: String,
+        /// The posting cycle.
+        cycle: u64,
+        /// Where.
+        destination: Destination,
+    },
 }
 
 /// Longest `error_kind` of an attempt: a short class name, not a message.
@@ -174,6 +251,34 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
         }
+        SlotCommand::StartPost {
+            attempt_id,
+            cycle,
+            destination,
+            coverage,
+        } => {
+            let config = state
+                .config
+                .as_ref()
+                .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
+            let key = (*cycle, *destination);
+            if state.started.get(&key) == Some(attempt_id) {
+                return Ok(vec![]);
+            }
+            check_attempt(state, config, *cycle, destination, *coverage)?;
+            if let Some(unknown) = state.started.get(&key) {
+                return Err(DomainError::Conflict(format!(
+                    "the post {unknown} to {destination} in cycle {cycle} has no recorded \
+                     outcome; it is not sent again this cycle (a duplicate ad is worse than \
+                     a late one)"
+                )));
+            }
+            Ok(vec![SlotEvent::PostStarted {
+                attempt_id: attempt_id.clone(),
+                cycle: *cycle,
+                destination: *destination,
+            }])
+        }
         SlotCommand::RecordAttempt { attempt, coverage } => {
             let config = state
                 .config
@@ -181,12 +286,6 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
             if state.attempt_ids.contains(&attempt.attempt_id) {
                 return Ok(vec![]);
-            }
-            if attempt.cycle.saturating_add(CYCLES_KEPT) < state.latest_cycle {
-                return Err(DomainError::Conflict(format!(
-                    "cycle {} is over: attempts are recorded for the last {CYCLES_KEPT} cycles (now {})",
-                    attempt.cycle, state.latest_cycle
-                )));
             }
             if let Some(kind) = &attempt.error_kind {
                 let ok = (1..=ERROR_KIND_BYTES_MAX).contains(&kind.len())
@@ -200,32 +299,14 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                     )));
                 }
             }
-            if !config.destinations.contains(&attempt.destination) {
-                return Err(DomainError::Conflict(format!(
-                    "{} is not a destination of this slot",
-                    attempt.destination
-                )));
-            }
-            match coverage {
-                SlotCoverage::Covered => {}
-                SlotCoverage::NoSubscription => {
-                    return Err(DomainError::SlotNotActive(
-                        "the owner has no active subscription".into(),
-                    ));
-                }
-                SlotCoverage::BeyondPlan => {
-                    return Err(DomainError::SlotNotActive(
-                        "the owner's plan has fewer slots than they configured".into(),
-                    ));
-                }
-            }
+            check_attempt(
+                state,
+                config,
+                attempt.cycle,
+                &attempt.destination,
+                *coverage,
+            )?;
             let key = (attempt.cycle, attempt.destination);
-            if state.posted.contains(&key) {
-                return Err(DomainError::AlreadyPosted {
-                    cycle: attempt.cycle,
-                    destination: attempt.destination.to_string(),
-                });
-            }
             let number = state.attempts.get(&key).copied().unwrap_or(0) + 1;
             Ok(vec![SlotEvent::PostAttempted(Attempt {
                 attempt: number,
@@ -235,12 +316,81 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
     }
 }
 
+/// What every post to `destination` in `cycle` must pass: the cycle is not over, the
+/// destination is the slot's, the owner's plan covers the slot, and the destination
+/// has no successful post in the cycle yet.
+fn check_attempt(
+    state: &Slot,
+    config: &SlotConfig,
+    cycle: u64,
+    destination: &Destination,
+    coverage: SlotCoverage,
+) -> Result<(), DomainError> {
+    if cycle.saturating_add(CYCLES_KEPT) < state.latest_cycle {
+        return Err(DomainError::Conflict(format!(
+            "cycle {cycle} is over: attempts are recorded for the last {CYCLES_KEPT} cycles (now {})",
+            state.latest_cycle
+        )));
+    }
+    if !config.destinations.contains(destination) {
+        return Err(DomainError::Conflict(format!(
+            "{destination} is not a destination of this slot"
+        )));
+    }
+    match coverage {
+        SlotCoverage::Covered => {}
+        SlotCoverage::NoSubscription => {
+            return Err(DomainError::SlotNotActive(
+                "the owner has no active subscription".into(),
+            ));
+        }
+        SlotCoverage::BeyondPlan => {
+            return Err(DomainError::SlotNotActive(
+                "the owner's plan has fewer slots than they configured".into(),
+            ));
+        }
+    }
+    let key = (cycle, *destination);
+    if state.posted.contains(&key) {
+        return Err(DomainError::AlreadyPosted {
+            cycle,
+            destination: destination.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Moves the slot's latest cycle to `cycle` if later, forgetting cycles older than
+/// [`CYCLES_KEPT`] before it, so the state stays small however long the slot runs.
+fn advance(state: &mut Slot, cycle: u64) {
+    if cycle > state.latest_cycle {
+        state.latest_cycle = cycle;
+        let oldest = state.latest_cycle.saturating_sub(CYCLES_KEPT);
+        state.attempts.retain(|(cycle, _), _| *cycle >= oldest);
+        state.posted.retain(|(cycle, _)| *cycle >= oldest);
+        state.started.retain(|(cycle, _), _| *cycle >= oldest);
+    }
+}
+
 /// Folds one event into a slot.
 pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
     match event {
         SlotEvent::Configured(config) => state.config = Some(config.clone()),
+        SlotEvent::PostStarted {
+            attempt_id,
+            cycle,
+            destination,
+        } => {
+            state
+                .started
+                .insert((*cycle, *destination), attempt_id.clone());
+            advance(&mut state, *cycle);
+        }
         SlotEvent::PostAttempted(attempt) => {
             let key = (attempt.cycle, attempt.destination);
+            if state.started.get(&key) == Some(&attempt.attempt_id) {
+                state.started.remove(&key);
+            }
             state.attempts.insert(key, attempt.attempt);
             state.attempt_ids.push_back(attempt.attempt_id.clone());
             while state.attempt_ids.len() > ATTEMPT_IDS_KEPT {
@@ -249,12 +399,7 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
             if attempt.outcome == Outcome::Succeeded {
                 state.posted.insert(key);
             }
-            if attempt.cycle > state.latest_cycle {
-                state.latest_cycle = attempt.cycle;
-                let oldest = state.latest_cycle.saturating_sub(CYCLES_KEPT);
-                state.attempts.retain(|(cycle, _), _| *cycle >= oldest);
-                state.posted.retain(|(cycle, _)| *cycle >= oldest);
-            }
+            advance(&mut state, attempt.cycle);
         }
     }
     state

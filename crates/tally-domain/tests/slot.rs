@@ -181,3 +181,83 @@ fn a_long_running_slot_keeps_a_small_state() {
         [E::PostAttempted(a)] if a.attempt == 11
     ));
 }
+
+fn start(id: &str, cycle: u64, d: Destination) -> C {
+    C::StartPost {
+        attempt_id: id.into(),
+        cycle,
+        destination: d,
+        coverage: SlotCoverage::Covered,
+    }
+}
+
+/// A post whose outcome is unknown (started, never recorded: the poster died between
+/// sending and recording) is not sent again in its cycle; a recorded failure frees the
+/// destination for the next attempt; a success closes it for the cycle; the next
+/// cycle starts afresh.
+#[test]
+fn a_post_with_an_unknown_outcome_is_not_sent_again_in_its_cycle() {
+    let d = dest(-1_001, None);
+    let state = apply(configured(), &start("p-1", 3, d));
+    assert_eq!(state.started.get(&(3, d)).map(String::as_str), Some("p-1"));
+    // The same start again (a redelivery): nothing new.
+    assert_eq!(slot::decide(&state, &start("p-1", 3, d)).unwrap(), vec![]);
+    // Another start while the first has no outcome: refused, says why.
+    let unknown = slot::decide(&state, &start("p-2", 3, d)).unwrap_err();
+    assert_eq!(unknown.code(), "conflict", "{unknown}");
+    assert!(
+        unknown.to_string().contains("no recorded outcome"),
+        "{unknown}"
+    );
+    // Other destinations and the next cycle are not held back.
+    assert!(slot::decide(&state, &start("p-3", 3, dest(-1_002, Some(7)))).is_ok());
+    assert!(slot::decide(&state, &start("p-4", 4, d)).is_ok());
+    // Its failure recorded: the destination is free for another attempt.
+    let failed = apply(state, &attempt("p-1", 3, d, Outcome::Failed));
+    assert!(failed.started.is_empty());
+    let retried = apply(failed, &start("p-5", 3, d));
+    let posted = apply(retried, &attempt("p-5", 3, d, Outcome::Succeeded));
+    // Posted: no other start in the cycle.
+    let again = slot::decide(&posted, &start("p-6", 3, d)).unwrap_err();
+    assert_eq!(again.code(), "already_posted", "{again}");
+}
+
+/// A start is checked like an attempt: the slot's own destination, a covered plan.
+#[test]
+fn a_start_is_refused_where_an_attempt_would_be() {
+    let state = configured();
+    let elsewhere = slot::decide(&state, &start("p-1", 1, dest(-9, None))).unwrap_err();
+    assert_eq!(elsewhere.code(), "conflict", "{elsewhere}");
+    let uncovered = C::StartPost {
+        attempt_id: "p-2".into(),
+        cycle: 1,
+        destination: dest(-1_001, None),
+        coverage: SlotCoverage::NoSubscription,
+    };
+    assert_eq!(
+        slot::decide(&state, &uncovered).unwrap_err().code(),
+        "slot_not_active"
+    );
+}
+
+/// A slot's state saved before starts existed (a snapshot) still loads.
+#[test]
+fn a_state_from_before_starts_loads() {
+    let mut saved = serde_json::to_value(configured()).unwrap();
+    saved.as_object_mut().unwrap().remove("started");
+    let loaded: Slot = serde_json::from_value(saved).unwrap();
+    assert!(loaded.started.is_empty());
+}
+
+/// A slot with attempts can be snapshotted (its maps are keyed by (cycle,
+/// destination), which JSON objects cannot be), and reads back the same.
+#[test]
+fn a_slot_with_attempts_round_trips_through_json() {
+    let d = dest(-1_002, Some(7));
+    let state = apply(configured(), &attempt("a-1", 2, d, Outcome::Failed));
+    let state = apply(state, &start("p-1", 2, d));
+    let bytes = serde_json::to_vec(&state).expect("a slot with attempts serialises");
+    let back: Slot = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(back.attempts.get(&(2, d)), Some(&1));
+}

@@ -392,6 +392,12 @@ impl Aggregate for Slots {
     fn request_digest(command: &SlotCommand) -> Result<Vec<u8>, serde_json::Error> {
         match command {
             SlotCommand::RecordAttempt { attempt, .. } => serde_json::to_vec(attempt),
+            SlotCommand::StartPost {
+                attempt_id,
+                cycle,
+                destination,
+                ..
+            } => serde_json::to_vec(&(attempt_id, cycle, destination)),
             other => serde_json::to_vec(other),
         }
     }
@@ -416,6 +422,9 @@ impl Aggregate for Slots {
                 .attempts
                 .get(&(attempt.cycle, attempt.destination))
                 .copied(),
+            SlotCommand::StartPost {
+                cycle, destination, ..
+            } => state.attempts.get(&(*cycle, *destination)).copied(),
             SlotCommand::Configure(_) => None,
         };
         SlotView {
