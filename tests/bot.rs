@@ -284,6 +284,9 @@ tally_store::on_both_backends!(
     one_unreachable_chat_never_holds_the_notifier_back,
     unpaid_invoices_do_not_pile_up,
     a_refund_an_admin_requested_through_the_api_is_not_theirs_to_approve_in_the_bot,
+    a_cycle_posts_each_destination_once,
+    a_post_with_an_unknown_outcome_is_not_doubled_after_a_crash,
+    a_failed_post_is_on_record_by_its_class,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1506,5 +1509,172 @@ async fn a_refund_an_admin_requested_through_the_api_is_not_theirs_to_approve_in
         .push(button(&admin_b, "q-other", 9, "ra:api-905"));
     stack.fake.wait_texts(ADMIN_B, before + 1).await;
     assert_eq!(stack.count("refund-api-905", "refund.approved").await, 1);
+    stack
+}
+
+/// A user with a plan and a slot with two destinations (a channel, and a forum topic).
+async fn a_plan_and_a_slot(stack: &Stack, user: i64, slot: &str) -> Vec<Destination> {
+    let paid = stack
+        .ledgers
+        .subscriptions
+        .command(
+            UserId::new(user).unwrap(),
+            SubscriptionCommand::Pay {
+                payment_id: PaymentId::new(format!("plan-{user}")).unwrap(),
+                plan: PlanId::new("basic".to_string()).unwrap(),
+            },
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    let destinations = vec![
+        Destination {
+            chat_id: -100_500 - user,
+            topic_id: None,
+        },
+        Destination {
+            chat_id: -100_600 - user,
+            topic_id: Some(17),
+        },
+    ];
+    let configured = stack
+        .ledgers
+        .slots
+        .command(
+            SlotId::new(slot.to_string()).unwrap(),
+            SlotCommand::Configure(SlotConfig {
+                user_id: UserId::new(user).unwrap(),
+                content: format!("Ad of {user}"),
+                destinations: destinations.clone(),
+            }),
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    for (name, position) in [
+        ("subscriptions", paid.position),
+        ("posts", configured.position),
+    ] {
+        stack
+            .projector
+            .wait_for(name, position, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    destinations
+}
+
+fn poster(stack: &Stack) -> tally_bot::poster::Poster {
+    tally_bot::poster::Poster::with_default_cycle(
+        Arc::new(tally_bot::Context::new(
+            stack.ledgers.clone(),
+            stack.projector.clone(),
+            HashSet::new(),
+        )),
+        tally_bot::client(&bot_settings(&stack.fake)),
+    )
+}
+
+fn sends_to(stack: &Stack, chat: i64) -> Vec<fake_telegram::Call> {
+    stack
+        .fake
+        .calls_of("sendMessage")
+        .into_iter()
+        .filter(|c| c.params["chat_id"] == json!(chat))
+        .collect()
+}
+
+/// A cycle posts each due slot once to each destination (a forum topic with its
+/// thread id); a second pass, and a second poster, post nothing again; every post is
+/// on record as started and succeeded.
+async fn a_cycle_posts_each_destination_once(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_301, "ad-1301").await;
+    let cycle = 1_000;
+    let report = poster(&stack).post_cycle(cycle, false).await.unwrap();
+    assert_eq!((report.posted, report.failed, report.skipped), (2, 0, 0));
+    // Again (the posts read model may not have every success yet: the log refuses the
+    // start, so it is skipped, not sent).
+    let again = poster(&stack).post_cycle(cycle, false).await.unwrap();
+    assert_eq!((again.posted, again.failed), (0, 0), "{again:?}");
+    for d in &destinations {
+        let sent = sends_to(&stack, d.chat_id);
+        assert_eq!(sent.len(), 1, "one post to {d}");
+        assert_eq!(sent[0].params["text"], "Ad of 1301");
+        assert_eq!(
+            sent[0].params.get("message_thread_id").cloned(),
+            d.topic_id.map(|t| json!(t)),
+            "{d}"
+        );
+    }
+    assert_eq!(stack.count("slot-ad-1301", "slot.post_started").await, 2);
+    assert_eq!(stack.count("slot-ad-1301", "slot.post_attempted").await, 2);
+    stack
+}
+
+/// A post started and never recorded (the poster died between sending and
+/// recording) is not sent again in its cycle, by a new poster; the other destination
+/// is posted; the next cycle posts both.
+async fn a_post_with_an_unknown_outcome_is_not_doubled_after_a_crash(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_302, "ad-1302").await;
+    let cycle = 2_000;
+    let first = destinations[0];
+    let attempt_id = tally_domain::cycle::attempt_id(cycle, &first, 1);
+    stack
+        .ledgers
+        .slots
+        .execute(Request {
+            key: SlotId::new("ad-1302".to_string()).unwrap(),
+            command: SlotCommand::StartPost {
+                attempt_id: attempt_id.clone(),
+                cycle,
+                destination: first,
+                coverage: tally_domain::slot::SlotCoverage::Covered,
+            },
+            command_id: Some(format!("start:{attempt_id}")),
+            metadata: Metadata::by(Actor::system("poster")),
+        })
+        .await
+        .unwrap();
+    let report = poster(&stack).post_cycle(cycle, false).await.unwrap();
+    assert_eq!((report.posted, report.skipped), (1, 1), "{report:?}");
+    assert!(sends_to(&stack, first.chat_id).is_empty(), "not doubled");
+    assert_eq!(sends_to(&stack, destinations[1].chat_id).len(), 1);
+    let next = poster(&stack).post_cycle(cycle + 1, false).await.unwrap();
+    assert_eq!(next.posted, 2, "{next:?}");
+    stack
+}
+
+/// Telegram's errors by class: a chat the bot was removed from is a failed attempt on
+/// record (no retry loop); a server error is retried and then posts.
+async fn a_failed_post_is_on_record_by_its_class(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_303, "ad-1303").await;
+    let (removed, flaky) = (destinations[0], destinations[1]);
+    stack.fake.fail_sends_to(
+        removed.chat_id,
+        10,
+        403,
+        "Forbidden: bot was kicked from the channel chat",
+    );
+    stack
+        .fake
+        .fail_sends_to(flaky.chat_id, 1, 500, "Internal Server Error");
+    let report = poster(&stack).post_cycle(3_000, false).await.unwrap();
+    assert_eq!((report.posted, report.failed), (1, 1), "{report:?}");
+    assert_eq!(sends_to(&stack, removed.chat_id).len(), 1, "no retry loop");
+    assert_eq!(sends_to(&stack, flaky.chat_id).len(), 2, "retried once");
+    let attempts: Vec<Value> = stack
+        .events_of("slot-ad-1303")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.post_attempted")
+        .map(|e| e.payload)
+        .collect();
+    let kinds: Vec<Option<&str>> = attempts.iter().map(|a| a["error_kind"].as_str()).collect();
+    assert!(kinds.contains(&Some("no_rights")), "{attempts:?}");
+    assert!(kinds.contains(&Some("transient")), "{attempts:?}");
+    assert!(
+        attempts.iter().any(|a| a["outcome"] == "succeeded"),
+        "{attempts:?}"
+    );
     stack
 }

@@ -28,6 +28,7 @@ mod context;
 pub mod notifier;
 pub mod payments;
 pub mod post_errors;
+pub mod poster;
 pub mod texts;
 pub mod users;
 

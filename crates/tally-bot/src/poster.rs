@@ -1,0 +1,293 @@
+//! The poster: each cycle, every due ad slot is posted through the bot to each of its
+//! destinations, once.
+//!
+//! A post is recorded before it is sent (`StartPost`) and its outcome after
+//! (`RecordAttempt`, same attempt id, derived from slot, cycle, destination and attempt
+//! number): a poster that dies between the two leaves a start with no outcome, and the
+//! slot's rules let no other post to that destination start in the cycle (a duplicate
+//! ad is worse than a late one; see `tally_domain::slot`). Two posters, in one process
+//! or several, cannot both post a destination in a cycle: the second's start is
+//! refused by the log as it stands.
+//!
+//! Failures are handled by their class ([`crate::post_errors`]): Telegram's
+//! `retry_after` is waited exactly, network and server errors are retried with
+//! backoff and jitter within a bound, and everything else is a failed attempt on
+//! record (with its class as `error_kind`).
+//!
+//! Not yet here (issue 15 goes on): deactivating a destination the bot was removed
+//! from, following a migrated chat, topic fallbacks, telling the owner, photos and
+//! buttons, and the `poster` role of `tally serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_domain::cycle::{self, CYCLE_SECONDS_DEFAULT};
+use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotCoverage};
+use tally_domain::values::SlotId;
+use tally_ledger::Request;
+use tally_store::{Actor, ActorKind, Metadata};
+use teloxide::prelude::*;
+use teloxide::types::{ChatId, MessageId, ThreadId};
+
+use crate::post_errors::{PostError, classify};
+use crate::{BotError, Context, TgBot};
+
+/// Most attempts at one destination in one cycle (then the failure stands until the
+/// next cycle).
+pub const ATTEMPTS_PER_CYCLE_MAX: u32 = 5;
+
+/// Most due slots read per page.
+const DUE_PAGE: i64 = 100;
+
+/// Longest `retry_after` waited within a cycle (beyond it, the attempt fails).
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// What one pass over a cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Destinations posted to.
+    pub posted: u64,
+    /// Destinations whose attempts failed this pass.
+    pub failed: u64,
+    /// Destinations skipped: posted already, or a post with an unknown outcome.
+    pub skipped: u64,
+    /// Telegram's `retry_after` waits.
+    pub waited: u64,
+}
+
+/// How one destination went.
+enum Posted {
+    Yes,
+    Failed,
+    Skipped,
+}
+
+/// The poster.
+pub struct Poster {
+    context: Arc<Context>,
+    bot: TgBot,
+    period_seconds: u64,
+}
+
+fn metadata() -> Metadata {
+    Metadata::by(Actor::new(ActorKind::System, "poster"))
+}
+
+impl Poster {
+    /// A poster sending through `bot`, with cycles of `period_seconds` (the default is
+    /// [`CYCLE_SECONDS_DEFAULT`]).
+    pub fn new(context: Arc<Context>, bot: TgBot, period_seconds: u64) -> Self {
+        Self {
+            context,
+            bot,
+            period_seconds: period_seconds.max(cycle::CYCLE_SECONDS_MIN),
+        }
+    }
+
+    /// A poster with the default cycle.
+    pub fn with_default_cycle(context: Arc<Context>, bot: TgBot) -> Self {
+        Self::new(context, bot, CYCLE_SECONDS_DEFAULT)
+    }
+
+    /// Posts every slot due in `cycle` to each destination it has not reached yet.
+    /// With `spread`, the posts are spaced over the cycle ([`cycle::send_at`]);
+    /// without, they go at once (tests, catching up).
+    pub async fn post_cycle(&self, cycle: u64, spread: bool) -> Result<CycleReport, BotError> {
+        let mut report = CycleReport::default();
+        let now = self.context.ledgers.now();
+        let mut after = String::new();
+        let mut due = Vec::new();
+        loop {
+            let page = tally_projections::due_slots(
+                self.context.pool(),
+                now.timestamp_micros(),
+                i64::try_from(cycle).unwrap_or(i64::MAX),
+                &after,
+                DUE_PAGE,
+            )
+            .await?;
+            let Some(last) = page.last() else { break };
+            after = last.slot_id.clone();
+            let full = page.len() as i64 == DUE_PAGE;
+            due.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let posts: Vec<(String, String, Destination)> = due
+            .into_iter()
+            .flat_map(|slot| {
+                slot.destinations
+                    .into_iter()
+                    .map(move |(chat_id, topic_id)| {
+                        (
+                            slot.slot_id.clone(),
+                            slot.content.clone(),
+                            Destination { chat_id, topic_id },
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let n = posts.len() as u64;
+        for (k, (slot_id, content, destination)) in posts.into_iter().enumerate() {
+            if spread {
+                let at = cycle::send_at(cycle, self.period_seconds, k as u64, n);
+                let wait = (at - self.context.ledgers.now())
+                    .to_std()
+                    .unwrap_or_default();
+                tokio::time::sleep(wait).await;
+            }
+            let slot_id = SlotId::new(slot_id)?;
+            match self
+                .post_one(&slot_id, &content, destination, cycle, &mut report)
+                .await?
+            {
+                Posted::Yes => report.posted += 1,
+                Posted::Failed => report.failed += 1,
+                Posted::Skipped => report.skipped += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Posts `content` to `destination` for `slot_id` in `cycle`: start, send, record;
+    /// again while the failure may pass, within [`ATTEMPTS_PER_CYCLE_MAX`].
+    async fn post_one(
+        &self,
+        slot_id: &SlotId,
+        content: &str,
+        destination: Destination,
+        cycle: u64,
+        report: &mut CycleReport,
+    ) -> Result<Posted, BotError> {
+        let slots = &self.context.ledgers.slots;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let loaded = slots.load(slot_id).await?;
+            let number = loaded
+                .state
+                .attempts
+                .get(&(cycle, destination))
+                .copied()
+                .unwrap_or(0)
+                + 1;
+            if number > ATTEMPTS_PER_CYCLE_MAX {
+                return Ok(Posted::Failed);
+            }
+            let attempt_id = cycle::attempt_id(cycle, &destination, number);
+            let started = slots
+                .execute(Request {
+                    key: slot_id.clone(),
+                    command: SlotCommand::StartPost {
+                        attempt_id: attempt_id.clone(),
+                        cycle,
+                        destination,
+                        coverage: SlotCoverage::Covered,
+                    },
+                    command_id: Some(format!("start:{attempt_id}")),
+                    metadata: metadata(),
+                })
+                .await;
+            match started {
+                Ok(outcome) if !outcome.replayed => {}
+                // Started before (by this poster before a crash, or another): its
+                // outcome is unknown, so it is not sent again this cycle.
+                Ok(_) => return Ok(Posted::Skipped),
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        "conflict" | "already_posted" | "slot_not_active"
+                    ) =>
+                {
+                    tracing::debug!(%slot_id, %destination, cycle, %error, "not posted");
+                    return Ok(Posted::Skipped);
+                }
+                Err(error) => return Err(error.into()),
+            }
+            let mut send = self.bot.send_message(ChatId(destination.chat_id), content);
+            if let Some(topic) = destination.topic_id {
+                let topic = i32::try_from(topic).unwrap_or(i32::MAX);
+                send = send.message_thread_id(ThreadId(MessageId(topic)));
+            }
+            let sent = send.await;
+            let (outcome, message_id, failure) = match &sent {
+                Ok(message) => (Outcome::Succeeded, Some(i64::from(message.id.0)), None),
+                Err(error) => (Outcome::Failed, None, Some(classify(error))),
+            };
+            let retry_after = match &failure {
+                Some(PostError::RetryAfter(wait)) => u32::try_from(wait.as_secs()).ok(),
+                _ => None,
+            };
+            slots
+                .execute(Request {
+                    key: slot_id.clone(),
+                    command: SlotCommand::RecordAttempt {
+                        attempt: Attempt {
+                            attempt_id: attempt_id.clone(),
+                            cycle,
+                            destination,
+                            attempt: 0,
+                            outcome,
+                            message_id,
+                            error_kind: failure.as_ref().map(|f| f.kind().to_string()),
+                            retry_after,
+                        },
+                        coverage: SlotCoverage::Covered,
+                    },
+                    command_id: Some(format!("attempt:{attempt_id}")),
+                    metadata: metadata(),
+                })
+                .await?;
+            match failure {
+                None => return Ok(Posted::Yes),
+                Some(PostError::RetryAfter(wait)) if wait <= RETRY_AFTER_MAX => {
+                    report.waited += 1;
+                    tracing::info!(%slot_id, %destination, ?wait, "Telegram asks to wait");
+                    tokio::time::sleep(wait).await;
+                }
+                Some(PostError::Transient) => {
+                    let jitter = Duration::from_millis(u64::from(rand_jitter()) % 100);
+                    tokio::time::sleep(backoff + jitter).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Some(other) => {
+                    tracing::warn!(%slot_id, %destination, kind = other.kind(), "post failed");
+                    return Ok(Posted::Failed);
+                }
+            }
+        }
+    }
+
+    /// Posts each cycle as it comes, spread over it, until `stop` turns true.
+    pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BotError> {
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let now = self.context.ledgers.now();
+            let current = cycle::cycle_at(now, self.period_seconds);
+            let pass = self.post_cycle(current, true);
+            tokio::select! {
+                report = pass => match report {
+                    Ok(report) => tracing::info!(cycle = current, ?report, "cycle posted"),
+                    Err(error) => tracing::warn!(cycle = current, %error, "cycle failed; retrying"),
+                },
+                _ = stop.changed() => return Ok(()),
+            }
+            // Again soon: slots configured or paid during the cycle are due in it too.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// A little randomness for backoff jitter, from the clock (no crate needed for it).
+fn rand_jitter() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
