@@ -1678,3 +1678,80 @@ async fn a_failed_post_is_on_record_by_its_class(stack: Stack) -> Stack {
     );
     stack
 }
+
+/// `tally serve`'s poster role, as the app wires it: with a token, no dispatcher
+/// needed, it posts the current cycle's due slots (the clock set near the cycle's end,
+/// so the posts spread over the cycle are all due at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_poster_role_posts_the_current_cycle() {
+    let database = tally_store::testing::Backend::Sqlite.database().await;
+    let fake = FakeTelegram::start().await;
+    let period = 3_600;
+    let now = chrono::Utc::now();
+    let cycle = tally_domain::cycle::cycle_at(now, period);
+    let late_in_cycle =
+        tally_domain::cycle::cycle_start(cycle + 1, period) - chrono::Duration::seconds(1);
+    let app = tally_app::App {
+        roles: tally_app::Roles {
+            api: false,
+            projector: true,
+            reactor: false,
+        },
+        poster: Some((bot_settings(&fake), period)),
+        clock: tally_ledger::Clock::from_fn(move || late_in_cycle),
+        ..tally_app::App::new(&database.url)
+    };
+    let running = tally_app::start(app, None).await.unwrap();
+    assert!(running.roles().contains(&"poster"), "{:?}", running.roles());
+    let stack_like = running.ledgers.clone();
+    let paid = stack_like
+        .subscriptions
+        .command(
+            UserId::new(1_401).unwrap(),
+            SubscriptionCommand::Pay {
+                payment_id: PaymentId::new("plan-1401".to_string()).unwrap(),
+                plan: PlanId::new("basic".to_string()).unwrap(),
+            },
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    let chats = [-100_901, -100_902];
+    stack_like
+        .slots
+        .command(
+            SlotId::new("ad-1401".to_string()).unwrap(),
+            SlotCommand::Configure(SlotConfig {
+                user_id: UserId::new(1_401).unwrap(),
+                content: "Poster role".into(),
+                destinations: chats
+                    .iter()
+                    .map(|&chat_id| Destination {
+                        chat_id,
+                        topic_id: None,
+                    })
+                    .collect(),
+            }),
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    assert!(paid.position > 0);
+    fake.wait_until("both posts", |calls| {
+        chats.iter().all(|chat| {
+            calls.iter().any(|c| {
+                c.method == "sendMessage" && !c.refused && c.params["chat_id"] == json!(chat)
+            })
+        })
+    })
+    .await;
+    running.stop().await.unwrap();
+    for chat in chats {
+        assert_eq!(
+            fake.texts_to(chat),
+            vec!["Poster role".to_string()],
+            "{chat}"
+        );
+    }
+    database.drop_database().await;
+}

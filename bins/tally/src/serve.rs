@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// The secret Telegram sends with each webhook update (1-256 of A-Z a-z 0-9 _ -).
     #[arg(long, env = "TELEGRAM_WEBHOOK_SECRET", hide_env_values = true)]
     pub telegram_webhook_secret: Option<String>,
+    /// Seconds per posting cycle of the poster (each due ad slot is posted once per
+    /// cycle) [default: 14400, four hours; at least 60].
+    #[arg(long, env = "TALLY_POST_CYCLE_SECONDS")]
+    pub post_cycle_seconds: Option<u64>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -101,6 +105,7 @@ struct File {
     admin_links: Option<String>,
     telegram_webhook_url: Option<String>,
     telegram_webhook_secret: Option<String>,
+    post_cycle_seconds: Option<u64>,
 }
 
 /// What a process runs.
@@ -114,6 +119,8 @@ pub struct Roles {
     pub reactor: bool,
     /// The Telegram bot and its notifier.
     pub bot: bool,
+    /// The poster: ad slots posted through the bot each cycle.
+    pub poster: bool,
 }
 
 impl std::str::FromStr for Roles {
@@ -126,11 +133,14 @@ impl std::str::FromStr for Roles {
                 "projector" => roles.projector = true,
                 "reactor" => roles.reactor = true,
                 "bot" => roles.bot = true,
-                other => bail!("role {other:?} is none of api, projector, reactor, bot"),
+                "poster" => roles.poster = true,
+                other => bail!("role {other:?} is none of api, projector, reactor, bot, poster"),
             }
         }
         if roles == Roles::default() {
-            bail!("--roles names nothing to run; give some of api, projector, reactor, bot");
+            bail!(
+                "--roles names nothing to run; give some of api, projector, reactor, bot, poster"
+            );
         }
         Ok(roles)
     }
@@ -161,8 +171,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Log format.
     pub log_format: LogFormat,
-    /// The bot's settings, when it runs.
+    /// The bot's settings, when the bot or the poster runs.
     pub bot: Option<tally_bot::Settings>,
+    /// Seconds per posting cycle.
+    pub post_cycle_seconds: u64,
     /// API key names linked to admins' Telegram ids.
     pub admin_links: tally_domain::config::AdminLinks,
 }
@@ -190,7 +202,7 @@ impl Settings {
             .or(file.telegram_bot_token)
             .filter(|t| !t.trim().is_empty());
         let default_roles = match token {
-            Some(_) => "api,projector,reactor,bot",
+            Some(_) => "api,projector,reactor,bot,poster",
             None => "api,projector,reactor",
         };
         let roles: Roles = args
@@ -199,10 +211,12 @@ impl Settings {
             .as_deref()
             .unwrap_or(default_roles)
             .parse()?;
-        let bot = match (roles.bot, token) {
+        let bot = match (roles.bot || roles.poster, token) {
             (false, _) => None,
             (true, None) => {
-                bail!("the bot role needs TELEGRAM_BOT_TOKEN (the token from @BotFather)")
+                bail!(
+                    "the bot and poster roles need TELEGRAM_BOT_TOKEN (the token from @BotFather)"
+                )
             }
             (true, Some(token)) => {
                 let admins = args.admin_ids.or(file.admin_ids).unwrap_or_default();
@@ -272,6 +286,14 @@ impl Settings {
             admin_links,
             log_format,
             bot,
+            post_cycle_seconds: match args.post_cycle_seconds.or(file.post_cycle_seconds) {
+                None => tally_domain::cycle::CYCLE_SECONDS_DEFAULT,
+                Some(seconds) if seconds >= tally_domain::cycle::CYCLE_SECONDS_MIN => seconds,
+                Some(seconds) => bail!(
+                    "TALLY_POST_CYCLE_SECONDS is {seconds}; at least {} (a shorter cycle only floods chats)",
+                    tally_domain::cycle::CYCLE_SECONDS_MIN
+                ),
+            },
         })
     }
 }
@@ -319,7 +341,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         api_keys: settings.api_keys,
         webhook_secrets: settings.webhook_secrets,
         limits: settings.limits,
-        bot: settings.bot,
+        bot: settings.bot.clone().filter(|_| roles.bot),
+        poster: settings
+            .bot
+            .filter(|_| roles.poster)
+            .map(|bot| (bot, settings.post_cycle_seconds)),
         clock: tally_ledger::Clock::system(),
     };
     let running = tally_app::start(app, listener).await?;

@@ -694,4 +694,29 @@ fn the_bot_role_without_a_token_or_with_bad_admin_ids_is_refused_with_what_to_se
         "{}",
         stderr(&out)
     );
+    // The poster posts through the bot: it needs the token too, and a sane cycle.
+    let out = tally(&["serve", "--database-url", &url, "--roles", "poster"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TELEGRAM_BOT_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tally(&[
+        "serve",
+        "--database-url",
+        &url,
+        "--roles",
+        "poster",
+        "--telegram-bot-token",
+        "123:abc",
+        "--post-cycle-seconds",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TALLY_POST_CYCLE_SECONDS is 5; at least 60"),
+        "{}",
+        stderr(&out)
+    );
 }

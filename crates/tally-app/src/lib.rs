@@ -60,6 +60,9 @@ pub struct App {
     pub limits: Limits,
     /// The Telegram bot, when it runs here.
     pub bot: Option<tally_bot::Settings>,
+    /// The poster, when it runs here: the bot it posts through and its cycle in
+    /// seconds.
+    pub poster: Option<(tally_bot::Settings, u64)>,
     /// The time decisions are made at (the system's; a test may move its own).
     pub clock: tally_ledger::Clock,
 }
@@ -75,6 +78,7 @@ impl App {
             webhook_secrets: String::new(),
             limits: Limits::default(),
             bot: None,
+            poster: None,
             clock: tally_ledger::Clock::system(),
         }
     }
@@ -177,6 +181,20 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
         tasks.push((
             "projector",
             tokio::spawn(async move { Ok(running.await??) }),
+        ));
+    }
+    if let Some((bot, cycle_seconds)) = &app.poster {
+        let context = Arc::new(tally_bot::Context::new(
+            ledgers.clone(),
+            projector.clone(),
+            bot.admin_ids.clone(),
+        ));
+        let poster =
+            tally_bot::poster::Poster::new(context, tally_bot::client(bot), *cycle_seconds);
+        let stopped = stopped.clone();
+        tasks.push((
+            "poster",
+            tokio::spawn(async move { Ok(poster.run(stopped).await?) }),
         ));
     }
     if app.roles.reactor {

@@ -39,6 +39,10 @@ pub const ATTEMPTS_PER_CYCLE_MAX: u32 = 5;
 /// Most due slots read per page.
 const DUE_PAGE: i64 = 100;
 
+/// How often the poster looks again for due slots (slots configured or paid during a
+/// cycle are due in it too).
+pub const PASS_EVERY: Duration = Duration::from_secs(5);
+
 /// Longest `retry_after` waited within a cycle (beyond it, the attempt fails).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
@@ -275,9 +279,8 @@ impl Poster {
                 },
                 _ = stop.changed() => return Ok(()),
             }
-            // Again soon: slots configured or paid during the cycle are due in it too.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = tokio::time::sleep(PASS_EVERY) => {}
                 _ = stop.changed() => {}
             }
         }
