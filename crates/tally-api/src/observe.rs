@@ -102,6 +102,26 @@ fn describe() {
         "tally_duplicate_charges_total",
         "Second charges of a provider for a payment already paid, recorded to be given back, by provider"
     );
+    describe_counter!(
+        "tally_posts_total",
+        "Ad posts sent by the poster, by outcome and error class (rate_limited, no_rights, topic_closed, transient …)"
+    );
+    describe_counter!(
+        "tally_poster_destinations_total",
+        "Destinations the poster handled in a cycle: posted, failed (after retries) or skipped (posted already, or an outcome unknown)"
+    );
+    describe_counter!(
+        "tally_poster_retry_after_waits_total",
+        "Times Telegram asked the poster to wait (429 retry_after), each waited out exactly"
+    );
+    describe_gauge!(
+        "tally_poster_cycle",
+        "The posting cycle the poster last went through (cycles numbered from the Unix epoch)"
+    );
+    describe_gauge!(
+        "tally_poster_cycle_progress_ratio",
+        "How far through its due destinations the poster's current pass is, 0 to 1"
+    );
 }
 
 /// Gives the request its id and records its route, status and latency.

@@ -143,15 +143,28 @@ impl Poster {
                 tokio::time::sleep(wait).await;
             }
             let slot_id = SlotId::new(slot_id)?;
-            match self
+            let posted = self
                 .post_one(&slot_id, &content, destination, cycle, &mut report)
-                .await?
-            {
-                Posted::Yes => report.posted += 1,
-                Posted::Failed => report.failed += 1,
-                Posted::Skipped => report.skipped += 1,
-            }
+                .await?;
+            let outcome = match posted {
+                Posted::Yes => {
+                    report.posted += 1;
+                    "posted"
+                }
+                Posted::Failed => {
+                    report.failed += 1;
+                    "failed"
+                }
+                Posted::Skipped => {
+                    report.skipped += 1;
+                    "skipped"
+                }
+            };
+            metrics::counter!("tally_poster_destinations_total", "outcome" => outcome).increment(1);
+            metrics::gauge!("tally_poster_cycle_progress_ratio")
+                .set((k + 1) as f64 / n.max(1) as f64);
         }
+        metrics::gauge!("tally_poster_cycle").set(cycle as f64);
         Ok(report)
     }
 
@@ -243,10 +256,17 @@ impl Poster {
                     metadata: metadata(),
                 })
                 .await?;
+            metrics::counter!(
+                "tally_posts_total",
+                "outcome" => if failure.is_none() { "succeeded" } else { "failed" },
+                "error_class" => failure.as_ref().map_or("none", PostError::kind)
+            )
+            .increment(1);
             match failure {
                 None => return Ok(Posted::Yes),
                 Some(PostError::RetryAfter(wait)) if wait <= RETRY_AFTER_MAX => {
                     report.waited += 1;
+                    metrics::counter!("tally_poster_retry_after_waits_total").increment(1);
                     tracing::info!(%slot_id, %destination, ?wait, "Telegram asks to wait");
                     tokio::time::sleep(wait).await;
                 }
