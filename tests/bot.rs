@@ -1676,6 +1676,14 @@ async fn a_failed_post_is_on_record_by_its_class(stack: Stack) -> Stack {
         attempts.iter().any(|a| a["outcome"] == "succeeded"),
         "{attempts:?}"
     );
+    // The chat the bot was removed from is paused: the next cycle sends nothing there.
+    assert_eq!(
+        stack.count("slot-ad-1303", "slot.destination_paused").await,
+        1
+    );
+    let next = poster(&stack).post_cycle(3_001, false).await.unwrap();
+    assert_eq!((next.posted, next.skipped), (1, 1), "{next:?}");
+    assert_eq!(sends_to(&stack, removed.chat_id).len(), 1, "paused");
     stack
 }
 

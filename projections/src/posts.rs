@@ -97,6 +97,8 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
             }
             // A start is counted when its outcome is recorded (as an attempt).
             SlotEvent::PostStarted { .. } => {}
+            // The poster reads a pause from the slot's state (not yet in this model).
+            SlotEvent::DestinationPaused { .. } => {}
             SlotEvent::PostAttempted(attempt) => {
                 let d = attempt.destination;
                 let key = (slot_id.to_string(), d.chat_id, d.topic_id.unwrap_or(0));

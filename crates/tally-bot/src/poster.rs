@@ -14,9 +14,12 @@
 //! backoff and jitter within a bound, and everything else is a failed attempt on
 //! record (with its class as `error_kind`).
 //!
-//! Not yet here (issue 15 goes on): deactivating a destination the bot was removed
-//! from, following a migrated chat, topic fallbacks, telling the owner, photos and
-//! buttons, and the `poster` role of `tally serve`.
+//! A destination the bot was removed from (or lost its rights in), or whose topic is
+//! closed, is paused (`slot.destination_paused`): no retry loop, nothing posted there
+//! until the owner configures the slot again.
+//!
+//! Not yet here (issue 15 goes on): following a migrated chat, topic fallbacks,
+//! telling the owner, `my_chat_member` updates, photos and buttons.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,6 +185,9 @@ impl Poster {
         let mut backoff = Duration::from_millis(200);
         loop {
             let loaded = slots.load(slot_id).await?;
+            if loaded.state.paused.contains_key(&destination) {
+                return Ok(Posted::Skipped);
+            }
             let number = loaded
                 .state
                 .attempts
@@ -274,6 +280,22 @@ impl Poster {
                     let jitter = Duration::from_millis(u64::from(rand_jitter()) % 100);
                     tokio::time::sleep(backoff + jitter).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                // Nothing will change until the owner fixes the chat: stop posting there.
+                Some(class @ (PostError::Removed | PostError::TopicClosed)) => {
+                    tracing::warn!(%slot_id, %destination, kind = class.kind(), "destination paused");
+                    slots
+                        .execute(Request {
+                            key: slot_id.clone(),
+                            command: SlotCommand::PauseDestination {
+                                destination,
+                                reason: class.kind().to_string(),
+                            },
+                            command_id: Some(format!("pause:{attempt_id}")),
+                            metadata: metadata(),
+                        })
+                        .await?;
+                    return Ok(Posted::Failed);
                 }
                 Some(other) => {
                     tracing::warn!(%slot_id, %destination, kind = other.kind(), "post failed");

@@ -129,6 +129,11 @@ pub struct Slot {
     /// (an outcome unknown until its attempt is recorded).
     #[serde(default, with = "pairs")]
     pub started: BTreeMap<(u64, Destination), String>,
+    /// Destinations not posted to until the owner fixes them, with why (the bot was
+    /// removed or lost its rights, the topic is closed). Configuring the slot again
+    /// resumes them.
+    #[serde(default, with = "pairs")]
+    pub paused: BTreeMap<Destination, String>,
 }
 
 /// Maps keyed by (cycle, destination) as JSON: a list of `[key, value]` pairs, since
@@ -193,6 +198,14 @@ pub enum SlotCommand {
         /// Whether the owner's subscription covers the slot.
         coverage: SlotCoverage,
     },
+    /// Stop posting to a destination until the owner fixes it (a no-op if paused
+    /// already).
+    PauseDestination {
+        /// Which.
+        destination: Destination,
+        /// Why: the error class that showed it (`no_rights`, `topic_closed` …).
+        reason: String,
+    },
     /// Record a post attempt (the attempt number is assigned here).
     RecordAttempt {
         /// The attempt; its `attempt` field is ignored.
@@ -212,6 +225,14 @@ pub enum SlotEvent {
     /// A post was attempted.
     #[serde(rename = "slot.post_attempted")]
     PostAttempted(Attempt),
+    /// A destination is paused until the owner fixes it.
+    #[serde(rename = "slot.destination_paused")]
+    DestinationPaused {
+        /// Which.
+        destination: Destination,
+        /// Why.
+        reason: String,
+    },
     /// A post is about to be sent (its outcome follows as `slot.post_attempted`).
     #[serde(rename = "slot.post_started")]
     PostStarted {
@@ -247,9 +268,31 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 Some(existing) if existing.user_id != config.user_id => Err(DomainError::Conflict(
                     "this slot belongs to another user".into(),
                 )),
-                Some(existing) if existing == config => Ok(vec![]),
+                // The same again is a no-op, unless it resumes a paused destination.
+                Some(existing) if existing == config && state.paused.is_empty() => Ok(vec![]),
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
+        }
+        SlotCommand::PauseDestination {
+            destination,
+            reason,
+        } => {
+            let config = state
+                .config
+                .as_ref()
+                .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
+            if !config.destinations.contains(destination) {
+                return Err(DomainError::Conflict(format!(
+                    "{destination} is not a destination of this slot"
+                )));
+            }
+            if state.paused.contains_key(destination) {
+                return Ok(vec![]);
+            }
+            Ok(vec![SlotEvent::DestinationPaused {
+                destination: *destination,
+                reason: reason.clone(),
+            }])
         }
         SlotCommand::StartPost {
             attempt_id,
@@ -266,6 +309,11 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 return Ok(vec![]);
             }
             check_attempt(state, config, *cycle, destination, *coverage)?;
+            if let Some(reason) = state.paused.get(destination) {
+                return Err(DomainError::Conflict(format!(
+                    "{destination} is paused ({reason}) until the owner fixes it and configures the slot again"
+                )));
+            }
             if let Some(unknown) = state.started.get(&key) {
                 return Err(DomainError::Conflict(format!(
                     "the post {unknown} to {destination} in cycle {cycle} has no recorded \
@@ -375,7 +423,16 @@ fn advance(state: &mut Slot, cycle: u64) {
 /// Folds one event into a slot.
 pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
     match event {
-        SlotEvent::Configured(config) => state.config = Some(config.clone()),
+        SlotEvent::Configured(config) => {
+            state.config = Some(config.clone());
+            state.paused.clear();
+        }
+        SlotEvent::DestinationPaused {
+            destination,
+            reason,
+        } => {
+            state.paused.insert(*destination, reason.clone());
+        }
         SlotEvent::PostStarted {
             attempt_id,
             cycle,

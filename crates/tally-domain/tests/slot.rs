@@ -261,3 +261,30 @@ fn a_slot_with_attempts_round_trips_through_json() {
     assert_eq!(back, state);
     assert_eq!(back.attempts.get(&(2, d)), Some(&1));
 }
+
+/// A paused destination takes no post until the owner configures the slot again;
+/// the other destinations go on.
+#[test]
+fn a_paused_destination_takes_no_post_until_the_slot_is_configured_again() {
+    let d = dest(-1_001, None);
+    let pause = C::PauseDestination {
+        destination: d,
+        reason: "no_rights".into(),
+    };
+    let state = apply(configured(), &pause);
+    assert_eq!(state.paused.get(&d).map(String::as_str), Some("no_rights"));
+    assert_eq!(slot::decide(&state, &pause).unwrap(), vec![], "once");
+    let refused = slot::decide(&state, &start("p-1", 1, d)).unwrap_err();
+    assert_eq!(refused.code(), "conflict");
+    assert!(refused.to_string().contains("paused"), "{refused}");
+    assert!(slot::decide(&state, &start("p-2", 1, dest(-1_002, Some(7)))).is_ok());
+    let config = state.config.clone().unwrap();
+    let resumed = apply(state, &C::Configure(config.clone()));
+    assert!(resumed.paused.is_empty());
+    assert!(slot::decide(&resumed, &start("p-3", 1, d)).is_ok());
+    // Without a pause, the same configuration again is still a no-op.
+    assert_eq!(
+        slot::decide(&resumed, &C::Configure(config)).unwrap(),
+        vec![]
+    );
+}

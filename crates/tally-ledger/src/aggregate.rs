@@ -425,7 +425,7 @@ impl Aggregate for Slots {
             SlotCommand::StartPost {
                 cycle, destination, ..
             } => state.attempts.get(&(*cycle, *destination)).copied(),
-            SlotCommand::Configure(_) => None,
+            SlotCommand::Configure(_) | SlotCommand::PauseDestination { .. } => None,
         };
         SlotView {
             config: state.config.clone(),
