@@ -1684,6 +1684,17 @@ async fn a_failed_post_is_on_record_by_its_class(stack: Stack) -> Stack {
     let next = poster(&stack).post_cycle(3_001, false).await.unwrap();
     assert_eq!((next.posted, next.skipped), (1, 1), "{next:?}");
     assert_eq!(sends_to(&stack, removed.chat_id).len(), 1, "paused");
+    // The owner is told, once, what to fix.
+    let told = stack.fake.wait_texts(1_303, 1).await;
+    assert_eq!(
+        told,
+        vec![format!(
+            "Your ad ad-1303 is no longer posted to chat {}: the bot was removed there or \
+             may not post. Add the bot back with the right to post (or reopen the topic), \
+             then save the ad again.",
+            removed.chat_id
+        )]
+    );
     stack
 }
 

@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 use tally_domain::account::AccountEvent;
 use tally_domain::payment::{PaymentEvent, Purpose};
 use tally_domain::refund::RefundEvent;
+use tally_domain::slot::SlotEvent;
 use tally_domain::subscription::SubscriptionEvent;
-use tally_domain::values::RefundId;
+use tally_domain::values::{RefundId, SlotId};
 use tally_projections::{NOTIFIER, Reactor, ReactorLoop, stream_event};
 use tally_store::{ActorKind, RecordedEvent};
 use teloxide::ApiError;
@@ -150,6 +151,36 @@ impl Notifier {
                 }
                 _ => None,
             });
+        }
+        if let Some((
+            slot_id,
+            SlotEvent::DestinationPaused {
+                destination,
+                reason,
+            },
+        )) = stream_event::<SlotEvent>(event, "slot")?
+        {
+            let slot = self
+                .context
+                .ledgers
+                .slots
+                .load(&SlotId::new(slot_id.to_string())?)
+                .await?
+                .state;
+            let Some(config) = slot.config else {
+                return Ok(None);
+            };
+            let slot_id = slot_id.to_string();
+            return Ok(notice(
+                config.user_id.get(),
+                Box::new(move |l| {
+                    l.say(Text::NotifyDestinationPaused {
+                        slot: &slot_id,
+                        destination: destination.to_string(),
+                        reason: &reason,
+                    })
+                }),
+            ));
         }
         if let Some((_, payment)) = stream_event::<PaymentEvent>(event, "payment")? {
             // Payments made in the chat were confirmed there; webhooks' were not.

@@ -235,6 +235,12 @@ pub enum Text<'a> {
         reason: &'a str,
     },
     NotifyUnblocked,
+    /// The poster stopped posting a slot to a chat until the owner fixes it.
+    NotifyDestinationPaused {
+        slot: &'a str,
+        destination: String,
+        reason: &'a str,
+    },
 }
 
 fn history_lines(entries: &[Entry], kind: fn(&str) -> &'static str) -> String {
@@ -414,6 +420,20 @@ fn en(text: Text<'_>) -> String {
         NotifyExpired => "Your plan has ended. Choose a new one with /plans.".into(),
         NotifyBlocked { reason } => format!("Your account was blocked: {reason}."),
         NotifyUnblocked => "Your account was unblocked.".into(),
+        NotifyDestinationPaused {
+            slot,
+            destination,
+            reason,
+        } => {
+            let why = match reason {
+                "topic_closed" => "the forum topic is closed",
+                _ => "the bot was removed there or may not post",
+            };
+            format!(
+                "Your ad {slot} is no longer posted to {destination}: {why}. Add the bot back \
+                 with the right to post (or reopen the topic), then save the ad again."
+            )
+        }
     }
 }
 
@@ -552,6 +572,20 @@ fn ru(text: Text<'_>) -> String {
         NotifyExpired => "Ваш тариф закончился. Выберите новый: /plans.".into(),
         NotifyBlocked { reason } => format!("Ваш счёт заблокирован: {reason}."),
         NotifyUnblocked => "Ваш счёт разблокирован.".into(),
+        NotifyDestinationPaused {
+            slot,
+            destination,
+            reason,
+        } => {
+            let why = match reason {
+                "topic_closed" => "тема форума закрыта",
+                _ => "бота удалили оттуда или лишили права публиковать",
+            };
+            format!(
+                "Объявление {slot} больше не публикуется в {destination}: {why}. Верните бота \
+                 с правом публикации (или откройте тему) и сохраните объявление снова."
+            )
+        }
     }
 }
 
