@@ -195,6 +195,11 @@ pub async fn start(
 ) -> Result<Running, BotError> {
     context.load_maintenance().await?;
     let bot = client(settings);
+    // The notifier tells what happens from now on: its place in the log is taken
+    // here, not when its loop first runs (which may be later, under load).
+    notifier::Notifier::new(context.clone(), bot.clone())
+        .register()
+        .await?;
     match &settings.delivery {
         Delivery::Polling => {
             let timeout = std::time::Duration::from_secs(u64::from(settings.poll_timeout_seconds));

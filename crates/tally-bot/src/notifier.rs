@@ -91,6 +91,13 @@ impl Notifier {
         ReactorLoop::new(self.context.store.clone(), self.context.pool().clone())
     }
 
+    /// Registers the notifier's checkpoint (at the log's head, on its first start) and
+    /// returns it: called when the bot starts, so every event appended after that is
+    /// told, however late the notifier's loop gets going.
+    pub async fn register(&self) -> Result<u64, BotError> {
+        Ok(self.runtime().checkpoint(self).await?)
+    }
+
     /// Sends what the next batch of events calls for and moves the checkpoint past
     /// them; returns how many events it read.
     pub async fn step(&self) -> Result<usize, BotError> {
