@@ -288,6 +288,7 @@ tally_store::on_both_backends!(
     a_post_with_an_unknown_outcome_is_not_doubled_after_a_crash,
     a_failed_post_is_on_record_by_its_class,
     a_rate_limited_post_waits_and_then_posts,
+    a_migrated_chat_is_followed,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1799,5 +1800,41 @@ async fn a_rate_limited_post_waits_and_then_posts(stack: Stack) -> Stack {
         );
     }
     assert!(started.elapsed() >= Duration::from_secs(1), "waited");
+    stack
+}
+
+/// A group upgraded to a supergroup (400 with `migrate_to_chat_id`): the destination
+/// follows the new chat (on record), the post goes there in the same cycle, and the
+/// next cycle posts to the new chat only.
+async fn a_migrated_chat_is_followed(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_305, "ad-1305").await;
+    let old = destinations[0];
+    let new_chat = -1_007_771_305;
+    stack.fake.migrate_chat(old.chat_id, new_chat);
+    let report = poster(&stack).post_cycle(5_000, false).await.unwrap();
+    assert_eq!((report.posted, report.failed), (2, 0), "{report:?}");
+    assert_eq!(
+        stack.fake.texts_to(new_chat),
+        vec!["Ad of 1305".to_string()]
+    );
+    assert!(stack.fake.texts_to(old.chat_id).is_empty());
+    assert_eq!(
+        stack.count("slot-ad-1305", "slot.destination_moved").await,
+        1
+    );
+    let head = stack.store.last_position().await.unwrap();
+    stack
+        .projector
+        .wait_for("posts", head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let next = poster(&stack).post_cycle(5_001, false).await.unwrap();
+    assert_eq!(next.posted, 2, "{next:?}");
+    assert_eq!(stack.fake.texts_to(new_chat).len(), 2);
+    assert_eq!(
+        sends_to(&stack, old.chat_id).len(),
+        1,
+        "the old chat once only"
+    );
     stack
 }

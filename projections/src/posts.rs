@@ -99,6 +99,23 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
             SlotEvent::PostStarted { .. } => {}
             // The poster reads a pause from the slot's state (not yet in this model).
             SlotEvent::DestinationPaused { .. } => {}
+            SlotEvent::DestinationMoved { from, to } => {
+                execute(
+                    conn,
+                    &format!(
+                        "UPDATE slot_destinations{g} SET chat_id = $1, topic_id = $2 \
+                         WHERE slot_id = $3 AND chat_id = $4 AND topic_id = $5"
+                    ),
+                    &[
+                        to.chat_id.into(),
+                        to.topic_id.unwrap_or(0).into(),
+                        slot_id.into(),
+                        from.chat_id.into(),
+                        from.topic_id.unwrap_or(0).into(),
+                    ],
+                )
+                .await?;
+            }
             SlotEvent::PostAttempted(attempt) => {
                 let d = attempt.destination;
                 let key = (slot_id.to_string(), d.chat_id, d.topic_id.unwrap_or(0));

@@ -41,6 +41,8 @@ struct Inner {
     throttled: Mutex<HashMap<String, u32>>,
     /// sendMessage to a chat answered with an error: (times left, code, description).
     failing_chats: Mutex<HashMap<i64, (u32, i64, String)>>,
+    /// sendMessage to a chat answered with `migrate_to_chat_id`: the new chat id.
+    migrated: Mutex<HashMap<i64, i64>>,
     arrived: Notify,
 }
 
@@ -104,6 +106,12 @@ impl FakeTelegram {
             .lock()
             .unwrap()
             .insert(chat, (times, code, description.to_string()));
+    }
+
+    /// Answers sendMessage to `chat` as Telegram does for a group upgraded to a
+    /// supergroup: 400 with `migrate_to_chat_id` = `to`.
+    pub fn migrate_chat(&self, chat: i64, to: i64) {
+        self.inner.migrated.lock().unwrap().insert(chat, to);
     }
 
     /// Every call so far.
@@ -258,6 +266,20 @@ async fn call(
             params: params.clone(),
             refused: refused || failure.is_some(),
         });
+    }
+    if method == "sendMessage" {
+        let chat = params["chat_id"].as_i64().unwrap_or_default();
+        if let Some(to) = inner.migrated.lock().unwrap().get(&chat).copied() {
+            if let Some(last) = inner.calls.lock().unwrap().last_mut() {
+                last.refused = true;
+            }
+            return Json(json!({
+                "ok": false,
+                "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": to}
+            }));
+        }
     }
     if let Some((code, description)) = failure {
         return Json(json!({"ok": false, "error_code": code, "description": description}));

@@ -18,8 +18,12 @@
 //! closed, is paused (`slot.destination_paused`): no retry loop, nothing posted there
 //! until the owner configures the slot again.
 //!
-//! Not yet here (issue 15 goes on): following a migrated chat, topic fallbacks,
-//! telling the owner, `my_chat_member` updates, photos and buttons.
+//! A group that became a supergroup (`migrate_to_chat_id`) is followed: the
+//! destination moves to the new chat (`slot.destination_moved`) and the post goes
+//! there.
+//!
+//! Not yet here (issue 15 goes on): topic fallbacks, `my_chat_member` updates,
+//! photos and buttons.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,6 +187,7 @@ impl Poster {
     ) -> Result<Posted, BotError> {
         let slots = &self.context.ledgers.slots;
         let mut backoff = Duration::from_millis(200);
+        let mut destination = destination;
         loop {
             let loaded = slots.load(slot_id).await?;
             if loaded.state.paused.contains_key(&destination) {
@@ -280,6 +285,27 @@ impl Poster {
                     let jitter = Duration::from_millis(u64::from(rand_jitter()) % 100);
                     tokio::time::sleep(backoff + jitter).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                // The group became a supergroup: the destination follows it, and the
+                // post goes there (a new attempt, numbered in the new chat).
+                Some(PostError::Migrated(chat_id)) => {
+                    let to = Destination {
+                        chat_id,
+                        topic_id: destination.topic_id,
+                    };
+                    tracing::info!(%slot_id, from = %destination, %to, "chat migrated");
+                    slots
+                        .execute(Request {
+                            key: slot_id.clone(),
+                            command: SlotCommand::MoveDestination {
+                                from: destination,
+                                to,
+                            },
+                            command_id: Some(format!("move:{attempt_id}")),
+                            metadata: metadata(),
+                        })
+                        .await?;
+                    destination = to;
                 }
                 // Nothing will change until the owner fixes the chat: stop posting there.
                 Some(class @ (PostError::Removed | PostError::TopicClosed)) => {

@@ -136,43 +136,7 @@ pub struct Slot {
     pub paused: BTreeMap<Destination, String>,
 }
 
-/// Maps keyed by (cycle, destination) as JSON: a list of `[key, value]` pairs, since
-/// JSON object keys are strings only (as a map, a slot with attempts could not be
-/// snapshotted). An empty object, as states were saved before, still reads.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub(super) fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &BTreeMap<K, V>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(map.iter())
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Saved<K: Ord, V> {
-        Pairs(Vec<(K, V)>),
-        Empty(BTreeMap<String, serde::de::IgnoredAny>),
-    }
-
-    pub(super) fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        match Saved::<K, V>::deserialize(deserializer)? {
-            Saved::Pairs(pairs) => Ok(pairs.into_iter().collect()),
-            Saved::Empty(map) if map.is_empty() => Ok(BTreeMap::new()),
-            Saved::Empty(_) => Err(serde::de::Error::custom(
-                "a slot's attempts are a list of [key, value] pairs",
-            )),
-        }
-    }
-}
+mod pairs;
 
 /// Attempt ids a slot's state remembers.
 pub const ATTEMPT_IDS_KEPT: usize = 256;
@@ -206,6 +170,14 @@ pub enum SlotCommand {
         /// Why: the error class that showed it (`no_rights`, `topic_closed` …).
         reason: String,
     },
+    /// The chat moved (Telegram upgraded a group to a supergroup with a new id): the
+    /// destination is the new chat from now on (a no-op if moved already).
+    MoveDestination {
+        /// The destination as configured.
+        from: Destination,
+        /// The same place in the new chat.
+        to: Destination,
+    },
     /// Record a post attempt (the attempt number is assigned here).
     RecordAttempt {
         /// The attempt; its `attempt` field is ignored.
@@ -225,6 +197,14 @@ pub enum SlotEvent {
     /// A post was attempted.
     #[serde(rename = "slot.post_attempted")]
     PostAttempted(Attempt),
+    /// A destination's chat moved to a new id.
+    #[serde(rename = "slot.destination_moved")]
+    DestinationMoved {
+        /// The destination as it was.
+        from: Destination,
+        /// The destination now.
+        to: Destination,
+    },
     /// A destination is paused until the owner fixes it.
     #[serde(rename = "slot.destination_paused")]
     DestinationPaused {
@@ -272,6 +252,29 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 Some(existing) if existing == config && state.paused.is_empty() => Ok(vec![]),
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
+        }
+        SlotCommand::MoveDestination { from, to } => {
+            let config = state
+                .config
+                .as_ref()
+                .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
+            if !config.destinations.contains(from) {
+                return match config.destinations.contains(to) {
+                    true => Ok(vec![]),
+                    false => Err(DomainError::Conflict(format!(
+                        "{from} is not a destination of this slot"
+                    ))),
+                };
+            }
+            if config.destinations.contains(to) {
+                return Err(DomainError::Conflict(format!(
+                    "{to} is a destination of this slot already"
+                )));
+            }
+            Ok(vec![SlotEvent::DestinationMoved {
+                from: *from,
+                to: *to,
+            }])
         }
         SlotCommand::PauseDestination {
             destination,
@@ -432,6 +435,18 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
             reason,
         } => {
             state.paused.insert(*destination, reason.clone());
+        }
+        SlotEvent::DestinationMoved { from, to } => {
+            if let Some(config) = state.config.as_mut() {
+                for destination in config.destinations.iter_mut() {
+                    if destination == from {
+                        *destination = *to;
+                    }
+                }
+            }
+            if let Some(reason) = state.paused.remove(from) {
+                state.paused.insert(*to, reason);
+            }
         }
         SlotEvent::PostStarted {
             attempt_id,

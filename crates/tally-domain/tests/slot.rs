@@ -288,3 +288,27 @@ fn a_paused_destination_takes_no_post_until_the_slot_is_configured_again() {
         vec![]
     );
 }
+
+/// A destination whose chat moved is the new chat from then on (its pause with it);
+/// moving it again is a no-op; a move onto another destination is refused.
+#[test]
+fn a_moved_destination_is_the_new_chat() {
+    let from = dest(-1_001, None);
+    let to = dest(-2_001, None);
+    let state = apply(configured(), &C::MoveDestination { from, to });
+    let destinations = &state.config.as_ref().unwrap().destinations;
+    assert!(destinations.contains(&to) && !destinations.contains(&from));
+    assert_eq!(
+        slot::decide(&state, &C::MoveDestination { from, to }).unwrap(),
+        vec![]
+    );
+    let onto_other = C::MoveDestination {
+        from: to,
+        to: dest(-1_002, Some(7)),
+    };
+    assert_eq!(
+        slot::decide(&state, &onto_other).unwrap_err().code(),
+        "conflict"
+    );
+    assert!(slot::decide(&state, &start("p-1", 1, to)).is_ok());
+}

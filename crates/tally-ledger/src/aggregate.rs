@@ -425,7 +425,9 @@ impl Aggregate for Slots {
             SlotCommand::StartPost {
                 cycle, destination, ..
             } => state.attempts.get(&(*cycle, *destination)).copied(),
-            SlotCommand::Configure(_) | SlotCommand::PauseDestination { .. } => None,
+            SlotCommand::Configure(_)
+            | SlotCommand::PauseDestination { .. }
+            | SlotCommand::MoveDestination { .. } => None,
         };
         SlotView {
             config: state.config.clone(),
