@@ -18,7 +18,9 @@
 use std::borrow::Cow;
 
 use tally_domain::Config;
-use tally_domain::slot::{CONTENT_CHARS_MAX, DESTINATIONS_MAX, ERROR_KIND_BYTES_MAX};
+use tally_domain::slot::{
+    ATTEMPT_ID_BYTES_MAX, CONTENT_CHARS_MAX, DESTINATIONS_MAX, ERROR_KIND_BYTES_MAX,
+};
 use tally_domain::values::{AMOUNT_MAX, AMOUNT_SCALE_MAX, ID_BYTES_MAX, REASON_CHARS_MAX};
 use utoipa::openapi::schema::{
     ArrayBuilder, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type,
@@ -270,9 +272,6 @@ constraint!(
         .pattern(Some(format!("^[\\x21-\\x7E]{{1,{ATTEMPT_ID_BYTES_MAX}}}$")))
     )
 );
-
-/// Longest post attempt id.
-pub(crate) const ATTEMPT_ID_BYTES_MAX: usize = 128;
 
 /// Longest Telegram username or language tag an account is opened with.
 pub(crate) const PROFILE_TEXT_CHARS_MAX: usize = 64;

@@ -4,8 +4,8 @@
 
 use crate::auth::Service;
 use crate::constraints::{
-    ATTEMPT_ID_BYTES_MAX, AttemptIdText, ChatIdNumber, ContentText, CycleNumber, DestinationList,
-    ErrorKindText, IdText, PositionNumber, UserIdNumber,
+    AttemptIdText, ChatIdNumber, ContentText, CycleNumber, DestinationList, ErrorKindText, IdText,
+    PositionNumber, UserIdNumber,
 };
 use crate::input::{Body, IdPath};
 use axum::Json;
@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotConfig, SlotCoverage};
-use tally_domain::values::check_text_chars;
 use tally_domain::values::{SlotId, UserId};
 use tally_ledger::Request;
 use utoipa::{IntoParams, ToSchema};
@@ -207,12 +206,7 @@ async fn attempt(
     IdPath(slot_id): IdPath<SlotId>,
     Body(body): Body<AttemptBody>,
 ) -> Result<Response, ApiError> {
-    if body.attempt_id.trim().is_empty() || body.attempt_id.len() > ATTEMPT_ID_BYTES_MAX {
-        return Err(ApiError::validation(format!(
-            "attempt_id must be 1 to {ATTEMPT_ID_BYTES_MAX} characters"
-        )));
-    }
-    check_text_chars("attempt_id", &body.attempt_id)?;
+    tally_domain::slot::check_attempt_id(&body.attempt_id)?;
     let loaded = state.ledgers.slots.load(&slot_id).await?;
     // Coverage ranks the owner's slots from the read model: it must know this one.
     state

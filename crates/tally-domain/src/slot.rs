@@ -225,6 +225,20 @@ pub enum SlotEvent {
     },
 }
 
+/// Longest post attempt id, in bytes.
+pub const ATTEMPT_ID_BYTES_MAX: usize = 128;
+
+/// Checks a post attempt's id: not blank, at most [`ATTEMPT_ID_BYTES_MAX`] bytes, no
+/// control characters (the poster's ids and an API caller's alike).
+pub fn check_attempt_id(id: &str) -> Result<(), DomainError> {
+    if id.trim().is_empty() || id.len() > ATTEMPT_ID_BYTES_MAX {
+        return Err(DomainError::Validation(format!(
+            "attempt_id must be 1 to {ATTEMPT_ID_BYTES_MAX} characters"
+        )));
+    }
+    crate::values::check_text_chars("attempt_id", id)
+}
+
 /// Longest `error_kind` of an attempt: a short class name, not a message.
 pub const ERROR_KIND_BYTES_MAX: usize = 64;
 
@@ -307,6 +321,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 .config
                 .as_ref()
                 .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))?;
+            check_attempt_id(attempt_id)?;
             let key = (*cycle, *destination);
             if state.started.get(&key) == Some(attempt_id) {
                 return Ok(vec![]);
@@ -338,6 +353,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
             if state.attempt_ids.contains(&attempt.attempt_id) {
                 return Ok(vec![]);
             }
+            check_attempt_id(&attempt.attempt_id)?;
             if let Some(kind) = &attempt.error_kind {
                 let ok = (1..=ERROR_KIND_BYTES_MAX).contains(&kind.len())
                     && kind
