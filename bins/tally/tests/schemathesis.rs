@@ -80,42 +80,66 @@ fn fuzz(url: &str) {
     let base = server.base.clone();
     let mut failures = Vec::new();
     for (role, key) in KEYS {
-        // Its cache goes to the temp dir, not the source tree.
-        let out = Command::new(&schemathesis)
-            .current_dir(dir.path())
-            .env("PYTHONPATH", checks)
-            .env("SCHEMATHESIS_HOOKS", "tally_checks")
-            .args([
-                "run",
-                &format!("{base}/v1/openapi.json"),
-                "--checks",
-                "not_a_server_error,positive_data_acceptance_of_the_document",
-                "--max-examples",
-                "20",
-                "--workers",
-                "2",
-                "--seed",
-                "42",
-                "--header",
-                &format!("Authorization: Bearer {key}"),
-            ])
-            .output()
-            .expect("run schemathesis");
-        let said = String::from_utf8_lossy(&out.stdout).to_string();
-        let generated = said
-            .lines()
-            .find(|l| l.contains(" generated, "))
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        eprintln!("schemathesis on {url} as {role}: {generated}");
-        if !out.status.success() || !generated.contains("generated") {
-            failures.push(format!(
-                "as {role}:\n{said}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+        // A crash of schemathesis itself (a "Runtime Error" in its own code, with no
+        // check failing: hypothesis has been seen to trip over its lambda-source cache
+        // with two workers) is not a finding about Tally: that role runs once more.
+        // A check that fails, or a second crash, fails the test.
+        for run in 1..=2 {
+            let (passed, said) = fuzz_as(&schemathesis, dir.path(), checks, &base, key);
+            let generated = said
+                .lines()
+                .find(|l| l.contains(" generated, "))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            eprintln!("schemathesis on {url} as {role} (run {run}): {generated}");
+            if passed && generated.contains("generated") {
+                break;
+            }
+            let tool_crash = said.contains("Runtime Error") && !said.contains("Failures:");
+            if !(tool_crash && run == 1) {
+                failures.push(format!("as {role}:\n{said}"));
+                break;
+            }
         }
     }
     drop(server);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// One schemathesis run as the holder of `key`: whether it passed, and what it said.
+fn fuzz_as(
+    schemathesis: &str,
+    dir: &std::path::Path,
+    checks: &str,
+    base: &str,
+    key: &str,
+) -> (bool, String) {
+    // Its cache goes to the temp dir, not the source tree.
+    let out = Command::new(schemathesis)
+        .current_dir(dir)
+        .env("PYTHONPATH", checks)
+        .env("SCHEMATHESIS_HOOKS", "tally_checks")
+        .args([
+            "run",
+            &format!("{base}/v1/openapi.json"),
+            "--checks",
+            "not_a_server_error,positive_data_acceptance_of_the_document",
+            "--max-examples",
+            "20",
+            "--workers",
+            "2",
+            "--seed",
+            "42",
+            "--header",
+            &format!("Authorization: Bearer {key}"),
+        ])
+        .output()
+        .expect("run schemathesis");
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
 }
