@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_telegram::{FakeTelegram, button, message, pre_checkout, successful_payment, user};
+use fake_telegram::{
+    FakeTelegram, button, message, my_chat_member, pre_checkout, successful_payment, user,
+};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -289,6 +291,9 @@ tally_store::on_both_backends!(
     a_failed_post_is_on_record_by_its_class,
     a_rate_limited_post_waits_and_then_posts,
     a_migrated_chat_is_followed,
+    a_deleted_topic_falls_back_to_the_general_topic,
+    the_bot_removed_from_a_chat_pauses_its_destinations_before_the_next_cycle,
+    a_post_without_an_answer_is_not_sent_again_in_its_cycle,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1718,7 +1723,10 @@ async fn the_poster_role_posts_the_current_cycle() {
             projector: true,
             reactor: false,
         },
-        poster: Some((bot_settings(&fake), period)),
+        poster: Some((
+            bot_settings(&fake),
+            tally_bot::poster::PosterSettings::new(period),
+        )),
         clock: tally_ledger::Clock::from_fn(move || late_in_cycle),
         ..tally_app::App::new(&database.url)
     };
@@ -1836,5 +1844,155 @@ async fn a_migrated_chat_is_followed(stack: Stack) -> Stack {
         1,
         "the old chat once only"
     );
+    stack
+}
+
+/// A deleted forum topic (Telegram: "message thread not found"): the post goes to the
+/// forum's General topic at once, posted WITHOUT `message_thread_id`; the destination
+/// moves there for good (on record with its reason), the owner is told once, and the
+/// next cycle posts there directly.
+async fn a_deleted_topic_falls_back_to_the_general_topic(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_306, "ad-1306").await;
+    let topic = destinations[1];
+    assert_eq!(topic.topic_id, Some(17));
+    stack.fake.fail_topic(
+        topic.chat_id,
+        17,
+        u32::MAX,
+        400,
+        "Bad Request: message thread not found",
+    );
+    let report = poster(&stack).post_cycle(6_000, false).await.unwrap();
+    assert_eq!((report.posted, report.failed), (2, 0), "{report:?}");
+    let sent = sends_to(&stack, topic.chat_id);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].params["message_thread_id"], json!(17));
+    assert!(sent[0].refused);
+    assert!(
+        sent[1].params.get("message_thread_id").is_none(),
+        "General is posted to without a thread id: {:?}",
+        sent[1].params
+    );
+    assert!(!sent[1].refused);
+    let moved: Vec<Value> = stack
+        .events_of("slot-ad-1306")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.destination_moved")
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(moved[0]["reason"], "topic_deleted");
+    assert_eq!(moved[0]["to"], json!({"chat_id": topic.chat_id}));
+    let attempts: Vec<Value> = stack
+        .events_of("slot-ad-1306")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.post_attempted")
+        .map(|e| e.payload)
+        .collect();
+    assert!(
+        attempts
+            .iter()
+            .any(|a| a["error_kind"] == "topic_deleted" && a["destination"]["topic_id"] == 17),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts.iter().any(|a| a["outcome"] == "succeeded"
+            && a["destination"] == json!({"chat_id": topic.chat_id})),
+        "the tier used is on record: {attempts:?}"
+    );
+    let told = stack.fake.wait_texts(1_306, 1).await;
+    assert!(
+        told[0].contains("was deleted") && told[0].contains("General"),
+        "{told:?}"
+    );
+    let head = stack.store.last_position().await.unwrap();
+    stack
+        .projector
+        .wait_for("posts", head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let next = poster(&stack).post_cycle(6_001, false).await.unwrap();
+    assert_eq!((next.posted, next.failed), (2, 0), "{next:?}");
+    let sent = sends_to(&stack, topic.chat_id);
+    assert_eq!(sent.len(), 3);
+    assert!(sent[2].params.get("message_thread_id").is_none() && !sent[2].refused);
+    assert_eq!(stack.fake.texts_to(1_306).len(), 1, "told once");
+    stack
+}
+
+/// Telegram tells the bot it was removed from a channel (`my_chat_member`): every
+/// slot's destination there is paused before the next cycle tries it, the owner is
+/// told, and the cycle posts only where the bot still may. A demotion that keeps the
+/// right to post changes nothing.
+async fn the_bot_removed_from_a_chat_pauses_its_destinations_before_the_next_cycle(
+    stack: Stack,
+) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_307, "ad-1307").await;
+    let (gone, kept) = (destinations[0], destinations[1]);
+    let owner = user(1_307, "en");
+    stack.fake.push(my_chat_member(
+        &owner,
+        kept.chat_id,
+        "supergroup",
+        "administrator",
+        "member",
+    ));
+    stack.fake.push(my_chat_member(
+        &owner,
+        gone.chat_id,
+        "channel",
+        "administrator",
+        "left",
+    ));
+    let told = stack.fake.wait_texts(1_307, 1).await;
+    assert!(
+        told[0].contains(&format!("chat {}", gone.chat_id)),
+        "{told:?}"
+    );
+    let paused: Vec<Value> = stack
+        .events_of("slot-ad-1307")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.destination_paused")
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0]["reason"], "bot_removed");
+    assert_eq!(paused[0]["destination"], json!({"chat_id": gone.chat_id}));
+    let report = poster(&stack).post_cycle(7_000, false).await.unwrap();
+    assert_eq!((report.posted, report.skipped), (1, 1), "{report:?}");
+    assert!(sends_to(&stack, gone.chat_id).is_empty());
+    assert_eq!(sends_to(&stack, kept.chat_id).len(), 1);
+    stack
+}
+
+/// A post Telegram took but never answered (the request timed out once sent): it may
+/// be in the channel, so it is recorded with outcome `unknown` and not sent again in
+/// the cycle, by this poster or another; the next cycle posts as usual.
+async fn a_post_without_an_answer_is_not_sent_again_in_its_cycle(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_308, "ad-1308").await;
+    let silent = destinations[0];
+    stack.fake.hang_sends_to(silent.chat_id);
+    let report = poster(&stack).post_cycle(8_000, false).await.unwrap();
+    assert_eq!((report.posted, report.unknown), (1, 1), "{report:?}");
+    stack.fake.release(silent.chat_id);
+    let again = poster(&stack).post_cycle(8_000, false).await.unwrap();
+    assert_eq!((again.posted, again.unknown), (0, 0), "{again:?}");
+    assert_eq!(sends_to(&stack, silent.chat_id).len(), 1, "sent once");
+    let outcomes: Vec<Value> = stack
+        .events_of("slot-ad-1308")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.post_attempted")
+        .map(|e| e.payload)
+        .filter(|a| a["destination"]["chat_id"] == silent.chat_id)
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["outcome"], "unknown");
+    assert_eq!(outcomes[0]["error_kind"], "outcome_unknown");
+    let next = poster(&stack).post_cycle(8_001, false).await.unwrap();
+    assert_eq!(next.posted, 2, "{next:?}");
     stack
 }

@@ -185,6 +185,7 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
             let metric = match attempt.outcome {
                 Outcome::Succeeded => "posts_succeeded",
                 Outcome::Failed => "posts_failed",
+                Outcome::Unknown => "posts_unknown",
             };
             add(&mut tally, &day, metric, COUNT, 1);
         }

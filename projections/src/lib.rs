@@ -55,7 +55,10 @@ pub use payments::{
     DuplicateCharge, PaymentPurpose, PaymentRow, PaymentsReadModel, duplicate_charges, payment,
     pending_payments,
 };
-pub use posts::{DueSlot, PostsReadModel, SlotSummary, due_slots, slot_summaries, slots_of_owner};
+pub use posts::{
+    DueSlot, PostsReadModel, SlotSummary, due_slots, slot_summaries, slots_of_owner,
+    slots_posting_to,
+};
 pub use reactor::{Reactor, ReactorLoop};
 pub use reactors::{NOTIFIER, REACTOR, Reactors, SWEEP_EVERY, Swept};
 pub use refunds::{RefundRow, RefundsReadModel, refunds_in_state};

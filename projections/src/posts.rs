@@ -26,6 +26,9 @@ crate::read_model!(
 /// Error kind recorded for a failure that named none.
 pub const UNKNOWN_ERROR: &str = "unknown";
 
+/// Error kind recorded for a post whose outcome is unknown and that named none.
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
+
 #[derive(Default)]
 struct Counters {
     attempts: i64,
@@ -99,7 +102,7 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
             SlotEvent::PostStarted { .. } => {}
             // The poster reads a pause from the slot's state (not yet in this model).
             SlotEvent::DestinationPaused { .. } => {}
-            SlotEvent::DestinationMoved { from, to } => {
+            SlotEvent::DestinationMoved { from, to, .. } => {
                 execute(
                     conn,
                     &format!(
@@ -140,6 +143,13 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                         counters.failures += 1;
                         counters.last_error = kind.clone();
                         counters.last_error_at = at;
+                        *failures.entry((key.0, key.1, key.2, kind)).or_default() += 1;
+                    }
+                    // Neither posted nor failed for sure: kept apart, by its kind.
+                    Outcome::Unknown => {
+                        let kind = attempt
+                            .error_kind
+                            .unwrap_or_else(|| OUTCOME_UNKNOWN.to_string());
                         *failures.entry((key.0, key.1, key.2, kind)).or_default() += 1;
                     }
                 }
@@ -237,6 +247,25 @@ pub async fn slots_of_owner(
     .bind(owner)
     .fetch_all(pool)
     .await?)
+}
+
+/// The slots posting to `chat`, each with the forum topic it posts to there (`None`:
+/// the chat itself, or a forum's General topic), by slot id.
+pub async fn slots_posting_to(
+    pool: &sqlx::AnyPool,
+    chat: i64,
+) -> Result<Vec<(String, Option<i64>)>, ProjectionError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT slot_id, topic_id FROM slot_destinations WHERE chat_id = $1 \
+         ORDER BY slot_id, topic_id",
+    )
+    .bind(chat)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(slot, topic)| (slot, (topic != 0).then_some(topic)))
+        .collect())
 }
 
 /// A slot due in a cycle, with its destinations not yet posted to successfully.

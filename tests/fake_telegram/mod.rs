@@ -32,6 +32,9 @@ pub struct Call {
     pub refused: bool,
 }
 
+/// An error to answer: (times left, code, description).
+type Failure = (u32, i64, String);
+
 #[derive(Default)]
 struct Inner {
     updates: Mutex<VecDeque<Value>>,
@@ -40,9 +43,14 @@ struct Inner {
     next_message_id: Mutex<i64>,
     throttled: Mutex<HashMap<String, u32>>,
     /// sendMessage to a chat answered with an error: (times left, code, description).
-    failing_chats: Mutex<HashMap<i64, (u32, i64, String)>>,
+    failing_chats: Mutex<HashMap<i64, Failure>>,
     /// sendMessage to a chat answered with `migrate_to_chat_id`: the new chat id.
     migrated: Mutex<HashMap<i64, i64>>,
+    /// sendMessage to a forum topic (chat, thread) answered with an error: (times
+    /// left, code, description).
+    failing_topics: Mutex<HashMap<(i64, i64), Failure>>,
+    /// Chats whose sendMessage is taken (logged) but not answered until released.
+    hanging: Mutex<std::collections::HashSet<i64>>,
     arrived: Notify,
 }
 
@@ -112,6 +120,29 @@ impl FakeTelegram {
     /// supergroup: 400 with `migrate_to_chat_id` = `to`.
     pub fn migrate_chat(&self, chat: i64, to: i64) {
         self.inner.migrated.lock().unwrap().insert(chat, to);
+    }
+
+    /// Answers the next `times` sendMessage calls to forum topic `topic` of `chat`
+    /// (with that `message_thread_id`) with `code` and `description`, e.g. 400
+    /// "Bad Request: message thread not found".
+    pub fn fail_topic(&self, chat: i64, topic: i64, times: u32, code: i64, description: &str) {
+        self.inner
+            .failing_topics
+            .lock()
+            .unwrap()
+            .insert((chat, topic), (times, code, description.to_string()));
+    }
+
+    /// Takes sendMessage calls to `chat` (they are in the log, as a message Telegram
+    /// received) without answering until [`Self::release`]: the bot's request times
+    /// out, or its process dies waiting.
+    pub fn hang_sends_to(&self, chat: i64) {
+        self.inner.hanging.lock().unwrap().insert(chat);
+    }
+
+    /// Answers the calls held by [`Self::hang_sends_to`] (late) and the next at once.
+    pub fn release(&self, chat: i64) {
+        self.inner.hanging.lock().unwrap().remove(&chat);
     }
 
     /// Every call so far.
@@ -249,13 +280,25 @@ async fn call(
     let failure = match method.as_str() {
         "sendMessage" => {
             let chat = params["chat_id"].as_i64().unwrap_or_default();
-            let mut failing = inner.failing_chats.lock().unwrap();
-            match failing.get_mut(&chat) {
+            let take = |entry: Option<&mut (u32, i64, String)>| match entry {
                 Some((left, code, description)) if *left > 0 => {
                     *left = left.saturating_sub(u32::from(*left != u32::MAX));
                     Some((*code, description.clone()))
                 }
                 _ => None,
+            };
+            let topic = params["message_thread_id"].as_i64().map(|thread| {
+                take(
+                    inner
+                        .failing_topics
+                        .lock()
+                        .unwrap()
+                        .get_mut(&(chat, thread)),
+                )
+            });
+            match topic.flatten() {
+                Some(failure) => Some(failure),
+                None => take(inner.failing_chats.lock().unwrap().get_mut(&chat)),
             }
         }
         _ => None,
@@ -269,6 +312,12 @@ async fn call(
     }
     if method == "sendMessage" {
         let chat = params["chat_id"].as_i64().unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while inner.hanging.lock().unwrap().contains(&chat)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if let Some(to) = inner.migrated.lock().unwrap().get(&chat).copied() {
             if let Some(last) = inner.calls.lock().unwrap().last_mut() {
                 last.refused = true;
@@ -419,5 +468,48 @@ pub fn successful_payment(
             "telegram_payment_charge_id": charge,
             "provider_payment_charge_id": "",
         }
+    }})
+}
+
+/// Telegram's `my_chat_member` update: the bot's membership in `chat` (of `kind`:
+/// `channel`, `supergroup`, `group`) went from `old` to `new` (`member`, `left`,
+/// `kicked`, `administrator`), by `by`.
+pub fn my_chat_member(by: &Value, chat: i64, kind: &str, old: &str, new: &str) -> Value {
+    let member = |status: &str| {
+        let mut member = json!({"user": bot_user(), "status": status});
+        match status {
+            "kicked" => member["until_date"] = json!(0),
+            "administrator" => {
+                for right in [
+                    "can_be_edited",
+                    "is_anonymous",
+                    "can_manage_chat",
+                    "can_delete_messages",
+                    "can_manage_video_chats",
+                    "can_restrict_members",
+                    "can_promote_members",
+                    "can_change_info",
+                    "can_invite_users",
+                    "can_edit_messages",
+                    "can_pin_messages",
+                    "can_post_stories",
+                    "can_edit_stories",
+                    "can_delete_stories",
+                    "can_manage_topics",
+                ] {
+                    member[right] = json!(false);
+                }
+                member["can_post_messages"] = json!(true);
+            }
+            _ => {}
+        }
+        member
+    };
+    json!({"my_chat_member": {
+        "chat": {"id": chat, "type": kind, "title": format!("Chat {chat}")},
+        "from": by,
+        "date": now(),
+        "old_chat_member": member(old),
+        "new_chat_member": member(new),
     }})
 }

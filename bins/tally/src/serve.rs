@@ -85,6 +85,14 @@ pub struct ServeArgs {
     /// cycle) [default: 14400, four hours; at least 60].
     #[arg(long, env = "TALLY_POST_CYCLE_SECONDS")]
     pub post_cycle_seconds: Option<u64>,
+    /// The posts of a cycle are spread over its first this many seconds [default: the
+    /// whole cycle; 0: as fast as Telegram's limits allow].
+    #[arg(long, env = "TALLY_POST_SPREAD_SECONDS")]
+    pub post_spread_seconds: Option<u64>,
+    /// Let the poster use Telegram's paid broadcasts (`allow_paid_broadcast`: beyond
+    /// 30 messages/s, paid in Stars from the bot's balance) [default: false].
+    #[arg(long, env = "TALLY_POST_PAID_BROADCAST")]
+    pub post_paid_broadcast: Option<bool>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -106,6 +114,8 @@ struct File {
     telegram_webhook_url: Option<String>,
     telegram_webhook_secret: Option<String>,
     post_cycle_seconds: Option<u64>,
+    post_spread_seconds: Option<u64>,
+    post_paid_broadcast: Option<bool>,
 }
 
 /// What a process runs.
@@ -173,8 +183,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The bot's settings, when the bot or the poster runs.
     pub bot: Option<tally_bot::Settings>,
-    /// Seconds per posting cycle.
-    pub post_cycle_seconds: u64,
+    /// How the poster paces its cycles.
+    pub posting: tally_bot::poster::PosterSettings,
     /// API key names linked to admins' Telegram ids.
     pub admin_links: tally_domain::config::AdminLinks,
 }
@@ -258,6 +268,26 @@ impl Settings {
                 Some(bot)
             }
         };
+        let cycle_seconds = match args.post_cycle_seconds.or(file.post_cycle_seconds) {
+            None => tally_domain::cycle::CYCLE_SECONDS_DEFAULT,
+            Some(seconds) if seconds >= tally_domain::cycle::CYCLE_SECONDS_MIN => seconds,
+            Some(seconds) => bail!(
+                "TALLY_POST_CYCLE_SECONDS is {seconds}; at least {} (a shorter cycle only floods chats)",
+                tally_domain::cycle::CYCLE_SECONDS_MIN
+            ),
+        };
+        let mut posting = tally_bot::poster::PosterSettings::new(cycle_seconds);
+        match args.post_spread_seconds.or(file.post_spread_seconds) {
+            Some(seconds) if seconds > cycle_seconds => bail!(
+                "TALLY_POST_SPREAD_SECONDS is {seconds}, longer than the cycle ({cycle_seconds} s): at most the cycle"
+            ),
+            Some(seconds) => posting.spread_seconds = seconds,
+            None => {}
+        }
+        posting.allow_paid_broadcast = args
+            .post_paid_broadcast
+            .or(file.post_paid_broadcast)
+            .unwrap_or(false);
         Ok(Self {
             database_url: args
                 .database_url
@@ -286,14 +316,7 @@ impl Settings {
             admin_links,
             log_format,
             bot,
-            post_cycle_seconds: match args.post_cycle_seconds.or(file.post_cycle_seconds) {
-                None => tally_domain::cycle::CYCLE_SECONDS_DEFAULT,
-                Some(seconds) if seconds >= tally_domain::cycle::CYCLE_SECONDS_MIN => seconds,
-                Some(seconds) => bail!(
-                    "TALLY_POST_CYCLE_SECONDS is {seconds}; at least {} (a shorter cycle only floods chats)",
-                    tally_domain::cycle::CYCLE_SECONDS_MIN
-                ),
-            },
+            posting,
         })
     }
 }
@@ -345,7 +368,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         poster: settings
             .bot
             .filter(|_| roles.poster)
-            .map(|bot| (bot, settings.post_cycle_seconds)),
+            .map(|bot| (bot, settings.posting)),
         clock: tally_ledger::Clock::system(),
     };
     let running = tally_app::start(app, listener).await?;

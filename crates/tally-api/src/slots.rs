@@ -135,6 +135,9 @@ async fn configure(
 pub(crate) enum OutcomeBody {
     Succeeded,
     Failed,
+    /// Sent, but whether Telegram posted it is not known (a timeout after sending):
+    /// no other post goes to the destination in this cycle.
+    Unknown,
 }
 
 /// A post attempt of a slot to one destination in one cycle.
@@ -224,6 +227,7 @@ async fn attempt(
     let outcome = match body.outcome {
         OutcomeBody::Succeeded => Outcome::Succeeded,
         OutcomeBody::Failed => Outcome::Failed,
+        OutcomeBody::Unknown => Outcome::Unknown,
     };
     let command = SlotCommand::RecordAttempt {
         attempt: Attempt {

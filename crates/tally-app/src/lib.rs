@@ -60,9 +60,8 @@ pub struct App {
     pub limits: Limits,
     /// The Telegram bot, when it runs here.
     pub bot: Option<tally_bot::Settings>,
-    /// The poster, when it runs here: the bot it posts through and its cycle in
-    /// seconds.
-    pub poster: Option<(tally_bot::Settings, u64)>,
+    /// The poster, when it runs here: the bot it posts through and its pacing.
+    pub poster: Option<(tally_bot::Settings, tally_bot::poster::PosterSettings)>,
     /// The time decisions are made at (the system's; a test may move its own).
     pub clock: tally_ledger::Clock,
 }
@@ -183,14 +182,13 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
             tokio::spawn(async move { Ok(running.await??) }),
         ));
     }
-    if let Some((bot, cycle_seconds)) = &app.poster {
+    if let Some((bot, pacing)) = &app.poster {
         let context = Arc::new(tally_bot::Context::new(
             ledgers.clone(),
             projector.clone(),
             bot.admin_ids.clone(),
         ));
-        let poster =
-            tally_bot::poster::Poster::new(context, tally_bot::client(bot), *cycle_seconds);
+        let poster = tally_bot::poster::Poster::new(context, tally_bot::client(bot), *pacing);
         let stopped = stopped.clone();
         tasks.push((
             "poster",

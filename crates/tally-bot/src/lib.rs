@@ -24,6 +24,7 @@
 //! application.
 
 pub mod admin;
+pub mod chats;
 mod context;
 pub mod notifier;
 pub mod payments;
@@ -148,10 +149,11 @@ pub fn client(settings: &Settings) -> TgBot {
 }
 
 /// The update handler tree: messages (commands, payments, refund reasons), button
-/// presses, pre-checkout queries.
+/// presses, pre-checkout queries, the bot's own membership changes.
 fn handler() -> teloxide::dispatching::UpdateHandler<BotError> {
     dptree::entry()
         .branch(Update::filter_pre_checkout_query().endpoint(payments::on_pre_checkout))
+        .branch(Update::filter_my_chat_member().endpoint(chats::on_my_chat_member))
         .branch(Update::filter_message().endpoint(users::on_message))
         .branch(Update::filter_callback_query().endpoint(users::on_callback))
 }

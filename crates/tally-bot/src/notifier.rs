@@ -161,25 +161,43 @@ impl Notifier {
         }
         if let Some((
             slot_id,
+            SlotEvent::DestinationMoved {
+                from,
+                to,
+                reason: Some(reason),
+            },
+        )) = stream_event::<SlotEvent>(event, "slot")?
+            && reason == "topic_deleted"
+        {
+            let Some(owner) = self.slot_owner(slot_id).await? else {
+                return Ok(None);
+            };
+            let slot_id = slot_id.to_string();
+            return Ok(notice(
+                owner,
+                Box::new(move |l| {
+                    l.say(Text::NotifyTopicFellBack {
+                        slot: &slot_id,
+                        from: from.to_string(),
+                        chat: to.chat_id,
+                    })
+                }),
+            ));
+        }
+        if let Some((
+            slot_id,
             SlotEvent::DestinationPaused {
                 destination,
                 reason,
             },
         )) = stream_event::<SlotEvent>(event, "slot")?
         {
-            let slot = self
-                .context
-                .ledgers
-                .slots
-                .load(&SlotId::new(slot_id.to_string())?)
-                .await?
-                .state;
-            let Some(config) = slot.config else {
+            let Some(owner) = self.slot_owner(slot_id).await? else {
                 return Ok(None);
             };
             let slot_id = slot_id.to_string();
             return Ok(notice(
-                config.user_id.get(),
+                owner,
                 Box::new(move |l| {
                     l.say(Text::NotifyDestinationPaused {
                         slot: &slot_id,
@@ -268,6 +286,18 @@ impl Notifier {
                 .await?
                 .is_some(),
         )
+    }
+
+    /// The owner of a slot, from its stream (`None` if it was never configured).
+    async fn slot_owner(&self, slot_id: &str) -> Result<Option<i64>, BotError> {
+        let slot = self
+            .context
+            .ledgers
+            .slots
+            .load(&SlotId::new(slot_id.to_string())?)
+            .await?
+            .state;
+        Ok(slot.config.map(|config| config.user_id.get()))
     }
 
     async fn record(&self, key: &str, user: i64, outcome: &str) -> Result<(), BotError> {

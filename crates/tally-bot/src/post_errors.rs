@@ -15,6 +15,7 @@
 //! | [`PostError::Removed`] | deactivates the destination, tells the owner; no retry until fixed |
 //! | [`PostError::Transient`] | backs off with jitter within the cycle, then a failed attempt |
 //! | [`PostError::Refused`] | a failed attempt (the message itself is wrong); no retry |
+//! | [`PostError::Unknown`] | sent, no answer (timed out after sending, or unreadable): an attempt with outcome `unknown`; nothing more to that destination this cycle |
 
 use std::time::Duration;
 
@@ -37,6 +38,10 @@ pub enum PostError {
     Transient,
     /// Telegram refuses this message (a bad request that retrying repeats).
     Refused,
+    /// The request was sent and no answer came back (it timed out after the
+    /// connection was made, or the answer could not be read): Telegram may have
+    /// posted it. Sending again could double the ad.
+    Unknown,
 }
 
 impl PostError {
@@ -50,6 +55,7 @@ impl PostError {
             Self::Removed => "no_rights",
             Self::Transient => "transient",
             Self::Refused => "refused",
+            Self::Unknown => "outcome_unknown",
         }
     }
 }
@@ -60,9 +66,13 @@ pub fn classify(error: &RequestError) -> PostError {
         RequestError::RetryAfter(seconds) => PostError::RetryAfter(seconds.duration()),
         RequestError::MigrateToChatId(chat) => PostError::Migrated(chat.0),
         RequestError::Api(api) => classify_text(&api.to_string()),
-        RequestError::Network(_) | RequestError::Io(_) | RequestError::InvalidJson { .. } => {
-            PostError::Transient
+        // Timed out once connected: the request may have reached Telegram.
+        RequestError::Network(error) if error.is_timeout() && !error.is_connect() => {
+            PostError::Unknown
         }
+        // An answer came that could not be read: the post may have gone out.
+        RequestError::InvalidJson { .. } => PostError::Unknown,
+        RequestError::Network(_) | RequestError::Io(_) => PostError::Transient,
     }
 }
 

@@ -22,8 +22,15 @@
 //! destination moves to the new chat (`slot.destination_moved`) and the post goes
 //! there.
 //!
-//! Not yet here (issue 15 goes on): topic fallbacks, `my_chat_member` updates,
-//! photos and buttons.
+//! A forum topic that was deleted falls back to the forum's General topic, which is
+//! posted to *without* `message_thread_id` (Telegram refuses General's id as a thread);
+//! for a chat that is no longer a forum, the same request reaches the plain chat. The
+//! destination moves there for good (`slot.destination_moved`, reason
+//! `topic_deleted`), so the tier used is on record and the owner is told once.
+//!
+//! A post sent with no answer (timed out once connected) is recorded with outcome
+//! `unknown`: Telegram may have posted it, so nothing more goes to that destination in
+//! the cycle.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +69,9 @@ pub struct CycleReport {
     pub failed: u64,
     /// Destinations skipped: posted already, or a post with an unknown outcome.
     pub skipped: u64,
+    /// Destinations sent to with no answer (outcome `unknown`; not sent again this
+    /// cycle).
+    pub unknown: u64,
     /// Telegram's `retry_after` waits.
     pub waited: u64,
 }
@@ -71,13 +81,46 @@ enum Posted {
     Yes,
     Failed,
     Skipped,
+    Unknown,
+}
+
+/// How the poster paces its cycles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PosterSettings {
+    /// Seconds per cycle (at least [`cycle::CYCLE_SECONDS_MIN`]).
+    pub cycle_seconds: u64,
+    /// The posts of a cycle are spread over its first this many seconds (at most the
+    /// cycle; 0: as fast as Telegram's limits allow).
+    pub spread_seconds: u64,
+    /// Posts may use Telegram's paid broadcasts (`allow_paid_broadcast`: up to 1000
+    /// messages/s, paid in Stars from the bot's balance) for large cycles.
+    pub allow_paid_broadcast: bool,
+}
+
+impl PosterSettings {
+    /// Cycles of `cycle_seconds`, posts spread over the whole cycle, no paid
+    /// broadcasts.
+    pub fn new(cycle_seconds: u64) -> Self {
+        let cycle_seconds = cycle_seconds.max(cycle::CYCLE_SECONDS_MIN);
+        Self {
+            cycle_seconds,
+            spread_seconds: cycle_seconds,
+            allow_paid_broadcast: false,
+        }
+    }
+}
+
+impl Default for PosterSettings {
+    fn default() -> Self {
+        Self::new(CYCLE_SECONDS_DEFAULT)
+    }
 }
 
 /// The poster.
 pub struct Poster {
     context: Arc<Context>,
     bot: TgBot,
-    period_seconds: u64,
+    settings: PosterSettings,
 }
 
 fn metadata() -> Metadata {
@@ -85,19 +128,23 @@ fn metadata() -> Metadata {
 }
 
 impl Poster {
-    /// A poster sending through `bot`, with cycles of `period_seconds` (the default is
-    /// [`CYCLE_SECONDS_DEFAULT`]).
-    pub fn new(context: Arc<Context>, bot: TgBot, period_seconds: u64) -> Self {
+    /// A poster sending through `bot`, paced as `settings` say.
+    pub fn new(context: Arc<Context>, bot: TgBot, settings: PosterSettings) -> Self {
+        let cycle_seconds = settings.cycle_seconds.max(cycle::CYCLE_SECONDS_MIN);
         Self {
             context,
             bot,
-            period_seconds: period_seconds.max(cycle::CYCLE_SECONDS_MIN),
+            settings: PosterSettings {
+                cycle_seconds,
+                spread_seconds: settings.spread_seconds.min(cycle_seconds),
+                ..settings
+            },
         }
     }
 
     /// A poster with the default cycle.
     pub fn with_default_cycle(context: Arc<Context>, bot: TgBot) -> Self {
-        Self::new(context, bot, CYCLE_SECONDS_DEFAULT)
+        Self::new(context, bot, PosterSettings::default())
     }
 
     /// Posts every slot due in `cycle` to each destination it has not reached yet.
@@ -143,7 +190,13 @@ impl Poster {
         let n = posts.len() as u64;
         for (k, (slot_id, content, destination)) in posts.into_iter().enumerate() {
             if spread {
-                let at = cycle::send_at(cycle, self.period_seconds, k as u64, n);
+                let at = cycle::send_at(
+                    cycle,
+                    self.settings.cycle_seconds,
+                    self.settings.spread_seconds,
+                    k as u64,
+                    n,
+                );
                 let wait = (at - self.context.ledgers.now())
                     .to_std()
                     .unwrap_or_default();
@@ -165,6 +218,10 @@ impl Poster {
                 Posted::Skipped => {
                     report.skipped += 1;
                     "skipped"
+                }
+                Posted::Unknown => {
+                    report.unknown += 1;
+                    "unknown"
                 }
             };
             metrics::counter!("tally_poster_destinations_total", "outcome" => outcome).increment(1);
@@ -238,10 +295,16 @@ impl Poster {
                 let topic = i32::try_from(topic).unwrap_or(i32::MAX);
                 send = send.message_thread_id(ThreadId(MessageId(topic)));
             }
+            if self.settings.allow_paid_broadcast {
+                send = send.allow_paid_broadcast(true);
+            }
             let sent = send.await;
             let (outcome, message_id, failure) = match &sent {
                 Ok(message) => (Outcome::Succeeded, Some(i64::from(message.id.0)), None),
-                Err(error) => (Outcome::Failed, None, Some(classify(error))),
+                Err(error) => match classify(error) {
+                    PostError::Unknown => (Outcome::Unknown, None, Some(PostError::Unknown)),
+                    class => (Outcome::Failed, None, Some(class)),
+                },
             };
             let retry_after = match &failure {
                 Some(PostError::RetryAfter(wait)) => u32::try_from(wait.as_secs()).ok(),
@@ -269,12 +332,20 @@ impl Poster {
                 .await?;
             metrics::counter!(
                 "tally_posts_total",
-                "outcome" => if failure.is_none() { "succeeded" } else { "failed" },
+                "outcome" => match outcome {
+                    Outcome::Succeeded => "succeeded",
+                    Outcome::Failed => "failed",
+                    Outcome::Unknown => "unknown",
+                },
                 "error_class" => failure.as_ref().map_or("none", PostError::kind)
             )
             .increment(1);
             match failure {
                 None => return Ok(Posted::Yes),
+                Some(PostError::Unknown) => {
+                    tracing::warn!(%slot_id, %destination, "no answer from Telegram; not sent again this cycle");
+                    return Ok(Posted::Unknown);
+                }
                 Some(PostError::RetryAfter(wait)) if wait <= RETRY_AFTER_MAX => {
                     report.waited += 1;
                     metrics::counter!("tally_poster_retry_after_waits_total").increment(1);
@@ -294,16 +365,19 @@ impl Poster {
                         topic_id: destination.topic_id,
                     };
                     tracing::info!(%slot_id, from = %destination, %to, "chat migrated");
-                    slots
-                        .execute(Request {
-                            key: slot_id.clone(),
-                            command: SlotCommand::MoveDestination {
-                                from: destination,
-                                to,
-                            },
-                            command_id: Some(format!("move:{attempt_id}")),
-                            metadata: metadata(),
-                        })
+                    self.move_destination(slot_id, &attempt_id, destination, to, "chat_migrated")
+                        .await?;
+                    destination = to;
+                }
+                // The topic is gone: the forum's General topic (no thread id; the plain
+                // chat if it is no longer a forum) from now on, posted to at once.
+                Some(PostError::TopicGone) if destination.topic_id.is_some() => {
+                    let to = Destination {
+                        chat_id: destination.chat_id,
+                        topic_id: None,
+                    };
+                    tracing::info!(%slot_id, from = %destination, %to, "topic deleted; falling back to General");
+                    self.move_destination(slot_id, &attempt_id, destination, to, "topic_deleted")
                         .await?;
                     destination = to;
                 }
@@ -331,6 +405,42 @@ impl Poster {
         }
     }
 
+    /// Records that `from` is now `to` (a no-op when recorded before).
+    async fn move_destination(
+        &self,
+        slot_id: &SlotId,
+        attempt_id: &str,
+        from: Destination,
+        to: Destination,
+        reason: &str,
+    ) -> Result<(), BotError> {
+        let moved = self
+            .context
+            .ledgers
+            .slots
+            .execute(Request {
+                key: slot_id.clone(),
+                command: SlotCommand::MoveDestination {
+                    from,
+                    to,
+                    reason: reason.to_string(),
+                },
+                command_id: Some(format!("move:{attempt_id}")),
+                metadata: metadata(),
+            })
+            .await;
+        match moved {
+            Ok(_) => Ok(()),
+            // The General topic (or the new chat) is a destination of the slot
+            // already: nothing to move; the post goes there anyway.
+            Err(error) if error.code() == "conflict" => {
+                tracing::info!(%slot_id, %from, %to, %error, "not moved");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Posts each cycle as it comes, spread over it, until `stop` turns true.
     pub async fn run(&self, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BotError> {
         loop {
@@ -338,7 +448,7 @@ impl Poster {
                 return Ok(());
             }
             let now = self.context.ledgers.now();
-            let current = cycle::cycle_at(now, self.period_seconds);
+            let current = cycle::cycle_at(now, self.settings.cycle_seconds);
             let pass = self.post_cycle(current, true);
             tokio::select! {
                 report = pass => match report {

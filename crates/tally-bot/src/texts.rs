@@ -241,6 +241,14 @@ pub enum Text<'a> {
         destination: String,
         reason: &'a str,
     },
+    /// A slot's forum topic was deleted: it posts to the forum's General topic now.
+    NotifyTopicFellBack {
+        slot: &'a str,
+        /// The deleted topic's destination.
+        from: String,
+        /// The chat posted to now.
+        chat: i64,
+    },
 }
 
 fn history_lines(entries: &[Entry], kind: fn(&str) -> &'static str) -> String {
@@ -434,6 +442,11 @@ fn en(text: Text<'_>) -> String {
                  with the right to post (or reopen the topic), then save the ad again."
             )
         }
+        NotifyTopicFellBack { slot, from, chat } => format!(
+            "The forum topic of your ad {slot} ({from}) was deleted: the ad is posted to the \
+             forum's General topic of chat {chat} from now on. To post to another topic, save \
+             the ad again with it."
+        ),
     }
 }
 
@@ -586,6 +599,11 @@ fn ru(text: Text<'_>) -> String {
                  с правом публикации (или откройте тему) и сохраните объявление снова."
             )
         }
+        NotifyTopicFellBack { slot, from, chat } => format!(
+            "Тема форума объявления {slot} ({from}) удалена: теперь оно публикуется в общей \
+             теме (General) чата {chat}. Чтобы публиковать в другую тему, сохраните объявление \
+             с ней снова."
+        ),
     }
 }
 

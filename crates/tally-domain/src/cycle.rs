@@ -5,7 +5,8 @@
 //! period `p` runs from `n·p` to `(n+1)·p` seconds after 1970-01-01T00:00:00Z.
 //!
 //! Within a cycle the posts are spread evenly rather than sent in a burst at its
-//! start ([`send_at`]): the `k`-th of `n` posts goes at `start + k·p/n`, so a cycle of
+//! start ([`send_at`]): the `k`-th of `n` posts goes at `start + k·w/n` (`w`: the
+//! spread window, the whole cycle unless the operator shortens it), so a cycle of
 //! many posts stays within Telegram's limits and a channel does not see every ad at
 //! once.
 //!
@@ -39,12 +40,18 @@ pub fn cycle_start(cycle: u64, period_seconds: u64) -> DateTime<Utc> {
 }
 
 /// When the `k`-th (from 0) of `n` posts of a cycle is sent: spread evenly over the
-/// cycle, the first at its start.
-pub fn send_at(cycle: u64, period_seconds: u64, k: u64, n: u64) -> DateTime<Utc> {
+/// first `spread_seconds` of the cycle (at most the cycle), the first at its start.
+pub fn send_at(
+    cycle: u64,
+    period_seconds: u64,
+    spread_seconds: u64,
+    k: u64,
+    n: u64,
+) -> DateTime<Utc> {
     let start = cycle_start(cycle, period_seconds);
     let n = n.max(1);
-    let offset_millis =
-        u128::from(period_seconds.max(1)) * 1000 * u128::from(k.min(n - 1)) / u128::from(n);
+    let window = spread_seconds.min(period_seconds.max(1));
+    let offset_millis = u128::from(window) * 1000 * u128::from(k.min(n - 1)) / u128::from(n);
     let offset = i64::try_from(offset_millis).unwrap_or(i64::MAX);
     start + chrono::Duration::milliseconds(offset)
 }
@@ -85,18 +92,24 @@ mod tests {
         let period = 3600;
         let cycle = 10;
         let start = cycle_start(cycle, period);
-        assert_eq!(send_at(cycle, period, 0, 4), start);
+        assert_eq!(send_at(cycle, period, period, 0, 4), start);
         assert_eq!(
-            send_at(cycle, period, 1, 4),
+            send_at(cycle, period, period, 1, 4),
             start + chrono::Duration::minutes(15)
         );
         assert_eq!(
-            send_at(cycle, period, 3, 4),
+            send_at(cycle, period, period, 3, 4),
             start + chrono::Duration::minutes(45)
         );
         // Past the last, and with no posts: never beyond the cycle.
-        assert!(send_at(cycle, period, 9, 4) < cycle_start(cycle + 1, period));
-        assert_eq!(send_at(cycle, period, 0, 0), start);
+        assert!(send_at(cycle, period, period, 9, 4) < cycle_start(cycle + 1, period));
+        assert_eq!(send_at(cycle, period, period, 0, 0), start);
+        // Within a shorter window: the same order, closer together; 0: all at once.
+        assert_eq!(
+            send_at(cycle, period, 600, 3, 4),
+            start + chrono::Duration::seconds(450)
+        );
+        assert_eq!(send_at(cycle, period, 0, 3, 4), start);
     }
 
     #[test]

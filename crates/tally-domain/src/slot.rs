@@ -58,6 +58,10 @@ pub enum Outcome {
     Succeeded,
     /// Not posted.
     Failed,
+    /// Sent, but whether Telegram posted it is not known (the request timed out after
+    /// it was sent, or the answer could not be read). Like a start with no outcome,
+    /// it keeps the destination from another post in its cycle.
+    Unknown,
 }
 
 /// Whether the owner's subscription covers this slot now.
@@ -175,8 +179,11 @@ pub enum SlotCommand {
     MoveDestination {
         /// The destination as configured.
         from: Destination,
-        /// The same place in the new chat.
+        /// The same place in the new chat, or (after its topic was deleted) the
+        /// forum's General topic.
         to: Destination,
+        /// Why: `chat_migrated` or `topic_deleted`.
+        reason: String,
     },
     /// Record a post attempt (the attempt number is assigned here).
     RecordAttempt {
@@ -197,13 +204,18 @@ pub enum SlotEvent {
     /// A post was attempted.
     #[serde(rename = "slot.post_attempted")]
     PostAttempted(Attempt),
-    /// A destination's chat moved to a new id.
+    /// A destination moved: its chat to a new id, or its deleted topic to the
+    /// forum's General topic (posted to without a topic id).
     #[serde(rename = "slot.destination_moved")]
     DestinationMoved {
         /// The destination as it was.
         from: Destination,
         /// The destination now.
         to: Destination,
+        /// Why (`chat_migrated`, `topic_deleted`); absent on events from before it
+        /// was recorded (all of which were chat migrations).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A destination is paused until the owner fixes it.
     #[serde(rename = "slot.destination_paused")]
@@ -267,7 +279,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
         }
-        SlotCommand::MoveDestination { from, to } => {
+        SlotCommand::MoveDestination { from, to, reason } => {
             let config = state
                 .config
                 .as_ref()
@@ -285,9 +297,11 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                     "{to} is a destination of this slot already"
                 )));
             }
+            crate::values::check_text_chars("reason", reason)?;
             Ok(vec![SlotEvent::DestinationMoved {
                 from: *from,
                 to: *to,
+                reason: Some(reason.clone()),
             }])
         }
         SlotCommand::PauseDestination {
@@ -452,7 +466,7 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
         } => {
             state.paused.insert(*destination, reason.clone());
         }
-        SlotEvent::DestinationMoved { from, to } => {
+        SlotEvent::DestinationMoved { from, to, .. } => {
             if let Some(config) = state.config.as_mut() {
                 for destination in config.destinations.iter_mut() {
                     if destination == from {
@@ -476,7 +490,11 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
         }
         SlotEvent::PostAttempted(attempt) => {
             let key = (attempt.cycle, attempt.destination);
-            if state.started.get(&key) == Some(&attempt.attempt_id) {
+            // An unknown outcome leaves the start standing: nothing else goes to that
+            // destination this cycle.
+            if state.started.get(&key) == Some(&attempt.attempt_id)
+                && attempt.outcome != Outcome::Unknown
+            {
                 state.started.remove(&key);
             }
             state.attempts.insert(key, attempt.attempt);

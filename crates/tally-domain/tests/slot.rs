@@ -295,20 +295,65 @@ fn a_paused_destination_takes_no_post_until_the_slot_is_configured_again() {
 fn a_moved_destination_is_the_new_chat() {
     let from = dest(-1_001, None);
     let to = dest(-2_001, None);
-    let state = apply(configured(), &C::MoveDestination { from, to });
+    let state = apply(configured(), &moved(from, to));
     let destinations = &state.config.as_ref().unwrap().destinations;
     assert!(destinations.contains(&to) && !destinations.contains(&from));
-    assert_eq!(
-        slot::decide(&state, &C::MoveDestination { from, to }).unwrap(),
-        vec![]
-    );
-    let onto_other = C::MoveDestination {
-        from: to,
-        to: dest(-1_002, Some(7)),
-    };
+    assert_eq!(slot::decide(&state, &moved(from, to)).unwrap(), vec![]);
+    let onto_other = moved(to, dest(-1_002, Some(7)));
     assert_eq!(
         slot::decide(&state, &onto_other).unwrap_err().code(),
         "conflict"
     );
     assert!(slot::decide(&state, &start("p-1", 1, to)).is_ok());
+}
+
+fn moved(from: Destination, to: Destination) -> C {
+    C::MoveDestination {
+        from,
+        to,
+        reason: "chat_migrated".into(),
+    }
+}
+
+/// A post recorded as `unknown` (sent, but Telegram's answer never came) keeps the
+/// destination closed for the cycle, as a start with no outcome does; the next cycle
+/// is open.
+#[test]
+fn an_unknown_outcome_closes_the_destination_for_its_cycle() {
+    let d = dest(-1_001, None);
+    let state = apply(configured(), &start("p-1", 3, d));
+    let state = apply(state, &attempt("p-1", 3, d, Outcome::Unknown));
+    assert_eq!(
+        slot::decide(&state, &start("p-2", 3, d))
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
+    assert!(!state.posted.contains(&(3, d)));
+    assert!(slot::decide(&state, &start("p-3", 4, d)).is_ok());
+    // A failed outcome, by contrast, frees it for the next attempt.
+    let failed = apply(
+        apply(configured(), &start("p-1", 3, d)),
+        &attempt("p-1", 3, d, Outcome::Failed),
+    );
+    assert!(slot::decide(&failed, &start("p-2", 3, d)).is_ok());
+}
+
+/// A deleted topic falls back to the forum's General topic: the destination moves to
+/// the chat without a topic id, with the reason on record.
+#[test]
+fn a_deleted_topic_moves_the_destination_to_general() {
+    let from = dest(-1_002, Some(7));
+    let to = dest(-1_002, None);
+    let command = C::MoveDestination {
+        from,
+        to,
+        reason: "topic_deleted".into(),
+    };
+    let events = slot::decide(&configured(), &command).unwrap();
+    assert!(
+        matches!(&events[..], [E::DestinationMoved { reason: Some(r), .. }] if r == "topic_deleted")
+    );
+    let state = events.iter().fold(configured(), slot::evolve);
+    assert!(state.config.unwrap().destinations.contains(&to));
 }

@@ -55,6 +55,16 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Kills the process at once (SIGKILL: no shutdown, as a crash or an OOM kill),
+    /// and waits for it.
+    #[allow(dead_code)] // each test binary compiles this module; not all call this
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = Command::new("kill")
