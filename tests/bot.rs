@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_telegram::{
-    FakeTelegram, button, message, my_chat_member, pre_checkout, successful_payment, user,
+    FakeChat, FakeTelegram, button, forwarded_from_channel, message, my_chat_member, photo_message,
+    pre_checkout, successful_payment, user,
 };
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
@@ -294,6 +295,7 @@ tally_store::on_both_backends!(
     a_deleted_topic_falls_back_to_the_general_topic,
     the_bot_removed_from_a_chat_pauses_its_destinations_before_the_next_cycle,
     a_post_without_an_answer_is_not_sent_again_in_its_cycle,
+    an_ad_is_made_in_the_chat_with_each_destination_checked_first,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1162,6 +1164,8 @@ async fn a_plan_bought_with_stars_gives_its_slots(stack: Stack) -> Stack {
                     chat_id: -100_123,
                     topic_id: None,
                 }],
+                photo: None,
+                buttons: Vec::new(),
             }),
             command_id: None,
             metadata: Metadata::by(Actor::system("test")),
@@ -1553,6 +1557,8 @@ async fn a_plan_and_a_slot(stack: &Stack, user: i64, slot: &str) -> Vec<Destinat
                 user_id: UserId::new(user).unwrap(),
                 content: format!("Ad of {user}"),
                 destinations: destinations.clone(),
+                photo: None,
+                buttons: Vec::new(),
             }),
             Metadata::by(Actor::system("test")),
         )
@@ -1760,6 +1766,8 @@ async fn the_poster_role_posts_the_current_cycle() {
                         topic_id: None,
                     })
                     .collect(),
+                photo: None,
+                buttons: Vec::new(),
             }),
             Metadata::by(Actor::system("test")),
         )
@@ -1994,5 +2002,278 @@ async fn a_post_without_an_answer_is_not_sent_again_in_its_cycle(stack: Stack) -
     assert_eq!(outcomes[0]["error_kind"], "outcome_unknown");
     let next = poster(&stack).post_cycle(8_001, false).await.unwrap();
     assert_eq!(next.posted, 2, "{next:?}");
+    stack
+}
+
+/// Sends an update as `from` and waits for the bot's next text to them.
+async fn send_and_wait(stack: &Stack, from: &Value, update: Value) -> String {
+    let chat = from["id"].as_i64().unwrap();
+    let before = stack.fake.texts_to(chat).len();
+    stack.fake.push(update);
+    stack.fake.wait_texts(chat, before + 1).await[before].clone()
+}
+
+/// `/ads` end to end: a user with a plan makes an ad in the chat (a photo with its
+/// caption and a link button), names destinations as users do (an @username, a
+/// forwarded channel post, a forum topic link); each is checked with Telegram before
+/// it is accepted, and refused with the reason and the fix (no rights, unknown chat,
+/// a topic that does not exist). `/done` puts the ad in the ledger, the poster posts
+/// the photo with its button to each destination (the topic with its thread id), a
+/// paused ad is not posted, and an admin lowering the plan pauses the newest ad
+/// beyond it and tells the user.
+async fn an_ad_is_made_in_the_chat_with_each_destination_checked_first(stack: Stack) -> Stack {
+    let owner_id = 1_401;
+    let owner = user(owner_id, "en");
+    stack
+        .ledgers
+        .subscriptions
+        .command(
+            UserId::new(owner_id).unwrap(),
+            SubscriptionCommand::Pay {
+                payment_id: PaymentId::new("plan-1401".to_string()).unwrap(),
+                plan: PlanId::new("pro".to_string()).unwrap(),
+            },
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    let channel = |id, username, title, bot_status, can_post| FakeChat {
+        id,
+        kind: "channel",
+        username,
+        title,
+        bot_status,
+        can_post,
+        topics: vec![],
+    };
+    stack.fake.add_chat(channel(
+        -100_701,
+        Some("bread_news"),
+        "Bread news",
+        "administrator",
+        true,
+    ));
+    stack.fake.add_chat(channel(
+        -100_702,
+        Some("muted_news"),
+        "Muted news",
+        "administrator",
+        false,
+    ));
+    stack.fake.add_chat(channel(
+        -100_704,
+        None,
+        "Private bakery",
+        "administrator",
+        true,
+    ));
+    stack.fake.add_chat(FakeChat {
+        id: -100_703,
+        kind: "supergroup",
+        username: None,
+        title: "Bakers forum",
+        bot_status: "member",
+        can_post: false,
+        topics: vec![5],
+    });
+    stack.say(&owner, 1, "/start").await;
+    let listed = say_until(&stack, &owner, "/ads", "0 of 3").await;
+    assert!(
+        listed.contains("Your ads: 0 of 3 slots in use."),
+        "{listed}"
+    );
+    assert!(buttons(&last_message_to(&stack.fake, owner_id)).contains(&"ad:new:".to_string()));
+    let asked = send_and_wait(&stack, &owner, button(&owner, "q-ad-1", 2, "ad:new:")).await;
+    assert!(asked.starts_with("Send the ad"), "{asked}");
+    let caption = "Fresh bread every morning\nOrder - https://bread.example/order";
+    let next = send_and_wait(
+        &stack,
+        &owner,
+        photo_message(&owner, 3, caption, "photo-big"),
+    )
+    .await;
+    assert!(next.starts_with("Now where to post it"), "{next}");
+    // Refused before they are accepted, each with its fix.
+    let refused = stack.say(&owner, 4, "@muted_news").await;
+    assert!(
+        refused.contains("may not post in Muted news") && refused.contains("Post messages"),
+        "{refused}"
+    );
+    let refused = stack.say(&owner, 5, "https://t.me/nobody_here").await;
+    assert!(refused.starts_with("I can't find that chat"), "{refused}");
+    let refused = stack.say(&owner, 6, "t.me/c/703/9").await;
+    assert!(
+        refused.contains("topic does not exist in Bakers forum"),
+        "{refused}"
+    );
+    // Accepted.
+    let added = stack.say(&owner, 7, "@bread_news").await;
+    assert!(
+        added.starts_with("Added Bread news (chat -100701)"),
+        "{added}"
+    );
+    let added = send_and_wait(
+        &stack,
+        &owner,
+        forwarded_from_channel(&owner, 8, -100_704, "Private bakery"),
+    )
+    .await;
+    assert!(
+        added.starts_with("Added Private bakery (chat -100704)"),
+        "{added}"
+    );
+    let added = stack.say(&owner, 9, "https://t.me/c/703/5").await;
+    assert!(
+        added.starts_with("Added Bakers forum (chat -100703 topic 5)"),
+        "{added}"
+    );
+    // Nothing in the ledger until /done.
+    let configured = |events: &[tally_store::RecordedEvent]| {
+        events
+            .iter()
+            .filter(|e| e.event_type == "slot.configured")
+            .count()
+    };
+    let before = stack.store.read_all(0, 10_000).await.unwrap();
+    assert_eq!(configured(&before), 0);
+    let saved = stack.say(&owner, 10, "/done").await;
+    assert!(saved.starts_with("Saved: ad ad-1401-"), "{saved}");
+    let slot_id = saved
+        .trim_start_matches("Saved: ad ")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let events = stack.events_of(&format!("slot-{slot_id}")).await;
+    assert_eq!(configured(&events), 1);
+    let config = &events[0].payload;
+    assert_eq!(config["user_id"], owner_id);
+    assert_eq!(config["content"], "Fresh bread every morning");
+    assert_eq!(config["photo"], "photo-big");
+    assert_eq!(
+        config["buttons"],
+        json!([{"label": "Order", "url": "https://bread.example/order"}])
+    );
+    assert_eq!(
+        config["destinations"],
+        json!([{"chat_id": -100_701}, {"chat_id": -100_704}, {"chat_id": -100_703, "topic_id": 5}])
+    );
+    assert_eq!(events[0].metadata.actor.id, owner_id.to_string());
+
+    // The poster posts the photo with its button, the topic with its thread id.
+    let head = stack.store.last_position().await.unwrap();
+    for name in ["posts", "subscriptions"] {
+        stack
+            .projector
+            .wait_for(name, head, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let report = poster(&stack).post_cycle(9_000, false).await.unwrap();
+    assert_eq!(
+        report.posted,
+        3,
+        "{report:?} {:?}",
+        stack.fake.calls_of("sendPhoto")
+    );
+    let photos = stack.fake.calls_of("sendPhoto");
+    assert_eq!(photos.len(), 3, "{photos:?}");
+    for call in &photos {
+        assert_eq!(call.params["photo"], "photo-big");
+        assert_eq!(call.params["caption"], "Fresh bread every morning");
+        assert_eq!(
+            call.params["reply_markup"]["inline_keyboard"][0][0]["url"],
+            "https://bread.example/order"
+        );
+    }
+    let topic = photos
+        .iter()
+        .find(|c| c.params["chat_id"] == json!(-100_703))
+        .unwrap();
+    assert_eq!(topic.params["message_thread_id"], json!(5));
+
+    // Paused by its owner: listed so, not posted.
+    let listed = stack.say(&owner, 11, "/ads").await;
+    assert!(
+        listed.contains(&format!("{slot_id} (active) [photo]")),
+        "{listed}"
+    );
+    assert!(listed.contains("last cycle: posted to 3 of 3"), "{listed}");
+    let paused = send_and_wait(
+        &stack,
+        &owner,
+        button(&owner, "q-ad-2", 12, &format!("ad:pause:{slot_id}")),
+    )
+    .await;
+    assert_eq!(paused, format!("Ad {slot_id} is paused."));
+    let report = poster(&stack).post_cycle(9_001, false).await.unwrap();
+    assert_eq!(report.posted, 0, "{report:?}");
+    assert_eq!(stack.fake.calls_of("sendPhoto").len(), 3);
+    let resumed = send_and_wait(
+        &stack,
+        &owner,
+        button(&owner, "q-ad-3", 13, &format!("ad:resume:{slot_id}")),
+    )
+    .await;
+    assert_eq!(resumed, format!("Ad {slot_id} is posted again."));
+    // Someone else's ad: refused.
+    let other = user(1_402, "en");
+    stack.say(&other, 1, "/start").await;
+    let refused = send_and_wait(
+        &stack,
+        &other,
+        button(&other, "q-ad-4", 2, &format!("ad:del:{slot_id}")),
+    )
+    .await;
+    assert!(
+        refused.contains(&format!("you have no ad {slot_id}")),
+        "{refused} {:?}",
+        stack.fake.texts_to(ADMIN_A)
+    );
+
+    // A second ad, then an admin lowers the plan to one slot: the newest is paused and
+    // the owner told.
+    stack
+        .ledgers
+        .slots
+        .command(
+            SlotId::new("ad-1401-second".to_string()).unwrap(),
+            SlotCommand::Configure(SlotConfig::text(
+                UserId::new(owner_id).unwrap(),
+                "Second ad",
+                vec![Destination {
+                    chat_id: -100_701,
+                    topic_id: None,
+                }],
+            )),
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    let admin = user(ADMIN_A, "en");
+    let fixed = stack
+        .say(
+            &admin,
+            500,
+            "/fix_user_slots 1401 basic plan sold by mistake",
+        )
+        .await;
+    assert!(fixed.contains("1401"), "{fixed}");
+    stack
+        .fake
+        .wait_until("the owner told of the pause", |_| {
+            stack
+                .fake
+                .texts_to(owner_id)
+                .iter()
+                .any(|t| t.starts_with("Your plan now gives 1 ad slots, so your ad ad-1401-second"))
+        })
+        .await;
+    assert_eq!(stack.count("slot-ad-1401-second", "slot.paused").await, 1);
+    assert_eq!(
+        stack.count(&format!("slot-{slot_id}"), "slot.paused").await,
+        1,
+        "the older stays active"
+    );
     stack
 }

@@ -16,7 +16,7 @@ crate::read_model!(
     /// The ad slots and post analytics read model.
     PostsReadModel {
         name: "posts",
-        version: 2,
+        version: 3,
         schema: "posts.sql",
         tables: ["slots", "slot_destinations", "post_stats", "post_failures", "slot_posts"],
         apply: apply,
@@ -56,10 +56,13 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                     conn,
                     &format!(
                         "INSERT INTO slots{g} (slot_id, user_id, content, destinations, \
-                         configured_at, position) VALUES ($1, $2, $3, $4, $5, $6) \
+                         configured_at, position, status) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'active') \
                          ON CONFLICT (slot_id) DO UPDATE SET user_id = excluded.user_id, \
                          content = excluded.content, destinations = excluded.destinations, \
-                         configured_at = excluded.configured_at, position = excluded.position"
+                         configured_at = excluded.configured_at, position = excluded.position, \
+                         status = CASE WHEN slots{g}.status = 'removed' THEN 'active' \
+                             ELSE slots{g}.status END"
                     ),
                     &[
                         slot_id.into(),
@@ -95,6 +98,19 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                     &["slot_id", "chat_id", "topic_id"],
                     &rows,
                     "ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            }
+            SlotEvent::Paused { .. } | SlotEvent::Resumed {} | SlotEvent::Removed {} => {
+                let status = match event {
+                    SlotEvent::Paused { .. } => "paused",
+                    SlotEvent::Resumed {} => "active",
+                    _ => "removed",
+                };
+                execute(
+                    conn,
+                    &format!("UPDATE slots{g} SET status = $1 WHERE slot_id = $2"),
+                    &[status.into(), slot_id.into()],
                 )
                 .await?;
             }
@@ -235,14 +251,15 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
     .await
 }
 
-/// The ids of `owner`'s slots in the order they were configured (a plan of N slots
-/// covers the first N).
+/// The ids of `owner`'s active slots in the order they were configured (a plan of N
+/// slots covers the first N; paused and deleted slots count for nothing).
 pub async fn slots_of_owner(
     pool: &sqlx::AnyPool,
     owner: i64,
 ) -> Result<Vec<String>, ProjectionError> {
     Ok(sqlx::query_scalar(
-        "SELECT slot_id FROM slots WHERE user_id = $1 ORDER BY configured_at, slot_id",
+        "SELECT slot_id FROM slots WHERE user_id = $1 AND status = 'active' \
+         ORDER BY configured_at, slot_id",
     )
     .bind(owner)
     .fetch_all(pool)
@@ -298,7 +315,8 @@ pub async fn due_slots(
     let rows = sqlx::query(
         "WITH ranked AS ( \
              SELECT slot_id, user_id, content, ROW_NUMBER() OVER \
-                 (PARTITION BY user_id ORDER BY configured_at, slot_id) AS n FROM slots), \
+                 (PARTITION BY user_id ORDER BY configured_at, slot_id) AS n FROM slots \
+             WHERE status = 'active'), \
          open AS ( \
              SELECT d.slot_id, d.chat_id, d.topic_id FROM slot_destinations d \
              WHERE NOT EXISTS (SELECT 1 FROM slot_posts p WHERE p.slot_id = d.slot_id \
@@ -364,7 +382,7 @@ pub async fn slot_summaries(
                 CAST(coalesce(sum(p.attempts), 0) AS BIGINT), CAST(coalesce(sum(p.successes), 0) AS BIGINT), \
                 CAST(coalesce(sum(p.failures), 0) AS BIGINT) \
          FROM slots s LEFT JOIN post_stats p ON p.slot_id = s.slot_id \
-         WHERE s.user_id = $1 GROUP BY s.slot_id, s.destinations, s.configured_at \
+         WHERE s.user_id = $1 AND s.status <> 'removed' GROUP BY s.slot_id, s.destinations, s.configured_at \
          ORDER BY s.configured_at",
     )
     .bind(owner)

@@ -401,6 +401,8 @@ async fn payments_subscriptions_posts_refunds_and_stats_are_projected(s: &Setup)
         user_id: bob,
         content: "Buy my stickers".into(),
         destinations: vec![chat, forum],
+        photo: None,
+        buttons: Vec::new(),
     };
     exec(&slots, slot.clone(), SlotCommand::Configure(config)).await;
     let attempts = [

@@ -9,7 +9,9 @@ CREATE TABLE slots{g} (
     content       TEXT NOT NULL,
     destinations  BIGINT NOT NULL,
     configured_at BIGINT NOT NULL,
-    position      BIGINT NOT NULL
+    position      BIGINT NOT NULL,
+    status        TEXT NOT NULL -- active, paused, removed (only active slots post
+                                -- and count against the owner's plan)
 );
 CREATE INDEX slots{g}_user ON slots{g} (user_id);
 CREATE TABLE slot_destinations{g} (

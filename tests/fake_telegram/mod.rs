@@ -6,6 +6,9 @@
 //! `sendMessage`, `editMessageText` and `sendInvoice`, `true` for the answers), and can
 //! be told to answer the next calls of a method with a 429 and a `retry_after`, as
 //! Telegram does when a bot goes too fast.
+//!
+//! One file: one fake server, its routes and the update builders a test pushes
+//! through it, shared by the bot's tests and the binary's process tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::collections::{HashMap, VecDeque};
@@ -51,7 +54,70 @@ struct Inner {
     failing_topics: Mutex<HashMap<(i64, i64), Failure>>,
     /// Chats whose sendMessage is taken (logged) but not answered until released.
     hanging: Mutex<std::collections::HashSet<i64>>,
+    /// Chats `getChat`, `getChatMember` and `sendChatAction` know.
+    chats: Mutex<Vec<FakeChat>>,
     arrived: Notify,
+}
+
+/// A group or channel the fake knows, and the bot's place in it.
+#[derive(Clone, Debug)]
+pub struct FakeChat {
+    pub id: i64,
+    /// `channel` or `supergroup`.
+    pub kind: &'static str,
+    pub username: Option<&'static str>,
+    pub title: &'static str,
+    /// The bot's status: `administrator`, `member`, `left`.
+    pub bot_status: &'static str,
+    /// As an administrator: may it post (`can_post_messages`).
+    pub can_post: bool,
+    /// A forum's topics (empty: not a forum).
+    pub topics: Vec<i64>,
+}
+
+impl FakeChat {
+    fn full_info(&self) -> Value {
+        let mut info = json!({
+            "id": self.id, "type": self.kind, "title": self.title,
+            "accepted_gift_types": {"unlimited_gifts": false, "limited_gifts": false,
+                "unique_gifts": false, "premium_subscription": false},
+            "max_reaction_count": 11,
+        });
+        if let Some(username) = self.username {
+            info["username"] = json!(username);
+        }
+        if !self.topics.is_empty() {
+            info["is_forum"] = json!(true);
+        }
+        info
+    }
+
+    fn bot_member(&self) -> Value {
+        let mut member = json!({"user": bot_user(), "status": self.bot_status});
+        if self.bot_status == "administrator" {
+            for right in [
+                "can_be_edited",
+                "is_anonymous",
+                "can_manage_chat",
+                "can_delete_messages",
+                "can_manage_video_chats",
+                "can_restrict_members",
+                "can_promote_members",
+                "can_change_info",
+                "can_invite_users",
+                "can_edit_messages",
+                "can_pin_messages",
+                "can_post_stories",
+                "can_edit_stories",
+                "can_delete_stories",
+                "can_manage_topics",
+            ] {
+                member[right] = json!(false);
+            }
+            member["can_post_messages"] = json!(self.can_post);
+        }
+        member
+    }
 }
 
 /// The fake server; dropped with the test's runtime.
@@ -145,6 +211,11 @@ impl FakeTelegram {
         self.inner.hanging.lock().unwrap().remove(&chat);
     }
 
+    /// Makes a chat known to `getChat`, `getChatMember` and `sendChatAction`.
+    pub fn add_chat(&self, chat: FakeChat) {
+        self.inner.chats.lock().unwrap().push(chat);
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.inner.calls.lock().unwrap().clone()
@@ -215,8 +286,8 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// The fields of a `multipart/form-data` body (teloxide sends `setWebhook` so), as
-/// JSON strings.
+/// The fields of a `multipart/form-data` body (teloxide sends `setWebhook` and
+/// `sendPhoto` so), as JSON: numbers and JSON values read, the rest strings.
 fn form_fields(content_type: &str, body: &[u8]) -> Value {
     let Some(boundary) = content_type.split("boundary=").nth(1) else {
         return json!({});
@@ -234,7 +305,14 @@ fn form_fields(content_type: &str, body: &[u8]) -> Value {
         else {
             continue;
         };
-        fields.insert(name.to_string(), json!(value.trim_end_matches("\r\n")));
+        // A multipart field is text; numbers and JSON (ids, keyboards) are read as
+        // Telegram reads them.
+        let value = value.trim_end_matches("\r\n");
+        let parsed = match serde_json::from_str::<Value>(value) {
+            Ok(v @ (Value::Number(_) | Value::Object(_) | Value::Array(_))) => v,
+            _ => json!(value),
+        };
+        fields.insert(name.to_string(), parsed);
     }
     Value::Object(fields)
 }
@@ -278,7 +356,7 @@ async fn call(
         }
     };
     let failure = match method.as_str() {
-        "sendMessage" => {
+        "sendMessage" | "sendPhoto" => {
             let chat = params["chat_id"].as_i64().unwrap_or_default();
             let take = |entry: Option<&mut (u32, i64, String)>| match entry {
                 Some((left, code, description)) if *left > 0 => {
@@ -310,7 +388,7 @@ async fn call(
             refused: refused || failure.is_some(),
         });
     }
-    if method == "sendMessage" {
+    if method == "sendMessage" || method == "sendPhoto" {
         let chat = params["chat_id"].as_i64().unwrap_or_default();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while inner.hanging.lock().unwrap().contains(&chat)
@@ -385,6 +463,45 @@ async fn call(
                 "chat": {"id": chat, "type": "private", "first_name": "user"},
                 "from": bot_user(),
                 "text": text,
+            }))
+        }
+        "getChat" | "getChatMember" | "sendChatAction" => {
+            let chats = inner.chats.lock().unwrap();
+            let found = chats.iter().find(|c| match &params["chat_id"] {
+                Value::String(name) => {
+                    c.username.map(|u| format!("@{u}")).as_deref() == Some(name.as_str())
+                        || name.parse::<i64>().ok() == Some(c.id)
+                }
+                id => id.as_i64() == Some(c.id),
+            });
+            let Some(chat) = found else {
+                return Json(json!({"ok": false, "error_code": 400,
+                    "description": "Bad Request: chat not found"}));
+            };
+            match method.as_str() {
+                "getChat" => ok(chat.full_info()),
+                "getChatMember" => ok(chat.bot_member()),
+                _ => match params["message_thread_id"].as_i64() {
+                    Some(thread) if !chat.topics.contains(&thread) => Json(json!({"ok": false,
+                        "error_code": 400, "description": "Bad Request: message thread not found"})),
+                    _ => ok(json!(true)),
+                },
+            }
+        }
+        "sendPhoto" => {
+            let message_id = {
+                let mut next = inner.next_message_id.lock().unwrap();
+                *next += 1;
+                *next
+            };
+            ok(json!({
+                "message_id": message_id,
+                "date": now(),
+                "chat": {"id": params["chat_id"], "type": "private", "first_name": "user"},
+                "from": bot_user(),
+                "photo": [{"file_id": "photo-1", "file_unique_id": "u-1", "width": 640,
+                    "height": 480, "file_size": 1000}],
+                "caption": params["caption"],
             }))
         }
         _ => ok(json!(true)),
@@ -511,5 +628,36 @@ pub fn my_chat_member(by: &Value, chat: i64, kind: &str, old: &str, new: &str) -
         "date": now(),
         "old_chat_member": member(old),
         "new_chat_member": member(new),
+    }})
+}
+
+/// A private photo message from `from` with a caption (the photo's `file_id` as
+/// given).
+pub fn photo_message(from: &Value, message_id: i64, caption: &str, file_id: &str) -> Value {
+    let id = from["id"].as_i64().unwrap();
+    json!({"message": {
+        "message_id": message_id,
+        "date": now(),
+        "chat": {"id": id, "type": "private", "first_name": from["first_name"]},
+        "from": from,
+        "caption": caption,
+        "photo": [
+            {"file_id": format!("{file_id}-small"), "file_unique_id": "s", "width": 90, "height": 90},
+            {"file_id": file_id, "file_unique_id": "l", "width": 1280, "height": 960}
+        ],
+    }})
+}
+
+/// A message `from` forwarded to the bot from channel `chat`.
+pub fn forwarded_from_channel(from: &Value, message_id: i64, chat: i64, title: &str) -> Value {
+    let id = from["id"].as_i64().unwrap();
+    json!({"message": {
+        "message_id": message_id,
+        "date": now(),
+        "chat": {"id": id, "type": "private", "first_name": from["first_name"]},
+        "from": from,
+        "text": "a post in the channel",
+        "forward_origin": {"type": "channel", "date": now(), "message_id": 7,
+            "chat": {"id": chat, "type": "channel", "title": title}},
     }})
 }

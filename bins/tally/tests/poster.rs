@@ -103,6 +103,8 @@ async fn scenario(url: &str) {
                         topic_id: None,
                     })
                     .collect(),
+                photo: None,
+                buttons: Vec::new(),
             }),
             Metadata::by(Actor::system("test")),
         )

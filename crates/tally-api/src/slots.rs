@@ -95,6 +95,8 @@ async fn configure(
                 topic_id: d.topic_id,
             })
             .collect(),
+        photo: None,
+        buttons: Vec::new(),
     };
     let before = state.ledgers.slots.load(&slot_id).await?;
     let created = before.state.config.is_none();

@@ -222,6 +222,16 @@ async fn run(
                 })
                 .await?
                 .view;
+            // Fewer slots than the user has active ads: the newest beyond are paused.
+            let paused =
+                crate::ads::pause_beyond_plan(context, user.get(), after.slots, who.user).await?;
+            if paused > 0 {
+                tracing::info!(
+                    user = user.get(),
+                    paused,
+                    "ads paused beyond the corrected plan"
+                );
+            }
             let plan_before = before.plan.as_ref().map_or("none", |p| p.as_str());
             let plan_after = after.plan.as_ref().map_or("none", |p| p.as_str());
             Ok(Some(

@@ -39,6 +39,10 @@ pub enum BotError {
     /// Telegram failed.
     #[error("telegram: {0}")]
     Telegram(#[from] teloxide::RequestError),
+    /// Refused for a reason the user can act on (not the ledger's: the bot's own
+    /// checks, e.g. an ad that is not theirs).
+    #[error("{0}")]
+    Refused(String),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -57,6 +61,7 @@ impl BotError {
         match self {
             BotError::Ledger(LedgerError::Domain(e)) => Some(e.to_string()),
             BotError::Ledger(e) if e.code() == "idempotency_conflict" => Some(e.to_string()),
+            BotError::Refused(reason) => Some(reason.clone()),
             _ => None,
         }
     }
@@ -79,6 +84,8 @@ pub struct Context {
     pub(crate) admin_ids: HashSet<i64>,
     pub(crate) maintenance: Maintenance,
     pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
+    /// Ads being made in the chat, by user (`/ads`).
+    pub(crate) pending_ads: Mutex<HashMap<i64, crate::ads::AdDraft>>,
     /// The bot's own username, from Telegram's `getMe`: commands addressed to other
     /// bots are ignored.
     pub(crate) username: std::sync::OnceLock<String>,
@@ -95,6 +102,7 @@ impl Context {
             admin_ids,
             maintenance: Maintenance::new(),
             pending_refunds: Mutex::new(HashMap::new()),
+            pending_ads: Mutex::new(HashMap::new()),
             username: std::sync::OnceLock::new(),
         }
     }

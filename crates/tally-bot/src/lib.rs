@@ -24,6 +24,7 @@
 //! application.
 
 pub mod admin;
+pub mod ads;
 pub mod chats;
 mod context;
 pub mod notifier;

@@ -159,6 +159,32 @@ impl Notifier {
                 _ => None,
             });
         }
+        if let Some((slot_id, SlotEvent::Paused { reason })) =
+            stream_event::<SlotEvent>(event, "slot")?
+            && reason == "plan_lowered"
+        {
+            let Some(owner) = self.slot_owner(slot_id).await? else {
+                return Ok(None);
+            };
+            let slots = self
+                .context
+                .ledgers
+                .subscriptions
+                .load(&tally_domain::values::UserId::new(owner)?)
+                .await?
+                .state
+                .slots;
+            let slot_id = slot_id.to_string();
+            return Ok(notice(
+                owner,
+                Box::new(move |l| {
+                    l.say(Text::NotifySlotPausedByPlan {
+                        slot: &slot_id,
+                        slots,
+                    })
+                }),
+            ));
+        }
         if let Some((
             slot_id,
             SlotEvent::DestinationMoved {

@@ -40,10 +40,10 @@ use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotCoverag
 use tally_domain::values::SlotId;
 use tally_ledger::Request;
 use tally_store::{Actor, ActorKind, Metadata};
-use teloxide::prelude::*;
-use teloxide::types::{ChatId, MessageId, ThreadId};
 
 use crate::post_errors::{PostError, classify};
+
+mod send;
 use crate::{BotError, Context, TgBot};
 
 /// Most attempts at one destination in one cycle (then the failure stands until the
@@ -172,23 +172,19 @@ impl Poster {
                 break;
             }
         }
-        let posts: Vec<(String, String, Destination)> = due
+        let posts: Vec<(String, Destination)> = due
             .into_iter()
             .flat_map(|slot| {
                 slot.destinations
                     .into_iter()
                     .map(move |(chat_id, topic_id)| {
-                        (
-                            slot.slot_id.clone(),
-                            slot.content.clone(),
-                            Destination { chat_id, topic_id },
-                        )
+                        (slot.slot_id.clone(), Destination { chat_id, topic_id })
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
         let n = posts.len() as u64;
-        for (k, (slot_id, content, destination)) in posts.into_iter().enumerate() {
+        for (k, (slot_id, destination)) in posts.into_iter().enumerate() {
             if spread {
                 let at = cycle::send_at(
                     cycle,
@@ -204,7 +200,7 @@ impl Poster {
             }
             let slot_id = SlotId::new(slot_id)?;
             let posted = self
-                .post_one(&slot_id, &content, destination, cycle, &mut report)
+                .post_one(&slot_id, destination, cycle, &mut report)
                 .await?;
             let outcome = match posted {
                 Posted::Yes => {
@@ -232,12 +228,12 @@ impl Poster {
         Ok(report)
     }
 
-    /// Posts `content` to `destination` for `slot_id` in `cycle`: start, send, record;
+    /// Posts the slot (as its log says now: text or photo, buttons) to `destination`
+    /// in `cycle`: start, send, record;
     /// again while the failure may pass, within [`ATTEMPTS_PER_CYCLE_MAX`].
     async fn post_one(
         &self,
         slot_id: &SlotId,
-        content: &str,
         destination: Destination,
         cycle: u64,
         report: &mut CycleReport,
@@ -290,15 +286,16 @@ impl Poster {
                 }
                 Err(error) => return Err(error.into()),
             }
-            let mut send = self.bot.send_message(ChatId(destination.chat_id), content);
-            if let Some(topic) = destination.topic_id {
-                let topic = i32::try_from(topic).unwrap_or(i32::MAX);
-                send = send.message_thread_id(ThreadId(MessageId(topic)));
-            }
-            if self.settings.allow_paid_broadcast {
-                send = send.allow_paid_broadcast(true);
-            }
-            let sent = send.await;
+            let Some(config) = loaded.state.config.as_ref() else {
+                return Ok(Posted::Skipped);
+            };
+            let sent = send::post(
+                &self.bot,
+                self.settings.allow_paid_broadcast,
+                config,
+                destination,
+            )
+            .await;
             let (outcome, message_id, failure) = match &sent {
                 Ok(message) => (Outcome::Succeeded, Some(i64::from(message.id.0)), None),
                 Err(error) => match classify(error) {

@@ -241,6 +241,13 @@ pub enum Text<'a> {
         destination: String,
         reason: &'a str,
     },
+    /// `/ads`: making and managing ads.
+    Ad(AdText<'a>),
+    /// A slot was paused because an admin lowered the owner's plan.
+    NotifySlotPausedByPlan {
+        slot: &'a str,
+        slots: u32,
+    },
     /// A slot's forum topic was deleted: it posts to the forum's General topic now.
     NotifyTopicFellBack {
         slot: &'a str,
@@ -249,6 +256,246 @@ pub enum Text<'a> {
         /// The chat posted to now.
         chat: i64,
     },
+}
+
+/// What `/ads` says.
+#[derive(Clone, Debug)]
+#[allow(missing_docs)] // fields: the values the text fills in, as they read
+pub enum AdText<'a> {
+    /// The list's header.
+    Header {
+        plan_slots: usize,
+        active: usize,
+    },
+    /// One ad.
+    Line {
+        slot: &'a str,
+        status: tally_domain::slot::SlotStatus,
+        content: &'a str,
+        photo: bool,
+        buttons: usize,
+        destinations: &'a str,
+        /// Destinations posted to in the last cycle, of how many.
+        last_cycle: Option<(usize, usize)>,
+    },
+    /// The menu's button.
+    ButtonMenu,
+    ButtonNew,
+    ButtonEdit,
+    ButtonPause,
+    ButtonResume,
+    ButtonDelete,
+    /// No room in the plan.
+    PlanFull {
+        plan_slots: usize,
+    },
+    SendContent,
+    BadContent {
+        why: &'a str,
+    },
+    SendDestinations,
+    NotADestination,
+    DestinationAdded {
+        title: &'a str,
+        destination: String,
+    },
+    NoDestinations,
+    RefusedNoChat,
+    RefusedNotMember {
+        title: &'a str,
+    },
+    RefusedNoRights {
+        title: &'a str,
+    },
+    RefusedNoTopic {
+        title: &'a str,
+    },
+    RefusedTopicClosed {
+        title: &'a str,
+    },
+    Saved {
+        slot: &'a str,
+    },
+    Cancelled,
+    Paused {
+        slot: &'a str,
+    },
+    Resumed {
+        slot: &'a str,
+    },
+    Deleted {
+        slot: &'a str,
+    },
+}
+
+fn ad_en(text: AdText<'_>) -> String {
+    use AdText::*;
+    use tally_domain::slot::SlotStatus;
+    match text {
+        Header { plan_slots: 0, .. } => {
+            "Your ads. You have no active plan: choose one in /plans to post ads.".into()
+        }
+        Header { plan_slots, active } => {
+            format!("Your ads: {active} of {plan_slots} slots in use.")
+        }
+        Line {
+            slot,
+            status,
+            content,
+            photo,
+            buttons,
+            destinations,
+            last_cycle,
+        } => {
+            let status = match status {
+                SlotStatus::Active => "active",
+                SlotStatus::Paused => "paused",
+                SlotStatus::Removed => "deleted",
+            };
+            let photo = if photo { " [photo]" } else { "" };
+            let last = match last_cycle {
+                Some((posted, of)) => format!("last cycle: posted to {posted} of {of}"),
+                None => "not posted yet".into(),
+            };
+            format!(
+                "{slot} ({status}){photo}: {content}\nButtons: {buttons}. Where: {destinations}.\n{last}"
+            )
+        }
+        ButtonMenu => "My ads".into(),
+        ButtonNew => "New ad".into(),
+        ButtonEdit => "Edit".into(),
+        ButtonPause => "Pause".into(),
+        ButtonResume => "Resume".into(),
+        ButtonDelete => "Delete".into(),
+        PlanFull { plan_slots } => format!(
+            "Your plan gives {plan_slots} ad slots and all are in use: pause or delete an ad, \
+             or choose a larger plan in /plans."
+        ),
+        SendContent => "Send the ad: a text, or a photo with a caption. To add link buttons, end \
+            it with lines like `Order - https://example.com`. /cancel to stop."
+            .into(),
+        BadContent { why } => format!("That ad cannot be posted: {why}. Send it again."),
+        SendDestinations => "Now where to post it: forward a message from the channel, or send \
+            its @username, a t.me link, a forum topic link (t.me/name/123) or the chat id. \
+            The bot must be an admin there with the right to post. /done when finished."
+            .into(),
+        NotADestination => "That is not a chat: forward a message from the channel, or send its \
+            @username or t.me link. /done when finished, /cancel to stop."
+            .into(),
+        DestinationAdded { title, destination } => {
+            format!("Added {title} ({destination}). Add another, or /done.")
+        }
+        NoDestinations => "Add at least one place to post first.".into(),
+        RefusedNoChat => "I can't find that chat. Check the link or username; for a private \
+            chat, add the bot first and forward a message from it."
+            .into(),
+        RefusedNotMember { title } => format!(
+            "The bot is not a member of {title}. Add it as an admin with the right to post \
+             messages, then send the link again."
+        ),
+        RefusedNoRights { title } => format!(
+            "The bot may not post in {title}. Make it an admin with \"Post messages\", then \
+             send the link again."
+        ),
+        RefusedNoTopic { title } => format!(
+            "That topic does not exist in {title}. Send the link of an open topic, or the chat \
+             itself to post in General."
+        ),
+        RefusedTopicClosed { title } => {
+            format!("That topic in {title} is closed. Reopen it, then send the link again.")
+        }
+        Saved { slot } => format!("Saved: ad {slot}. It is posted from the next pass."),
+        Cancelled => "Dropped; nothing was saved.".into(),
+        Paused { slot } => format!("Ad {slot} is paused."),
+        Resumed { slot } => format!("Ad {slot} is posted again."),
+        Deleted { slot } => format!("Ad {slot} is deleted."),
+    }
+}
+
+fn ad_ru(text: AdText<'_>) -> String {
+    use AdText::*;
+    use tally_domain::slot::SlotStatus;
+    match text {
+        Header { plan_slots: 0, .. } => {
+            "Ваши объявления. Нет активного тарифа: выберите его в /plans.".into()
+        }
+        Header { plan_slots, active } => {
+            format!("Ваши объявления: занято {active} из {plan_slots} мест.")
+        }
+        Line {
+            slot,
+            status,
+            content,
+            photo,
+            buttons,
+            destinations,
+            last_cycle,
+        } => {
+            let status = match status {
+                SlotStatus::Active => "активно",
+                SlotStatus::Paused => "приостановлено",
+                SlotStatus::Removed => "удалено",
+            };
+            let photo = if photo { " [фото]" } else { "" };
+            let last = match last_cycle {
+                Some((posted, of)) => format!("последний цикл: опубликовано в {posted} из {of}"),
+                None => "ещё не публиковалось".into(),
+            };
+            format!(
+                "{slot} ({status}){photo}: {content}\nКнопок: {buttons}. Куда: {destinations}.\n{last}"
+            )
+        }
+        ButtonMenu => "Мои объявления".into(),
+        ButtonNew => "Новое объявление".into(),
+        ButtonEdit => "Изменить".into(),
+        ButtonPause => "Пауза".into(),
+        ButtonResume => "Возобновить".into(),
+        ButtonDelete => "Удалить".into(),
+        PlanFull { plan_slots } => format!(
+            "Тариф даёт {plan_slots} рекламных мест, и все заняты: приостановите или удалите \
+             объявление или выберите тариф побольше в /plans."
+        ),
+        SendContent => "Пришлите объявление: текст или фото с подписью. Кнопки-ссылки — строками \
+            в конце вида `Заказать - https://example.com`. /cancel — отмена."
+            .into(),
+        BadContent { why } => format!("Такое объявление не опубликовать: {why}. Пришлите снова."),
+        SendDestinations => "Теперь куда публиковать: перешлите сообщение из канала или пришлите \
+            его @username, ссылку t.me, ссылку на тему форума (t.me/name/123) или id чата. Бот \
+            должен быть там админом с правом публикации. /done — готово."
+            .into(),
+        NotADestination => "Это не чат: перешлите сообщение из канала или пришлите его @username \
+            или ссылку t.me. /done — готово, /cancel — отмена."
+            .into(),
+        DestinationAdded { title, destination } => {
+            format!("Добавлено: {title} ({destination}). Ещё одно или /done.")
+        }
+        NoDestinations => "Сначала добавьте хотя бы одно место публикации.".into(),
+        RefusedNoChat => "Не нахожу такой чат. Проверьте ссылку или username; для закрытого чата \
+            сначала добавьте бота и перешлите оттуда сообщение."
+            .into(),
+        RefusedNotMember { title } => format!(
+            "Бота нет в {title}. Добавьте его админом с правом публиковать сообщения и пришлите \
+             ссылку снова."
+        ),
+        RefusedNoRights { title } => format!(
+            "Бот не может публиковать в {title}. Сделайте его админом с правом «Публикация \
+             сообщений» и пришлите ссылку снова."
+        ),
+        RefusedNoTopic { title } => format!(
+            "Такой темы нет в {title}. Пришлите ссылку на открытую тему или сам чат, чтобы \
+             публиковать в General."
+        ),
+        RefusedTopicClosed { title } => {
+            format!("Эта тема в {title} закрыта. Откройте её и пришлите ссылку снова.")
+        }
+        Saved { slot } => {
+            format!("Сохранено: объявление {slot}. Публикуется со следующего прохода.")
+        }
+        Cancelled => "Отменено, ничего не сохранено.".into(),
+        Paused { slot } => format!("Объявление {slot} приостановлено."),
+        Resumed { slot } => format!("Объявление {slot} снова публикуется."),
+        Deleted { slot } => format!("Объявление {slot} удалено."),
+    }
 }
 
 fn history_lines(entries: &[Entry], kind: fn(&str) -> &'static str) -> String {
@@ -442,6 +689,12 @@ fn en(text: Text<'_>) -> String {
                  with the right to post (or reopen the topic), then save the ad again."
             )
         }
+        Ad(text) => ad_en(text),
+        NotifySlotPausedByPlan { slot, slots } => format!(
+            "Your plan now gives {slots} ad slots, so your ad {slot} (the newest beyond \
+             them) is paused. Resume it in /ads after pausing or deleting another, or with a \
+             larger plan."
+        ),
         NotifyTopicFellBack { slot, from, chat } => format!(
             "The forum topic of your ad {slot} ({from}) was deleted: the ad is posted to the \
              forum's General topic of chat {chat} from now on. To post to another topic, save \
@@ -599,6 +852,12 @@ fn ru(text: Text<'_>) -> String {
                  с правом публикации (или откройте тему) и сохраните объявление снова."
             )
         }
+        Ad(text) => ad_ru(text),
+        NotifySlotPausedByPlan { slot, slots } => format!(
+            "Ваш тариф теперь даёт {slots} рекламных мест, поэтому объявление {slot} (самое \
+             новое сверх них) приостановлено. Возобновите его в /ads, приостановив или удалив \
+             другое, или с тарифом побольше."
+        ),
         NotifyTopicFellBack { slot, from, chat } => format!(
             "Тема форума объявления {slot} ({from}) удалена: теперь оно публикуется в общей \
              теме (General) чата {chat}. Чтобы публиковать в другую тему, сохраните объявление \

@@ -145,6 +145,18 @@ async fn route_message(
     if let Some(paid) = message.successful_payment() {
         return payments::on_successful_payment(bot, context, who, paid).await;
     }
+    // An ad being made takes the user's next messages (a photo too), but a command
+    // other than /done and /cancel ends it.
+    if crate::ads::drafting(context, who.user) {
+        let text = message.text().unwrap_or("");
+        let command = parse_command(text).map(|(name, _)| name);
+        match command.as_deref() {
+            None | Some("done") | Some("cancel") => {
+                return crate::ads::on_message(bot, context, who, message).await;
+            }
+            Some(_) => crate::ads::forget(context, who.user)?,
+        }
+    }
     let Some(text) = message.text() else {
         return Ok(());
     };
@@ -178,6 +190,7 @@ async fn route_message(
         "topup" => topup(bot, context, who).await,
         "plans" | "subscribe" => plans(bot, context, who).await,
         "slots" => slots(bot, context, who).await,
+        "ads" => crate::ads::list(bot, context, who).await,
         "refund" => refund_choices(bot, context, who).await,
         "lang" => lang_choices(bot, who).await,
         other if admin::COMMANDS.contains(&other) => {
@@ -214,6 +227,7 @@ async fn route_callback(
             "topup" => topup(bot, context, who).await,
             "plans" => plans(bot, context, who).await,
             "slots" => slots(bot, context, who).await,
+            "ads" => crate::ads::list(bot, context, who).await,
             "refund" => refund_choices(bot, context, who).await,
             "lang" => lang_choices(bot, who).await,
             _ => Ok(()),
@@ -232,6 +246,7 @@ async fn route_callback(
             Ok(())
         }
         "ra" | "rr" => admin::on_refund_button(bot, context, who, kind == "ra", value).await,
+        "ad" => crate::ads::on_button(bot, context, who, value).await,
         _ => Ok(()),
     }
 }
@@ -251,9 +266,12 @@ fn menu(lang: Lang) -> InlineKeyboardMarkup {
         ],
         vec![
             button(Text::MenuSlots, "m:slots"),
-            button(Text::MenuRefund, "m:refund"),
+            button(Text::Ad(crate::texts::AdText::ButtonMenu), "m:ads"),
         ],
-        vec![button(Text::MenuLang, "m:lang")],
+        vec![
+            button(Text::MenuRefund, "m:refund"),
+            button(Text::MenuLang, "m:lang"),
+        ],
     ])
 }
 

@@ -16,6 +16,9 @@
 //! (the ad is late, at the next cycle, rather than doubled in a customer's channel —
 //! a duplicate ad is worse than a late one). A start whose outcome is recorded as
 //! failed frees the destination for the next attempt.
+//!
+//! One file: the slot's state, commands, events, `decide` and `evolve` are the rule
+//! book of one stream and are read together (what an ad may show is in `content`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -30,6 +33,19 @@ pub const DESTINATIONS_MAX: usize = 50;
 
 /// Longest slot content, in characters (Telegram's message limit).
 pub const CONTENT_CHARS_MAX: usize = 4096;
+
+/// Whether a slot posts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotStatus {
+    /// Posted each cycle while the owner's plan covers it.
+    #[default]
+    Active,
+    /// Not posted until resumed (by its owner, or paused when a plan was lowered).
+    Paused,
+    /// Deleted by its owner: not posted, not counted against the plan.
+    Removed,
+}
 
 /// A chat (and, in a forum, a topic) a slot posts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,6 +101,30 @@ pub struct SlotConfig {
     pub content: String,
     /// Where.
     pub destinations: Vec<Destination>,
+    /// A photo posted with the content as its caption: a Telegram `file_id` (from
+    /// a photo the owner sent the bot) or an `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<String>,
+    /// Link buttons under the post, one per row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<LinkButton>,
+}
+
+impl SlotConfig {
+    /// Text only, no buttons.
+    pub fn text(
+        user_id: UserId,
+        content: impl Into<String>,
+        destinations: Vec<Destination>,
+    ) -> Self {
+        Self {
+            user_id,
+            content: content.into(),
+            destinations,
+            photo: None,
+            buttons: Vec::new(),
+        }
+    }
 }
 
 /// One post attempt.
@@ -138,9 +178,18 @@ pub struct Slot {
     /// resumes them.
     #[serde(default, with = "pairs")]
     pub paused: BTreeMap<Destination, String>,
+    /// Whether the slot posts at all.
+    #[serde(default)]
+    pub status: SlotStatus,
 }
 
+mod content;
 mod pairs;
+
+pub use content::{
+    BUTTON_LABEL_CHARS_MAX, BUTTONS_MAX, CAPTION_CHARS_MAX, LINK_BYTES_MAX, LinkButton,
+    check_content,
+};
 
 /// Attempt ids a slot's state remembers.
 pub const ATTEMPT_IDS_KEPT: usize = 256;
@@ -185,6 +234,16 @@ pub enum SlotCommand {
         /// Why: `chat_migrated` or `topic_deleted`.
         reason: String,
     },
+    /// Stop posting the slot until resumed (a no-op if paused already).
+    Pause {
+        /// Why: `owner`, `plan_lowered` …
+        reason: String,
+    },
+    /// Post the slot again (a no-op if active).
+    Resume,
+    /// Delete the slot: never posted again, not counted against the plan (a no-op if
+    /// removed already). Configuring it again makes a new ad of it.
+    Remove,
     /// Record a post attempt (the attempt number is assigned here).
     RecordAttempt {
         /// The attempt; its `attempt` field is ignored.
@@ -225,6 +284,18 @@ pub enum SlotEvent {
         /// Why.
         reason: String,
     },
+    /// The slot is not posted until resumed.
+    #[serde(rename = "slot.paused")]
+    Paused {
+        /// Why.
+        reason: String,
+    },
+    /// The slot is posted again (no data: `{}`).
+    #[serde(rename = "slot.resumed")]
+    Resumed {},
+    /// The slot is deleted (no data: `{}`).
+    #[serde(rename = "slot.removed")]
+    Removed {},
     /// A post is about to be sent (its outcome follows as `slot.post_attempted`).
     #[serde(rename = "slot.post_started")]
     PostStarted {
@@ -263,19 +334,20 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                     "a slot needs 1 to {DESTINATIONS_MAX} destinations"
                 )));
             }
-            let chars = config.content.chars().count();
-            if config.content.trim().is_empty() || chars > CONTENT_CHARS_MAX {
-                return Err(DomainError::Validation(format!(
-                    "slot content must be 1 to {CONTENT_CHARS_MAX} characters, got {chars}"
-                )));
-            }
-            crate::values::check_text_chars("slot content", &config.content)?;
+            check_content(config)?;
             match &state.config {
                 Some(existing) if existing.user_id != config.user_id => Err(DomainError::Conflict(
                     "this slot belongs to another user".into(),
                 )),
-                // The same again is a no-op, unless it resumes a paused destination.
-                Some(existing) if existing == config && state.paused.is_empty() => Ok(vec![]),
+                // The same again is a no-op, unless it resumes a paused destination
+                // or makes a removed slot a new ad.
+                Some(existing)
+                    if existing == config
+                        && state.paused.is_empty()
+                        && state.status != SlotStatus::Removed =>
+                {
+                    Ok(vec![])
+                }
                 _ => Ok(vec![SlotEvent::Configured(config.clone())]),
             }
         }
@@ -303,6 +375,32 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 to: *to,
                 reason: Some(reason.clone()),
             }])
+        }
+        SlotCommand::Pause { reason } => {
+            configured(state)?;
+            crate::values::check_text_chars("reason", reason)?;
+            match state.status {
+                SlotStatus::Active => Ok(vec![SlotEvent::Paused {
+                    reason: reason.clone(),
+                }]),
+                SlotStatus::Paused => Ok(vec![]),
+                SlotStatus::Removed => Err(removed()),
+            }
+        }
+        SlotCommand::Resume => {
+            configured(state)?;
+            match state.status {
+                SlotStatus::Paused => Ok(vec![SlotEvent::Resumed {}]),
+                SlotStatus::Active => Ok(vec![]),
+                SlotStatus::Removed => Err(removed()),
+            }
+        }
+        SlotCommand::Remove => {
+            configured(state)?;
+            match state.status {
+                SlotStatus::Removed => Ok(vec![]),
+                _ => Ok(vec![SlotEvent::Removed {}]),
+            }
         }
         SlotCommand::PauseDestination {
             destination,
@@ -341,6 +439,7 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 return Ok(vec![]);
             }
             check_attempt(state, config, *cycle, destination, *coverage)?;
+            check_posting(state)?;
             if let Some(reason) = state.paused.get(destination) {
                 return Err(DomainError::Conflict(format!(
                     "{destination} is paused ({reason}) until the owner fixes it and configures the slot again"
@@ -388,12 +487,39 @@ pub fn decide(state: &Slot, command: &SlotCommand) -> Result<Vec<SlotEvent>, Dom
                 *coverage,
             )?;
             let key = (attempt.cycle, attempt.destination);
+            // The outcome of a post started before a pause is still recorded.
+            if state.started.get(&key) != Some(&attempt.attempt_id) {
+                check_posting(state)?;
+            }
             let number = state.attempts.get(&key).copied().unwrap_or(0) + 1;
             Ok(vec![SlotEvent::PostAttempted(Attempt {
                 attempt: number,
                 ..attempt.clone()
             })])
         }
+    }
+}
+
+/// The slot's configuration, or why there is none.
+fn configured(state: &Slot) -> Result<&SlotConfig, DomainError> {
+    state
+        .config
+        .as_ref()
+        .ok_or_else(|| DomainError::Validation("the slot is not configured".into()))
+}
+
+fn removed() -> DomainError {
+    DomainError::Conflict("the slot is deleted; configure it again to make a new ad".into())
+}
+
+/// A post may start only while the slot is active.
+fn check_posting(state: &Slot) -> Result<(), DomainError> {
+    match state.status {
+        SlotStatus::Active => Ok(()),
+        SlotStatus::Paused => Err(DomainError::SlotNotActive(
+            "the slot is paused; resume it to post".into(),
+        )),
+        SlotStatus::Removed => Err(DomainError::SlotNotActive("the slot is deleted".into())),
     }
 }
 
@@ -459,7 +585,13 @@ pub fn evolve(mut state: Slot, event: &SlotEvent) -> Slot {
         SlotEvent::Configured(config) => {
             state.config = Some(config.clone());
             state.paused.clear();
+            if state.status == SlotStatus::Removed {
+                state.status = SlotStatus::Active;
+            }
         }
+        SlotEvent::Paused { .. } => state.status = SlotStatus::Paused,
+        SlotEvent::Resumed {} => state.status = SlotStatus::Active,
+        SlotEvent::Removed {} => state.status = SlotStatus::Removed,
         SlotEvent::DestinationPaused {
             destination,
             reason,

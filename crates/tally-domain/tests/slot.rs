@@ -20,6 +20,8 @@ fn configured() -> Slot {
         user_id: UserId::new(42).unwrap(),
         content: "Buy my course".into(),
         destinations: vec![dest(-1_001, None), dest(-1_002, Some(7))],
+        photo: None,
+        buttons: Vec::new(),
     };
     let events = slot::decide(&Slot::default(), &C::Configure(config)).unwrap();
     events.iter().fold(Slot::default(), slot::evolve)
@@ -125,6 +127,8 @@ fn a_slot_posts_only_to_its_destinations_and_needs_content() {
         user_id: UserId::new(42).unwrap(),
         content: " ".into(),
         destinations: vec![dest(-1, None)],
+        photo: None,
+        buttons: Vec::new(),
     };
     assert_eq!(
         slot::decide(&Slot::default(), &C::Configure(empty))
@@ -356,4 +360,57 @@ fn a_deleted_topic_moves_the_destination_to_general() {
     );
     let state = events.iter().fold(configured(), slot::evolve);
     assert!(state.config.unwrap().destinations.contains(&to));
+}
+
+/// Events as the log stores them (`data` an object, `{}` when there is nothing to
+/// say) read back: pause, resume and delete of a slot.
+#[test]
+fn slot_lifecycle_events_read_back_as_stored() {
+    for (kind, data) in [
+        ("slot.paused", serde_json::json!({"reason": "owner"})),
+        ("slot.resumed", serde_json::json!({})),
+        ("slot.removed", serde_json::json!({})),
+    ] {
+        let event: E = serde_json::from_value(serde_json::json!({"type": kind, "data": data}))
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let back = serde_json::to_value(&event).unwrap();
+        assert_eq!(back["data"], data, "{kind}");
+    }
+}
+
+/// Paused: no post starts; resumed: posts again; deleted: nothing but configuring it
+/// again; the outcome of a post started before a pause is still recorded.
+#[test]
+fn a_paused_or_deleted_slot_does_not_post() {
+    let d = dest(-1_001, None);
+    let started = apply(configured(), &start("p-1", 3, d));
+    let paused = apply(
+        started,
+        &C::Pause {
+            reason: "owner".into(),
+        },
+    );
+    assert_eq!(
+        slot::decide(&paused, &start("p-2", 3, dest(-1_002, Some(7))))
+            .unwrap_err()
+            .code(),
+        "slot_not_active"
+    );
+    let recorded = apply(paused.clone(), &attempt("p-1", 3, d, Outcome::Succeeded));
+    assert!(recorded.posted.contains(&(3, d)));
+    let resumed = apply(paused, &C::Resume);
+    assert!(slot::decide(&resumed, &start("p-3", 4, d)).is_ok());
+    let removed = apply(resumed, &C::Remove);
+    assert_eq!(
+        slot::decide(&removed, &C::Resume).unwrap_err().code(),
+        "conflict"
+    );
+    assert_eq!(
+        slot::decide(&removed, &start("p-4", 5, d))
+            .unwrap_err()
+            .code(),
+        "slot_not_active"
+    );
+    let again = apply(removed, &C::Configure(configured().config.unwrap()));
+    assert!(slot::decide(&again, &start("p-5", 5, d)).is_ok());
 }

@@ -427,7 +427,10 @@ impl Aggregate for Slots {
             } => state.attempts.get(&(*cycle, *destination)).copied(),
             SlotCommand::Configure(_)
             | SlotCommand::PauseDestination { .. }
-            | SlotCommand::MoveDestination { .. } => None,
+            | SlotCommand::MoveDestination { .. }
+            | SlotCommand::Pause { .. }
+            | SlotCommand::Resume
+            | SlotCommand::Remove => None,
         };
         SlotView {
             config: state.config.clone(),

@@ -1,0 +1,70 @@
+//! Sending one post to Telegram: a photo with the ad as its caption, or the text;
+//! the ad's link buttons under it; in its forum topic, if any; as a paid broadcast
+//! when the operator allows it.
+
+use tally_domain::slot::{Destination, LinkButton, SlotConfig};
+use teloxide::prelude::*;
+use teloxide::types::{
+    ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, MessageId, ThreadId,
+};
+
+use crate::TgBot;
+
+/// Sends one post: the photo with the content as its caption, or the text; the
+/// link buttons under it; in the forum topic, if any.
+pub(super) async fn post(
+    bot: &TgBot,
+    paid: bool,
+    config: &SlotConfig,
+    destination: Destination,
+) -> Result<Message, teloxide::RequestError> {
+    let chat = ChatId(destination.chat_id);
+    let thread = destination
+        .topic_id
+        .map(|topic| ThreadId(MessageId(i32::try_from(topic).unwrap_or(i32::MAX))));
+    let keyboard = link_keyboard(&config.buttons);
+    match &config.photo {
+        Some(photo) => {
+            let file = match url::Url::parse(photo) {
+                Ok(url) if url.scheme() == "https" || url.scheme() == "http" => InputFile::url(url),
+                _ => InputFile::file_id(FileId(photo.clone())),
+            };
+            let mut send = bot.send_photo(chat, file).caption(config.content.clone());
+            if let Some(thread) = thread {
+                send = send.message_thread_id(thread);
+            }
+            if let Some(keyboard) = keyboard {
+                send = send.reply_markup(keyboard);
+            }
+            if paid {
+                send = send.allow_paid_broadcast(true);
+            }
+            send.await
+        }
+        None => {
+            let mut send = bot.send_message(chat, config.content.clone());
+            if let Some(thread) = thread {
+                send = send.message_thread_id(thread);
+            }
+            if let Some(keyboard) = keyboard {
+                send = send.reply_markup(keyboard);
+            }
+            if paid {
+                send = send.allow_paid_broadcast(true);
+            }
+            send.await
+        }
+    }
+}
+
+/// The ad's link buttons, one per row (none: no keyboard).
+fn link_keyboard(buttons: &[LinkButton]) -> Option<InlineKeyboardMarkup> {
+    let rows: Vec<Vec<InlineKeyboardButton>> = buttons
+        .iter()
+        .filter_map(|b| {
+            let url = url::Url::parse(&b.url).ok()?;
+            Some(vec![InlineKeyboardButton::url(b.label.clone(), url)])
+        })
+        .collect();
+    (!rows.is_empty()).then(|| InlineKeyboardMarkup::new(rows))
+}
