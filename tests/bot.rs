@@ -296,6 +296,7 @@ tally_store::on_both_backends!(
     the_bot_removed_from_a_chat_pauses_its_destinations_before_the_next_cycle,
     a_post_without_an_answer_is_not_sent_again_in_its_cycle,
     an_ad_is_made_in_the_chat_with_each_destination_checked_first,
+    a_click_then_a_payment_is_the_campaign_posts_conversion,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2274,6 +2275,181 @@ async fn an_ad_is_made_in_the_chat_with_each_destination_checked_first(stack: St
         stack.count(&format!("slot-{slot_id}"), "slot.paused").await,
         1,
         "the older stays active"
+    );
+    stack
+}
+
+/// A press of a callback button under a channel post.
+fn channel_button(from: &Value, query_id: &str, channel: i64, data: &str) -> Value {
+    json!({"callback_query": {
+        "id": query_id,
+        "from": from,
+        "chat_instance": format!("ci-{channel}"),
+        "data": data,
+        "message": {
+            "message_id": 77,
+            "date": 1_700_000_000,
+            "chat": {"id": channel, "type": "channel", "title": "Bakery"},
+            "text": "Learn to bake",
+        }
+    }})
+}
+
+/// The operator's campaign end to end: the rotation posts one post per cycle with its
+/// call-to-action buttons (a callback button for a web link, a deep link into the
+/// bot); a press is a click once however often Telegram delivers it, and the user is
+/// taken to the link through the bot; a `/start` deep link is a click; a payment of
+/// a user who clicked is that post's conversion, with its revenue, in the read model,
+/// the bot's /stats and the admin API.
+async fn a_click_then_a_payment_is_the_campaign_posts_conversion(stack: Stack) -> Stack {
+    use tally_domain::campaign::{CampaignDef, CampaignPost, CtaButton, CtaTarget};
+    let channel = -100_801;
+    let def = CampaignDef {
+        name: "Spring baking".into(),
+        operator: UserId::new(ADMIN_A).unwrap(),
+        posts: vec![
+            CampaignPost {
+                post_id: "p1".into(),
+                content: "Learn to bake".into(),
+                photo: None,
+                buttons: vec![
+                    CtaButton {
+                        label: "Recipe".into(),
+                        target: CtaTarget::Url("https://bake.example/recipe".into()),
+                    },
+                    CtaButton {
+                        label: "Try the bot".into(),
+                        target: CtaTarget::Start,
+                    },
+                ],
+            },
+            CampaignPost {
+                post_id: "p2".into(),
+                content: "Guide two".into(),
+                photo: None,
+                buttons: vec![],
+            },
+        ],
+        channels: vec![Destination {
+            chat_id: channel,
+            topic_id: None,
+        }],
+    };
+    let by = || Metadata::by(Actor::system("test"));
+    tally_ledger::workflows::define_campaign(&stack.ledgers, "spring", def.clone(), by())
+        .await
+        .unwrap();
+    // Again (a restart applying tally.toml): nothing new.
+    let before = stack.store.last_position().await.unwrap();
+    tally_ledger::workflows::define_campaign(&stack.ledgers, "spring", def, by())
+        .await
+        .unwrap();
+    assert_eq!(stack.store.last_position().await.unwrap(), before);
+    for name in ["campaigns", "posts"] {
+        stack
+            .projector
+            .wait_for(name, before, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    // Cycle 10 000 is post p1's turn (10 000 mod 2 = 0), 10 001 is p2's.
+    let report = poster(&stack).post_cycle(10_000, false).await.unwrap();
+    assert_eq!(report.posted, 1, "{report:?}");
+    let posted = sends_to(&stack, channel);
+    assert_eq!(posted[0].params["text"], "Learn to bake");
+    let keyboard = &posted[0].params["reply_markup"]["inline_keyboard"];
+    assert_eq!(keyboard[0][0]["callback_data"], "cta:spring:p1:0");
+    assert_eq!(
+        keyboard[1][0]["url"],
+        "https://t.me/tally_test_bot?start=c-spring-p1"
+    );
+    poster(&stack).post_cycle(10_001, false).await.unwrap();
+    assert_eq!(sends_to(&stack, channel)[1].params["text"], "Guide two");
+
+    // A presses the web-link button; Telegram delivers the press twice.
+    let (a, b) = (user(1_501, "en"), user(1_502, "en"));
+    let press = stack
+        .fake
+        .push(channel_button(&a, "cq-1501", channel, "cta:spring:p1:0"));
+    stack.fake.push(press);
+    let answers = stack
+        .fake
+        .wait_until("both presses answered", |calls| {
+            calls
+                .iter()
+                .filter(|c| c.method == "answerCallbackQuery")
+                .count()
+                >= 2
+        })
+        .await;
+    let answered: Vec<&fake_telegram::Call> = answers
+        .iter()
+        .filter(|c| c.method == "answerCallbackQuery")
+        .collect();
+    assert_eq!(
+        answered[0].params["url"],
+        "https://t.me/tally_test_bot?start=l-spring-p1-0"
+    );
+    assert!(
+        stack.fake.texts_to(channel).len() == 2,
+        "nothing said in the channel"
+    );
+    // The link opens the bot, which gives the page.
+    stack.say(&a, 1, "/start l-spring-p1-0").await;
+    let link = stack.fake.wait_texts(1_501, 2).await;
+    assert_eq!(link[1], "Recipe: https://bake.example/recipe");
+    // B comes by the deep link, then pays.
+    stack.say(&b, 1, "/start c-spring-p1").await;
+    pay_by_webhook(
+        &stack,
+        1_502,
+        "pay-1502",
+        Purpose::Credits(Amount::new(Decimal::from(20)).unwrap()),
+        1,
+    )
+    .await;
+    assert_eq!(
+        stack.count("campaign-spring", "campaign.clicked").await,
+        2,
+        "one per press, one per start"
+    );
+
+    let head = stack.store.last_position().await.unwrap();
+    stack
+        .projector
+        .wait_for("campaigns", head, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let figures = tally_projections::campaign_figures(
+        stack.projector.pool(),
+        stack.config.attribution_window_micros(),
+    )
+    .await
+    .unwrap();
+    let p1 = figures.iter().find(|f| f.post_id == "p1").unwrap();
+    assert_eq!(
+        (p1.posts, p1.clicks, p1.unique_users, p1.conversions),
+        (1, 2, 2, 1),
+        "{figures:?}"
+    );
+    assert_eq!(p1.revenue.get("XTR"), Some(&Decimal::from(100)));
+    assert_eq!(p1.conversion_rate, Decimal::new(5, 1));
+    let p2 = figures.iter().find(|f| f.post_id == "p2").unwrap();
+    assert_eq!((p2.posts, p2.clicks, p2.conversions), (1, 0, 0));
+    // Outside the window (a payment more than a microsecond after the click, with a
+    // window of one): not attributed.
+    let narrow = tally_projections::campaign_figures(stack.projector.pool(), 1)
+        .await
+        .unwrap();
+    assert_eq!(narrow.iter().map(|f| f.conversions).sum::<i64>(), 0);
+    // The admins' /stats says it.
+    let admin = user(ADMIN_A, "en");
+    let said = stack.say(&admin, 700, "/stats").await;
+    assert!(
+        said.contains(
+            "spring/p1: posts 1, clicks 2, users 2, conversions 1 (50%), revenue 100 XTR"
+        ),
+        "{said}"
     );
     stack
 }

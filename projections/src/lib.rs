@@ -27,6 +27,7 @@
 
 mod accounts;
 mod audit;
+mod campaigns;
 mod daily_stats;
 mod error;
 mod events;
@@ -47,6 +48,7 @@ pub use accounts::{
     account_statement_newest, account_statement_page, recent_spends,
 };
 pub use audit::{AccountReplay, AuditProblem, AuditReport, ProjectionAudit, Recomputed};
+pub use campaigns::{CampaignFigure, CampaignsReadModel, campaign_figures, campaign_rotations};
 pub use daily_stats::{DailyFigure, DailyStatsReadModel, daily_figures};
 pub use error::ProjectionError;
 pub use events::{Batch, stream_event};

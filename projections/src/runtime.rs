@@ -16,8 +16,9 @@ use tally_store::{Backend, EventStore};
 use crate::events::Batch;
 use crate::sql::{copy_rows, execute};
 use crate::{
-    AccountsReadModel, DailyStatsReadModel, HoldsReadModel, PaymentsReadModel, PostsReadModel,
-    ProjectionError, RefundsReadModel, SubscriptionsReadModel, TrialBalanceReadModel,
+    AccountsReadModel, CampaignsReadModel, DailyStatsReadModel, HoldsReadModel, PaymentsReadModel,
+    PostsReadModel, ProjectionError, RefundsReadModel, SubscriptionsReadModel,
+    TrialBalanceReadModel,
 };
 
 /// Connections of a projector's pool (a rebuild writes each projection on its own).
@@ -122,6 +123,7 @@ pub fn default_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(PostsReadModel),
         Arc::new(RefundsReadModel),
         Arc::new(DailyStatsReadModel),
+        Arc::new(CampaignsReadModel),
     ]
 }
 

@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// 30 messages/s, paid in Stars from the bot's balance) [default: false].
     #[arg(long, env = "TALLY_POST_PAID_BROADCAST")]
     pub post_paid_broadcast: Option<bool>,
+    /// A payment is attributed to the campaign post its payer clicked at most this
+    /// many hours before [default: 72].
+    #[arg(long, env = "TALLY_ATTRIBUTION_WINDOW_HOURS")]
+    pub attribution_window_hours: Option<u32>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -116,6 +120,9 @@ struct File {
     post_cycle_seconds: Option<u64>,
     post_spread_seconds: Option<u64>,
     post_paid_broadcast: Option<bool>,
+    attribution_window_hours: Option<u32>,
+    /// The operator's campaigns, by id (`[campaigns.<id>]`; tally.toml only).
+    campaigns: Option<std::collections::BTreeMap<String, tally_domain::campaign::CampaignDef>>,
 }
 
 /// What a process runs.
@@ -185,6 +192,10 @@ pub struct Settings {
     pub bot: Option<tally_bot::Settings>,
     /// How the poster paces its cycles.
     pub posting: tally_bot::poster::PosterSettings,
+    /// The attribution window of campaign conversions, in hours.
+    pub attribution_window_hours: u32,
+    /// The operator's campaigns from tally.toml, checked.
+    pub campaigns: Vec<(String, tally_domain::campaign::CampaignDef)>,
     /// API key names linked to admins' Telegram ids.
     pub admin_links: tally_domain::config::AdminLinks,
 }
@@ -276,6 +287,26 @@ impl Settings {
                 tally_domain::cycle::CYCLE_SECONDS_MIN
             ),
         };
+        let attribution_window_hours = match args
+            .attribution_window_hours
+            .or(file.attribution_window_hours)
+        {
+            Some(0) => bail!("TALLY_ATTRIBUTION_WINDOW_HOURS is 0; at least 1"),
+            Some(hours) => hours,
+            None => Config::default().attribution_window_hours,
+        };
+        let mut campaigns = Vec::new();
+        for (id, def) in file.campaigns.clone().unwrap_or_default() {
+            tally_domain::campaign::check_campaign_id(&id)
+                .and_then(|()| {
+                    tally_domain::campaign::decide(
+                        &Default::default(),
+                        &tally_domain::campaign::CampaignCommand::Define(def.clone()),
+                    )
+                })
+                .map_err(|e| anyhow::anyhow!("tally.toml campaigns.{id}: {e}"))?;
+            campaigns.push((id, def));
+        }
         let mut posting = tally_bot::poster::PosterSettings::new(cycle_seconds);
         match args.post_spread_seconds.or(file.post_spread_seconds) {
             Some(seconds) if seconds > cycle_seconds => bail!(
@@ -317,6 +348,8 @@ impl Settings {
             log_format,
             bot,
             posting,
+            attribution_window_hours,
+            campaigns,
         })
     }
 }
@@ -350,6 +383,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
     let url = settings.database_url.clone();
+    let settings_campaigns = settings.campaigns.clone();
     let app = tally_app::App {
         database_url: settings.database_url,
         roles: tally_app::Roles {
@@ -359,6 +393,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         config: Config {
             admin_links: settings.admin_links,
+            attribution_window_hours: settings.attribution_window_hours,
             ..Config::default()
         },
         api_keys: settings.api_keys,
@@ -372,6 +407,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         clock: tally_ledger::Clock::system(),
     };
     let running = tally_app::start(app, listener).await?;
+    // The operator's campaigns, as tally.toml defines them (the same again: nothing).
+    for (id, def) in &settings_campaigns {
+        tally_ledger::workflows::define_campaign(
+            &running.ledgers,
+            id,
+            def.clone(),
+            tally_store::Metadata::by(tally_store::Actor::system("tally.toml")),
+        )
+        .await
+        .with_context(|| format!("defining campaign {id} from tally.toml"))?;
+    }
     // Whoever started the server may have stopped reading its output: a closed
     // stdout must not take the server down with it.
     if let Some(address) = running.addr {

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(block))
         .routes(routes!(unblock))
         .routes(routes!(stats))
+        .routes(routes!(campaigns))
 }
 
 pub(crate) fn admin_id(caller: &Caller) -> Result<AdminId, ApiError> {
@@ -215,4 +216,86 @@ async fn stats(
         })
         .collect();
     Ok(Json(StatsBody { rows }))
+}
+
+/// Wait for the campaigns read model.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CampaignsQuery {
+    /// Wait until the read model has applied the log up to this position.
+    #[param(value_type = Option<PositionNumber>)]
+    #[serde(default, deserialize_with = "crate::input::whole::query")]
+    min_position: Option<u64>,
+}
+
+/// What the operator's campaigns earned, per post.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CampaignsBody {
+    /// A payment counts for the payer's last click at most this many hours before it.
+    attribution_window_hours: u32,
+    posts: Vec<CampaignPostFigures>,
+}
+
+/// One campaign post's figures.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CampaignPostFigures {
+    campaign_id: String,
+    name: String,
+    post_id: String,
+    /// Successful posts of it.
+    posts: i64,
+    /// Button presses and deep-link starts.
+    clicks: i64,
+    /// Users who clicked.
+    unique_users: i64,
+    /// Payments attributed to it.
+    conversions: i64,
+    /// Their sum per currency, as decimal strings.
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    revenue: std::collections::BTreeMap<String, String>,
+    /// Conversions per user who clicked, a decimal string.
+    conversion_rate: String,
+}
+
+/// Campaigns: posts, clicks, unique users, conversions, revenue per currency and
+/// conversion rate, per campaign post.
+#[utoipa::path(get, path = "/v1/admin/campaigns", tag = "admin",
+    params(CampaignsQuery),
+    responses((status = 200, body = CampaignsBody), ReadErrors),
+    security(("admin" = [])))]
+async fn campaigns(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<CampaignsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CampaignsBody>, ApiError> {
+    let query = input::query(query)?;
+    crate::accounts::wait_for_read_model(&state, "campaigns", query.min_position).await?;
+    let config = state.ledgers.config();
+    let posts = tally_projections::campaign_figures(
+        state.projector.pool(),
+        config.attribution_window_micros(),
+    )
+    .await?
+    .into_iter()
+    .map(|f| CampaignPostFigures {
+        campaign_id: f.campaign_id,
+        name: f.name,
+        post_id: f.post_id,
+        posts: f.posts,
+        clicks: f.clicks,
+        unique_users: f.unique_users,
+        conversions: f.conversions,
+        revenue: f
+            .revenue
+            .into_iter()
+            .map(|(currency, amount)| (currency, amount.normalize().to_string()))
+            .collect(),
+        conversion_rate: f.conversion_rate.normalize().to_string(),
+    })
+    .collect();
+    Ok(Json(CampaignsBody {
+        attribution_window_hours: config.attribution_window_hours,
+        posts,
+    }))
 }

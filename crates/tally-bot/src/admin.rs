@@ -501,9 +501,42 @@ async fn stats(context: &Context) -> Result<String, BotError> {
             _ => lines.push((name, today_value, value)),
         }
     }
-    Ok(AdminText::Stats {
+    let mut text = AdminText::Stats {
         today: &today,
         lines: &lines,
     }
-    .say())
+    .say();
+    let figures = tally_projections::campaign_figures(
+        context.pool(),
+        context.config.attribution_window_micros(),
+    )
+    .await?;
+    if !figures.is_empty() {
+        text.push_str(&format!(
+            "\n\nCampaigns (a payment counts for the last click within {} h):",
+            context.config.attribution_window_hours
+        ));
+        for f in &figures {
+            let revenue: Vec<String> = f
+                .revenue
+                .iter()
+                .map(|(currency, amount)| format!("{} {currency}", amount.normalize()))
+                .collect();
+            text.push_str(&format!(
+                "\n{}/{}: posts {}, clicks {}, users {}, conversions {} ({}%), revenue {}",
+                f.campaign_id,
+                f.post_id,
+                f.posts,
+                f.clicks,
+                f.unique_users,
+                f.conversions,
+                (f.conversion_rate * rust_decimal::Decimal::ONE_HUNDRED).normalize(),
+                match revenue.is_empty() {
+                    true => "0".to_string(),
+                    false => revenue.join(", "),
+                }
+            ));
+        }
+    }
+    Ok(text)
 }

@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod ads;
+pub mod campaigns;
 pub mod chats;
 mod context;
 pub mod notifier;

@@ -28,6 +28,10 @@
 //! destination moves there for good (`slot.destination_moved`, reason
 //! `topic_deleted`), so the tier used is on record and the owner is told once.
 //!
+//! The operator's campaigns are posted in the same pass: each cycle, the rotation's
+//! post for it (post `k` of `n` when `cycle mod n = k`) goes to the campaign's
+//! channels, through the slot that posts it, with the same guarantees.
+//!
 //! A post sent with no answer (timed out once connected) is recorded with outcome
 //! `unknown`: Telegram may have posted it, so nothing more goes to that destination in
 //! the cycle.
@@ -40,6 +44,7 @@ use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotCoverag
 use tally_domain::values::SlotId;
 use tally_ledger::Request;
 use tally_store::{Actor, ActorKind, Metadata};
+use teloxide::prelude::Requester;
 
 use crate::post_errors::{PostError, classify};
 
@@ -121,6 +126,7 @@ pub struct Poster {
     context: Arc<Context>,
     bot: TgBot,
     settings: PosterSettings,
+    username: std::sync::OnceLock<String>,
 }
 
 fn metadata() -> Metadata {
@@ -139,6 +145,7 @@ impl Poster {
                 spread_seconds: settings.spread_seconds.min(cycle_seconds),
                 ..settings
             },
+            username: std::sync::OnceLock::new(),
         }
     }
 
@@ -183,6 +190,28 @@ impl Poster {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let mut posts = posts;
+        // The operator's campaigns: the rotation's post for this cycle, to each of the
+        // campaign's channels (not posted there in the cycle yet).
+        for (_, rotation) in tally_projections::campaign_rotations(self.context.pool()).await? {
+            let Some(slot_id) = rotation.get((cycle % rotation.len().max(1) as u64) as usize)
+            else {
+                continue;
+            };
+            let slot = self
+                .context
+                .ledgers
+                .slots
+                .load(&SlotId::new(slot_id.clone())?)
+                .await?
+                .state;
+            let Some(config) = slot.config else { continue };
+            for destination in config.destinations {
+                if !slot.posted.contains(&(cycle, destination)) {
+                    posts.push((slot_id.clone(), destination));
+                }
+            }
+        }
         let n = posts.len() as u64;
         for (k, (slot_id, destination)) in posts.into_iter().enumerate() {
             if spread {
@@ -289,9 +318,11 @@ impl Poster {
             let Some(config) = loaded.state.config.as_ref() else {
                 return Ok(Posted::Skipped);
             };
+            let username = self.username().await;
             let sent = send::post(
                 &self.bot,
                 self.settings.allow_paid_broadcast,
+                &username,
                 config,
                 destination,
             )
@@ -398,6 +429,23 @@ impl Poster {
                     tracing::warn!(%slot_id, %destination, kind = other.kind(), "post failed");
                     return Ok(Posted::Failed);
                 }
+            }
+        }
+    }
+
+    /// The bot's username (for deep links), asked of Telegram once.
+    async fn username(&self) -> String {
+        if let Some(name) = self.username.get() {
+            return name.clone();
+        }
+        match self.bot.get_me().await {
+            Ok(me) => self
+                .username
+                .get_or_init(|| me.username().to_string())
+                .clone(),
+            Err(error) => {
+                tracing::warn!(%error, "getMe failed: deep links are sent without the bot's name");
+                String::new()
             }
         }
     }

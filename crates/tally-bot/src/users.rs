@@ -110,6 +110,11 @@ pub async fn on_callback(
         .regular_message()
         .map(|m| m.chat.id)
         .unwrap_or(ChatId(query.from.id.0 as i64));
+    // A campaign's call to action, pressed in a channel: nothing is said there.
+    if query.data.as_deref().is_some_and(|d| d.starts_with("cta:")) {
+        crate::campaigns::on_cta(&bot, &context, &query).await;
+        return Ok(());
+    }
     let who = Who::of(&context, &query.from, chat).await;
     let _ = bot.answer_callback_query(query.id.clone()).await;
     let result = route_callback(&bot, &context, &query, &who).await;
@@ -184,7 +189,23 @@ async fn route_message(
         };
     };
     match command.as_str() {
-        "start" => start(bot, context, who).await,
+        "start" => {
+            start(bot, context, who).await?;
+            match args.first() {
+                Some(code) => {
+                    crate::campaigns::on_start_code(
+                        bot,
+                        context,
+                        who.user,
+                        who.chat,
+                        message.id.0,
+                        code,
+                    )
+                    .await
+                }
+                None => Ok(()),
+            }
+        }
         "balance" => balance(bot, context, who).await,
         "history" => history(bot, context, who, 0, None).await,
         "topup" => topup(bot, context, who).await,

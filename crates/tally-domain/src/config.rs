@@ -69,10 +69,25 @@ pub struct Config {
     /// fails the oldest.
     #[serde(default = "default_open_invoices_max")]
     pub open_invoices_max: u32,
+    /// A payment is attributed to a campaign post the payer clicked at most this many
+    /// hours before (`TALLY_ATTRIBUTION_WINDOW_HOURS`).
+    #[serde(default = "default_attribution_window_hours")]
+    pub attribution_window_hours: u32,
 }
 
 fn default_open_invoices_max() -> u32 {
     5
+}
+
+fn default_attribution_window_hours() -> u32 {
+    72
+}
+
+impl Config {
+    /// The attribution window, in microseconds.
+    pub fn attribution_window_micros(&self) -> i64 {
+        i64::from(self.attribution_window_hours) * 3_600_000_000
+    }
 }
 
 /// API key names linked to the Telegram ids of the same admins.
@@ -152,6 +167,7 @@ impl Default for Config {
                 (id("pack_20"), pack(20, 180)),
                 (id("pack_50"), pack(50, 400)),
             ]),
+            attribution_window_hours: default_attribution_window_hours(),
             hold_ttl_seconds_min: 1,
             hold_ttl_seconds_max: 7 * DAY.as_secs(),
             refund_window: RefundWindow {

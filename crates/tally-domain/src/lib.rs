@@ -16,6 +16,7 @@
 //! pure function of its own state.
 
 pub mod account;
+pub mod campaign;
 pub mod codec;
 pub mod config;
 pub mod cycle;

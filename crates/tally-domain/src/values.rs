@@ -337,6 +337,12 @@ client_id!(
     "slot id"
 );
 client_id!(
+    /// An operator's campaign's id (see `campaign::check_campaign_id` for its
+    /// tighter form).
+    CampaignId,
+    "campaign id"
+);
+client_id!(
     /// A plan in the catalog, e.g. `basic`.
     PlanId,
     "plan id"

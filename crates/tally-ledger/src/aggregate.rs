@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tally_domain::account::{
     self, Account, AccountCommand, AccountEvent, AccountStatus, Context, Hold,
 };
+use tally_domain::campaign::{self, Campaign, CampaignCommand, CampaignEvent};
 use tally_domain::payment::{self, Payment, PaymentCommand, PaymentEvent};
 use tally_domain::refund::{self, RefundCommand, RefundEvent, RefundRequest};
 use tally_domain::slot::{self, Slot, SlotCommand, SlotConfig, SlotEvent};
@@ -436,5 +437,40 @@ impl Aggregate for Slots {
             config: state.config.clone(),
             attempt,
         }
+    }
+}
+
+/// The operator's campaigns (`campaign-<campaign id>`): definitions and clicks.
+pub struct Campaigns;
+
+impl Aggregate for Campaigns {
+    type Key = tally_domain::values::CampaignId;
+    type State = Campaign;
+    type Command = CampaignCommand;
+    type Event = CampaignEvent;
+    type View = Campaign;
+
+    const STREAM_PREFIX: &'static str = "campaign";
+
+    fn initial(_: &tally_domain::values::CampaignId) -> Campaign {
+        Campaign::default()
+    }
+
+    fn decide(
+        state: &Campaign,
+        command: &CampaignCommand,
+        _past: &[(CampaignEvent, DateTime<Utc>)],
+        _now: DateTime<Utc>,
+        _config: &Config,
+    ) -> Result<Vec<CampaignEvent>, DomainError> {
+        campaign::decide(state, command)
+    }
+
+    fn evolve(state: Campaign, event: &CampaignEvent, _: DateTime<Utc>) -> Campaign {
+        campaign::evolve(state, event)
+    }
+
+    fn view(state: &Campaign, _: &CampaignCommand) -> Campaign {
+        state.clone()
     }
 }

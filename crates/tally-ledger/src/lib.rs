@@ -58,7 +58,7 @@ use tally_store::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-pub use aggregate::{Accounts, Aggregate, Payments, Refunds, Slots, Subscriptions};
+pub use aggregate::{Accounts, Aggregate, Campaigns, Payments, Refunds, Slots, Subscriptions};
 pub use clock::Clock;
 pub use idempotency::event_id;
 use idempotency::*;
@@ -211,6 +211,8 @@ pub struct Ledgers {
     pub refunds: Ledger<Refunds>,
     /// Ad slots.
     pub slots: Ledger<Slots>,
+    /// The operator's campaigns.
+    pub campaigns: Ledger<Campaigns>,
 }
 
 impl Ledgers {
@@ -227,7 +229,8 @@ impl Ledgers {
             payments: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
             subscriptions: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
             refunds: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
-            slots: Ledger::with_clock(store, config, clock),
+            slots: Ledger::with_clock(store.clone(), config.clone(), clock.clone()),
+            campaigns: Ledger::with_clock(store, config, clock),
         }
     }
 
@@ -254,6 +257,7 @@ impl Ledgers {
             + self.subscriptions.retries()
             + self.refunds.retries()
             + self.slots.retries()
+            + self.campaigns.retries()
     }
 
     /// Batches re-decided because the log had moved past a worker's state, all kinds.
@@ -263,6 +267,7 @@ impl Ledgers {
             + self.subscriptions.refreshes()
             + self.refunds.refreshes()
             + self.slots.refreshes()
+            + self.campaigns.refreshes()
     }
 }
 

@@ -176,3 +176,39 @@ pub async fn fulfil_payment(
         }
     }
 }
+
+/// Defines (or redefines) an operator's campaign and configures the slot that posts
+/// each of its posts (`campaign::post_slot_id`). Each step is idempotent (the same
+/// definition again is a no-op), so a definition cut short is completed by applying
+/// it again; a post dropped from the rotation keeps its slot, which the poster no
+/// longer reaches.
+pub async fn define_campaign(
+    ledgers: &crate::Ledgers,
+    id: &str,
+    def: tally_domain::campaign::CampaignDef,
+    metadata: Metadata,
+) -> Result<(), LedgerError> {
+    use tally_domain::campaign::{self, CampaignCommand};
+    use tally_domain::slot::SlotCommand;
+    use tally_domain::values::{CampaignId, SlotId};
+    campaign::check_campaign_id(id)?;
+    ledgers
+        .campaigns
+        .command(
+            CampaignId::new(id)?,
+            CampaignCommand::Define(def.clone()),
+            metadata.clone(),
+        )
+        .await?;
+    for post in &def.posts {
+        ledgers
+            .slots
+            .command(
+                SlotId::new(campaign::post_slot_id(id, &post.post_id))?,
+                SlotCommand::Configure(campaign::post_slot_config(id, &def, post)),
+                metadata.clone(),
+            )
+            .await?;
+    }
+    Ok(())
+}

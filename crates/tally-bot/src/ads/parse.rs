@@ -23,6 +23,7 @@ pub fn parse_content(text: &str) -> (String, Vec<LinkButton>) {
         buttons.push(LinkButton {
             label: label.trim().to_string(),
             url: url.to_string(),
+            callback: None,
         });
         lines.pop();
     }
@@ -92,11 +93,13 @@ mod tests {
             vec![
                 LinkButton {
                     label: "Order".into(),
-                    url: "https://bread.example/order".into()
+                    url: "https://bread.example/order".into(),
+                    callback: None,
                 },
                 LinkButton {
                     label: "Map".into(),
-                    url: "https://maps.example/x".into()
+                    url: "https://maps.example/x".into(),
+                    callback: None,
                 },
             ]
         );

@@ -15,6 +15,7 @@ use crate::TgBot;
 pub(super) async fn post(
     bot: &TgBot,
     paid: bool,
+    username: &str,
     config: &SlotConfig,
     destination: Destination,
 ) -> Result<Message, teloxide::RequestError> {
@@ -22,7 +23,7 @@ pub(super) async fn post(
     let thread = destination
         .topic_id
         .map(|topic| ThreadId(MessageId(i32::try_from(topic).unwrap_or(i32::MAX))));
-    let keyboard = link_keyboard(&config.buttons);
+    let keyboard = link_keyboard(&config.buttons, username);
     match &config.photo {
         Some(photo) => {
             let file = match url::Url::parse(photo) {
@@ -57,12 +58,19 @@ pub(super) async fn post(
     }
 }
 
-/// The ad's link buttons, one per row (none: no keyboard).
-fn link_keyboard(buttons: &[LinkButton]) -> Option<InlineKeyboardMarkup> {
+/// The ad's buttons, one per row (none: no keyboard): links, or a campaign's
+/// callback buttons; `{bot}` in a link is the bot's `username`.
+fn link_keyboard(buttons: &[LinkButton], username: &str) -> Option<InlineKeyboardMarkup> {
     let rows: Vec<Vec<InlineKeyboardButton>> = buttons
         .iter()
         .filter_map(|b| {
-            let url = url::Url::parse(&b.url).ok()?;
+            if let Some(data) = &b.callback {
+                return Some(vec![InlineKeyboardButton::callback(
+                    b.label.clone(),
+                    data.clone(),
+                )]);
+            }
+            let url = url::Url::parse(&b.url.replace("{bot}", username)).ok()?;
             Some(vec![InlineKeyboardButton::url(b.label.clone(), url)])
         })
         .collect();

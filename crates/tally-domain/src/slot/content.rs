@@ -25,6 +25,10 @@ pub struct LinkButton {
     pub label: String,
     /// Where it goes: `https://…`, `http://…` or `tg://…`.
     pub url: String,
+    /// A callback button instead (a campaign's attributed call to action): the data
+    /// the press carries (at most 64 bytes); `url` is where the user is then sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
 }
 
 /// Checks what an ad shows: its text (a caption's length with a photo), photo id and
@@ -82,6 +86,14 @@ pub fn check_content(config: &SlotConfig) -> Result<(), DomainError> {
             )));
         }
         crate::values::check_text_chars("button link", &button.url)?;
+        if let Some(data) = &button.callback
+            && (data.is_empty() || data.len() > 64)
+        {
+            return Err(DomainError::Validation(format!(
+                "button {:?}: callback data must be 1 to 64 bytes",
+                button.label
+            )));
+        }
     }
     Ok(())
 }
