@@ -1578,14 +1578,20 @@ async fn a_plan_and_a_slot(stack: &Stack, user: i64, slot: &str) -> Vec<Destinat
     destinations
 }
 
+/// A poster as `tally serve` makes one, paced for tests (the fake has no limits).
 fn poster(stack: &Stack) -> tally_bot::poster::Poster {
-    tally_bot::poster::Poster::with_default_cycle(
+    tally_bot::poster::Poster::new(
         Arc::new(tally_bot::Context::new(
             stack.ledgers.clone(),
             stack.projector.clone(),
             HashSet::new(),
         )),
-        tally_bot::client(&bot_settings(&stack.fake)),
+        tally_bot::poster::client(&bot_settings(&stack.fake)),
+        tally_bot::poster::PosterSettings {
+            per_second: 1_000,
+            chat_gap: Duration::from_millis(10),
+            ..tally_bot::poster::PosterSettings::default()
+        },
     )
 }
 

@@ -36,6 +36,10 @@ pub enum BenchCommand {
     /// The HTTP API over loopback keep-alive connections: 1,000 accounts funded by
     /// admin grants, then hold + partial capture pairs.
     Http(crate::bench_http::HttpArgs),
+    /// The poster: one cycle of ad slots through a fake Bot API that enforces
+    /// Telegram's limits (answering 429 beyond them): posts/s against the 30/s
+    /// per-bot limit, 429s received, CPU time per post.
+    Poster(crate::bench_poster::PosterArgs),
 }
 
 /// The backend to measure.
@@ -94,6 +98,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Load(args) => crate::bench_commands::load(args).await,
         BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
         BenchCommand::Http(args) => crate::bench_http::run(args).await,
+        BenchCommand::Poster(args) => crate::bench_poster::run(args).await,
     }
 }
 

@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod bench_commands;
 mod bench_http;
+mod bench_poster;
 mod bench_projections;
 mod events;
 mod progress;

@@ -92,6 +92,28 @@ fn bench_append_on_sqlite_prints_one_json_line() {
     assert_eq!(report["events_per_sec"], report["appends_per_sec"]);
 }
 
+/// `tally bench poster`: one cycle through the fake Bot API, every post made, one
+/// JSON line with the figures.
+#[test]
+fn bench_poster_posts_every_destination_and_reports() {
+    let out = tally(&["bench", "poster", "--slots", "3", "--destinations", "2"]);
+    assert!(out.status.success(), "bench failed: {}", stderr(&out));
+    let text = stdout(&out);
+    let report: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(report["posts"], 6, "{report}");
+    for key in [
+        "posts_per_sec",
+        "fraction_of_limit",
+        "rate_limited_429s",
+        "cpu_ms_per_post",
+    ] {
+        assert!(report[key].is_number(), "{key} in {report}");
+    }
+    let out = tally(&["bench", "poster", "--slots", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--slots must be between 1 and 10000"));
+}
+
 #[test]
 fn bench_refuses_nonsense_settings() {
     let out = tally(&["bench", "append", "--writers", "0", "--seconds", "1"]);

@@ -188,7 +188,8 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
             projector.clone(),
             bot.admin_ids.clone(),
         ));
-        let poster = tally_bot::poster::Poster::new(context, tally_bot::client(bot), *pacing);
+        let poster =
+            tally_bot::poster::Poster::new(context, tally_bot::poster::client(bot), *pacing);
         let stopped = stopped.clone();
         tasks.push((
             "poster",

@@ -39,6 +39,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use tally_domain::cycle::{self, CYCLE_SECONDS_DEFAULT};
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotCoverage};
 use tally_domain::values::SlotId;
@@ -49,11 +51,16 @@ use teloxide::prelude::Requester;
 use crate::post_errors::{PostError, classify};
 
 mod send;
-use crate::{BotError, Context, TgBot};
+use crate::{BotError, Context, Settings};
+use teloxide::Bot;
 
 /// Most attempts at one destination in one cycle (then the failure stands until the
 /// next cycle).
 pub const ATTEMPTS_PER_CYCLE_MAX: u32 = 5;
+
+/// Most posts in flight at once in a pass (the throttle holds them to Telegram's
+/// limits; more in flight only queue there).
+pub const IN_FLIGHT: usize = 24;
 
 /// Most due slots read per page.
 const DUE_PAGE: i64 = 100;
@@ -100,7 +107,16 @@ pub struct PosterSettings {
     /// Posts may use Telegram's paid broadcasts (`allow_paid_broadcast`: up to 1000
     /// messages/s, paid in Stars from the bot's balance) for large cycles.
     pub allow_paid_broadcast: bool,
+    /// Posts per second at most, sent evenly spaced (Telegram allows a bot about 30
+    /// messages/s; evenly spaced sends arrive within it even when the network bunches
+    /// them a little, where bursts of 30 do not).
+    pub per_second: u32,
+    /// Least time between two posts to one chat ([`CHAT_GAP`] by default).
+    pub chat_gap: Duration,
 }
+
+/// Posts per second by default: Telegram's 30/s per bot, less a margin.
+pub const PER_SECOND_DEFAULT: u32 = 28;
 
 impl PosterSettings {
     /// Cycles of `cycle_seconds`, posts spread over the whole cycle, no paid
@@ -111,6 +127,8 @@ impl PosterSettings {
             cycle_seconds,
             spread_seconds: cycle_seconds,
             allow_paid_broadcast: false,
+            per_second: PER_SECOND_DEFAULT,
+            chat_gap: CHAT_GAP,
         }
     }
 }
@@ -124,9 +142,36 @@ impl Default for PosterSettings {
 /// The poster.
 pub struct Poster {
     context: Arc<Context>,
-    bot: TgBot,
+    bot: Bot,
     settings: PosterSettings,
     username: std::sync::OnceLock<String>,
+    /// When the next posts may leave: overall and per chat.
+    pacing: tokio::sync::Mutex<Pacing>,
+}
+
+/// The poster's own pacing within Telegram's limits (it does not go through the
+/// bot's throttle, which releases requests in bursts every quarter second: evenly
+/// spaced sends stay within a per-second limit wherever the second is cut).
+#[derive(Default)]
+struct Pacing {
+    /// The next overall send slot.
+    next: Option<tokio::time::Instant>,
+    /// The earliest next send per chat.
+    chats: std::collections::HashMap<i64, tokio::time::Instant>,
+}
+
+/// Least time between two posts to one chat by default: Telegram allows about 1
+/// message/s per chat and 20/min per group, so 3 s keeps within both.
+pub const CHAT_GAP: Duration = Duration::from_secs(3);
+
+/// The bot client the poster sends with: Telegram's API (at `settings.api_url`),
+/// without the throttle (the poster paces itself).
+pub fn client(settings: &Settings) -> Bot {
+    let bot = Bot::new(&settings.token);
+    match &settings.api_url {
+        Some(url) => bot.set_api_url(url.clone()),
+        None => bot,
+    }
 }
 
 fn metadata() -> Metadata {
@@ -135,7 +180,7 @@ fn metadata() -> Metadata {
 
 impl Poster {
     /// A poster sending through `bot`, paced as `settings` say.
-    pub fn new(context: Arc<Context>, bot: TgBot, settings: PosterSettings) -> Self {
+    pub fn new(context: Arc<Context>, bot: Bot, settings: PosterSettings) -> Self {
         let cycle_seconds = settings.cycle_seconds.max(cycle::CYCLE_SECONDS_MIN);
         Self {
             context,
@@ -146,11 +191,12 @@ impl Poster {
                 ..settings
             },
             username: std::sync::OnceLock::new(),
+            pacing: tokio::sync::Mutex::new(Pacing::default()),
         }
     }
 
     /// A poster with the default cycle.
-    pub fn with_default_cycle(context: Arc<Context>, bot: TgBot) -> Self {
+    pub fn with_default_cycle(context: Arc<Context>, bot: Bot) -> Self {
         Self::new(context, bot, PosterSettings::default())
     }
 
@@ -213,24 +259,32 @@ impl Poster {
             }
         }
         let n = posts.len() as u64;
-        for (k, (slot_id, destination)) in posts.into_iter().enumerate() {
-            if spread {
-                let at = cycle::send_at(
-                    cycle,
-                    self.settings.cycle_seconds,
-                    self.settings.spread_seconds,
-                    k as u64,
-                    n,
-                );
-                let wait = (at - self.context.ledgers.now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::time::sleep(wait).await;
-            }
-            let slot_id = SlotId::new(slot_id)?;
-            let posted = self
-                .post_one(&slot_id, destination, cycle, &mut report)
-                .await?;
+        // Up to IN_FLIGHT posts at once (each waits for its time, then for the
+        // throttle's leave: Telegram's limits, not a queue of one, set the pace).
+        let mut results = futures::stream::iter(posts.into_iter().enumerate())
+            .map(|(k, (slot_id, destination))| async move {
+                if spread {
+                    let at = cycle::send_at(
+                        cycle,
+                        self.settings.cycle_seconds,
+                        self.settings.spread_seconds,
+                        k as u64,
+                        n,
+                    );
+                    let wait = (at - self.context.ledgers.now())
+                        .to_std()
+                        .unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                let slot_id = SlotId::new(slot_id)?;
+                self.post_one(&slot_id, destination, cycle).await
+            })
+            .buffer_unordered(IN_FLIGHT);
+        let mut done = 0u64;
+        while let Some(result) = results.next().await {
+            let (posted, waited) = result?;
+            report.waited += waited;
+            done += 1;
             let outcome = match posted {
                 Posted::Yes => {
                     report.posted += 1;
@@ -250,8 +304,7 @@ impl Poster {
                 }
             };
             metrics::counter!("tally_poster_destinations_total", "outcome" => outcome).increment(1);
-            metrics::gauge!("tally_poster_cycle_progress_ratio")
-                .set((k + 1) as f64 / n.max(1) as f64);
+            metrics::gauge!("tally_poster_cycle_progress_ratio").set(done as f64 / n.max(1) as f64);
         }
         metrics::gauge!("tally_poster_cycle").set(cycle as f64);
         Ok(report)
@@ -265,15 +318,15 @@ impl Poster {
         slot_id: &SlotId,
         destination: Destination,
         cycle: u64,
-        report: &mut CycleReport,
-    ) -> Result<Posted, BotError> {
+    ) -> Result<(Posted, u64), BotError> {
+        let mut waited = 0;
         let slots = &self.context.ledgers.slots;
         let mut backoff = Duration::from_millis(200);
         let mut destination = destination;
         loop {
             let loaded = slots.load(slot_id).await?;
             if loaded.state.paused.contains_key(&destination) {
-                return Ok(Posted::Skipped);
+                return Ok((Posted::Skipped, waited));
             }
             let number = loaded
                 .state
@@ -283,7 +336,7 @@ impl Poster {
                 .unwrap_or(0)
                 + 1;
             if number > ATTEMPTS_PER_CYCLE_MAX {
-                return Ok(Posted::Failed);
+                return Ok((Posted::Failed, waited));
             }
             let attempt_id = cycle::attempt_id(cycle, &destination, number);
             let started = slots
@@ -303,7 +356,7 @@ impl Poster {
                 Ok(outcome) if !outcome.replayed => {}
                 // Started before (by this poster before a crash, or another): its
                 // outcome is unknown, so it is not sent again this cycle.
-                Ok(_) => return Ok(Posted::Skipped),
+                Ok(_) => return Ok((Posted::Skipped, waited)),
                 Err(error)
                     if matches!(
                         error.code(),
@@ -311,14 +364,15 @@ impl Poster {
                     ) =>
                 {
                     tracing::debug!(%slot_id, %destination, cycle, %error, "not posted");
-                    return Ok(Posted::Skipped);
+                    return Ok((Posted::Skipped, waited));
                 }
                 Err(error) => return Err(error.into()),
             }
             let Some(config) = loaded.state.config.as_ref() else {
-                return Ok(Posted::Skipped);
+                return Ok((Posted::Skipped, waited));
             };
             let username = self.username().await;
+            self.pace(destination.chat_id).await;
             let sent = send::post(
                 &self.bot,
                 self.settings.allow_paid_broadcast,
@@ -369,13 +423,13 @@ impl Poster {
             )
             .increment(1);
             match failure {
-                None => return Ok(Posted::Yes),
+                None => return Ok((Posted::Yes, waited)),
                 Some(PostError::Unknown) => {
                     tracing::warn!(%slot_id, %destination, "no answer from Telegram; not sent again this cycle");
-                    return Ok(Posted::Unknown);
+                    return Ok((Posted::Unknown, waited));
                 }
                 Some(PostError::RetryAfter(wait)) if wait <= RETRY_AFTER_MAX => {
-                    report.waited += 1;
+                    waited += 1;
                     metrics::counter!("tally_poster_retry_after_waits_total").increment(1);
                     tracing::info!(%slot_id, %destination, ?wait, "Telegram asks to wait");
                     tokio::time::sleep(wait).await;
@@ -423,14 +477,33 @@ impl Poster {
                             metadata: metadata(),
                         })
                         .await?;
-                    return Ok(Posted::Failed);
+                    return Ok((Posted::Failed, waited));
                 }
                 Some(other) => {
                     tracing::warn!(%slot_id, %destination, kind = other.kind(), "post failed");
-                    return Ok(Posted::Failed);
+                    return Ok((Posted::Failed, waited));
                 }
             }
         }
+    }
+
+    /// Waits for this post's turn: posts leave evenly spaced, at most `per_second`,
+    /// and at most one per `chat_gap` to a chat.
+    async fn pace(&self, chat: i64) {
+        let gap = Duration::from_secs(1) / self.settings.per_second.max(1);
+        let at = {
+            let mut pacing = self.pacing.lock().await;
+            let now = tokio::time::Instant::now();
+            let slot = pacing.next.map_or(now, |next| next.max(now));
+            pacing.next = Some(slot + gap);
+            let at = pacing.chats.get(&chat).map_or(slot, |free| slot.max(*free));
+            if pacing.chats.len() > 100_000 {
+                pacing.chats.retain(|_, free| *free > now);
+            }
+            pacing.chats.insert(chat, at + self.settings.chat_gap);
+            at
+        };
+        tokio::time::sleep_until(at).await;
     }
 
     /// The bot's username (for deep links), asked of Telegram once.

@@ -8,12 +8,12 @@ use teloxide::types::{
     ChatId, FileId, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, MessageId, ThreadId,
 };
 
-use crate::TgBot;
+use teloxide::Bot;
 
 /// Sends one post: the photo with the content as its caption, or the text; the
 /// link buttons under it; in the forum topic, if any.
 pub(super) async fn post(
-    bot: &TgBot,
+    bot: &Bot,
     paid: bool,
     username: &str,
     config: &SlotConfig,
