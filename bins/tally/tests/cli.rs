@@ -688,6 +688,65 @@ log_format = "json"
     );
 }
 
+/// Campaigns in tally.toml: checked at start-up (a mistake named by its key, nothing
+/// started), defined in the ledger when the server starts, and not again by a second
+/// start.
+#[test]
+fn campaigns_in_tally_toml_are_checked_then_defined_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |post_id: &str| {
+        format!(
+            r#"
+database_url = "sqlite://./ledger.db"
+listen = "127.0.0.1:0"
+roles = "api"
+
+[campaigns.spring]
+name = "Spring baking"
+operator = 9001
+channels = [{{ chat_id = -1001234567890 }}]
+
+[[campaigns.spring.posts]]
+post_id = "{post_id}"
+content = "Learn to bake"
+buttons = [
+  {{ label = "Recipe", target = {{ url = "https://bake.example/recipe" }} }},
+  {{ label = "Try the bot", target = "start" }},
+]
+"#
+        )
+    };
+    std::fs::write(dir.path().join("tally.toml"), file("p-1")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env_remove("TALLY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("tally.toml campaigns.spring: post id \"p-1\""),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(dir.path().join("tally.toml"), file("p1")).unwrap();
+    for _ in 0..2 {
+        let (server, _) = serve_in(dir.path(), &[]);
+        terminate(server);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["events", "export", "--database-url", "sqlite://./ledger.db"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stdout(&out);
+    let count = |kind: &str| log.matches(&format!("\"{kind}\"")).count();
+    assert_eq!(count("campaign.defined"), 1, "{log}");
+    assert_eq!(count("slot.configured"), 1, "{log}");
+    assert!(log.contains("cmp.spring.p1"), "{log}");
+}
+
 #[test]
 fn the_bot_role_without_a_token_or_with_bad_admin_ids_is_refused_with_what_to_set() {
     let dir = tempfile::tempdir().unwrap();
