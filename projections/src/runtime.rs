@@ -15,11 +15,7 @@ use tally_store::{Backend, EventStore};
 
 use crate::events::Batch;
 use crate::sql::{copy_rows, execute};
-use crate::{
-    AccountsReadModel, CampaignsReadModel, DailyStatsReadModel, HoldsReadModel, PaymentsReadModel,
-    PostsReadModel, ProjectionError, RefundsReadModel, SubscriptionsReadModel,
-    TrialBalanceReadModel,
-};
+use crate::*;
 
 /// Connections of a projector's pool (a rebuild writes each projection on its own).
 const POOL_CONNECTIONS_MAX: u32 = 12;

@@ -93,8 +93,17 @@ impl FakeChat {
     }
 
     fn bot_member(&self) -> Value {
-        let mut member = json!({"user": bot_user(), "status": self.bot_status});
-        if self.bot_status == "administrator" {
+        bot_member(self.bot_status, self.can_post)
+    }
+}
+
+/// The bot as a chat member with `status` (`administrator`: with its rights, posting
+/// as `can_post` says).
+fn bot_member(status: &str, can_post: bool) -> Value {
+    let mut member = json!({"user": bot_user(), "status": status});
+    match status {
+        "kicked" => member["until_date"] = json!(0),
+        "administrator" => {
             for right in [
                 "can_be_edited",
                 "is_anonymous",
@@ -114,10 +123,11 @@ impl FakeChat {
             ] {
                 member[right] = json!(false);
             }
-            member["can_post_messages"] = json!(self.can_post);
+            member["can_post_messages"] = json!(can_post);
         }
-        member
+        _ => {}
     }
+    member
 }
 
 /// The fake server; dropped with the test's runtime.
@@ -592,36 +602,7 @@ pub fn successful_payment(
 /// `channel`, `supergroup`, `group`) went from `old` to `new` (`member`, `left`,
 /// `kicked`, `administrator`), by `by`.
 pub fn my_chat_member(by: &Value, chat: i64, kind: &str, old: &str, new: &str) -> Value {
-    let member = |status: &str| {
-        let mut member = json!({"user": bot_user(), "status": status});
-        match status {
-            "kicked" => member["until_date"] = json!(0),
-            "administrator" => {
-                for right in [
-                    "can_be_edited",
-                    "is_anonymous",
-                    "can_manage_chat",
-                    "can_delete_messages",
-                    "can_manage_video_chats",
-                    "can_restrict_members",
-                    "can_promote_members",
-                    "can_change_info",
-                    "can_invite_users",
-                    "can_edit_messages",
-                    "can_pin_messages",
-                    "can_post_stories",
-                    "can_edit_stories",
-                    "can_delete_stories",
-                    "can_manage_topics",
-                ] {
-                    member[right] = json!(false);
-                }
-                member["can_post_messages"] = json!(true);
-            }
-            _ => {}
-        }
-        member
-    };
+    let member = |status: &str| bot_member(status, true);
     json!({"my_chat_member": {
         "chat": {"id": chat, "type": kind, "title": format!("Chat {chat}")},
         "from": by,

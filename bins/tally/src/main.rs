@@ -9,6 +9,7 @@ mod bench_commands;
 mod bench_http;
 mod bench_poster;
 mod bench_projections;
+mod campaigns;
 mod events;
 mod progress;
 mod projections;

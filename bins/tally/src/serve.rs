@@ -122,7 +122,7 @@ struct File {
     post_paid_broadcast: Option<bool>,
     attribution_window_hours: Option<u32>,
     /// The operator's campaigns, by id (`[campaigns.<id>]`; tally.toml only).
-    campaigns: Option<std::collections::BTreeMap<String, tally_domain::campaign::CampaignDef>>,
+    campaigns: Option<crate::campaigns::FromFile>,
 }
 
 /// What a process runs.
@@ -194,7 +194,7 @@ pub struct Settings {
     pub posting: tally_bot::poster::PosterSettings,
     /// The attribution window of campaign conversions, in hours.
     pub attribution_window_hours: u32,
-    /// The operator's campaigns from tally.toml, checked.
+    /// The operator's campaigns from tally.toml, checked (`crate::campaigns`).
     pub campaigns: Vec<(String, tally_domain::campaign::CampaignDef)>,
     /// API key names linked to admins' Telegram ids.
     pub admin_links: tally_domain::config::AdminLinks,
@@ -295,18 +295,7 @@ impl Settings {
             Some(hours) => hours,
             None => Config::default().attribution_window_hours,
         };
-        let mut campaigns = Vec::new();
-        for (id, def) in file.campaigns.clone().unwrap_or_default() {
-            tally_domain::campaign::check_campaign_id(&id)
-                .and_then(|()| {
-                    tally_domain::campaign::decide(
-                        &Default::default(),
-                        &tally_domain::campaign::CampaignCommand::Define(def.clone()),
-                    )
-                })
-                .map_err(|e| anyhow::anyhow!("tally.toml campaigns.{id}: {e}"))?;
-            campaigns.push((id, def));
-        }
+        let campaigns = crate::campaigns::check(file.campaigns.clone().unwrap_or_default())?;
         let mut posting = tally_bot::poster::PosterSettings::new(cycle_seconds);
         match args.post_spread_seconds.or(file.post_spread_seconds) {
             Some(seconds) if seconds > cycle_seconds => bail!(
@@ -382,8 +371,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let url = settings.database_url.clone();
-    let settings_campaigns = settings.campaigns.clone();
+    let (url, settings_campaigns) = (settings.database_url.clone(), settings.campaigns.clone());
     let app = tally_app::App {
         database_url: settings.database_url,
         roles: tally_app::Roles {
@@ -407,17 +395,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         clock: tally_ledger::Clock::system(),
     };
     let running = tally_app::start(app, listener).await?;
-    // The operator's campaigns, as tally.toml defines them (the same again: nothing).
-    for (id, def) in &settings_campaigns {
-        tally_ledger::workflows::define_campaign(
-            &running.ledgers,
-            id,
-            def.clone(),
-            tally_store::Metadata::by(tally_store::Actor::system("tally.toml")),
-        )
-        .await
-        .with_context(|| format!("defining campaign {id} from tally.toml"))?;
-    }
+    crate::campaigns::define(&running.ledgers, &settings_campaigns).await?;
     // Whoever started the server may have stopped reading its output: a closed
     // stdout must not take the server down with it.
     if let Some(address) = running.addr {

@@ -205,7 +205,8 @@ fn projections_status_catch_up_and_rebuild_run_on_sqlite() {
             "subscriptions",
             "posts",
             "refunds",
-            "daily_stats"
+            "daily_stats",
+            "campaigns"
         ]
     );
     assert!(

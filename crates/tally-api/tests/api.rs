@@ -1284,6 +1284,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/refunds/{refund_id}/approve", Needs::Admin),
     ("POST", "/v1/refunds/{refund_id}/reject", Needs::Admin),
     ("GET", "/v1/admin/stats", Needs::Admin),
+    ("GET", "/v1/admin/campaigns", Needs::Admin),
     ("GET", "/v1/admin/payments/duplicate-charges", Needs::Admin),
     ("GET", "/v1/audit/accounts/{user_id}/replay", Needs::Auditor),
     ("GET", "/v1/audit/verify", Needs::Auditor),

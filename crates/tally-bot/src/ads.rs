@@ -154,8 +154,7 @@ async fn plan_and_active(context: &Context, who: &Who) -> Result<(usize, Vec<Str
         true => subscription.state.slots as usize,
         false => 0,
     };
-    let head = context.store.head_position().await?;
-    context.wait_for_read_model("posts", head).await;
+    context.read_model_current("posts").await?;
     let active = tally_projections::slots_of_owner(context.pool(), who.user).await?;
     Ok((slots, active))
 }
@@ -474,8 +473,7 @@ pub(crate) async fn pause_beyond_plan(
     slots: u32,
     admin: i64,
 ) -> Result<usize, BotError> {
-    let head = context.store.head_position().await?;
-    context.wait_for_read_model("posts", head).await;
+    context.read_model_current("posts").await?;
     let active = tally_projections::slots_of_owner(context.pool(), user).await?;
     let beyond: Vec<String> = active.into_iter().skip(slots as usize).collect();
     for slot in &beyond {

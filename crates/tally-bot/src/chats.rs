@@ -72,8 +72,7 @@ pub async fn on_my_chat_member(
         reason = refusal.reason(),
         "the bot may no longer post in a chat"
     );
-    let head = context.store.head_position().await?;
-    context.wait_for_read_model("posts", head).await;
+    context.read_model_current("posts").await?;
     let destinations = tally_projections::slots_posting_to(context.pool(), chat).await?;
     let by = Actor::new(ActorKind::System, "telegram");
     for (slot_id, topic_id) in destinations {

@@ -18,6 +18,8 @@ use crate::{MAINTENANCE_STREAM, Maintenance, TgBot};
 
 /// How long a read waits for a read model to include the user's own last write.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(3);
+/// How long a decision waits for a read model to reach the log's head.
+pub const CURRENT_WAIT: Duration = Duration::from_secs(30);
 /// Most refund dialogues waiting for a reason at once (older ones are dropped).
 pub const PENDING_REFUNDS_MAX: usize = 10_000;
 
@@ -179,6 +181,25 @@ impl Context {
         {
             tracing::warn!(error = %e, projection, position, "reading a lagging read model");
         }
+    }
+
+    /// Waits until `projection` includes the log as it stands now; a decision that
+    /// reads it (which slots a user has, which slots post to a chat) is not taken on
+    /// a copy that may be behind: after [`CURRENT_WAIT`] it fails instead (nothing
+    /// done, the user told to retry).
+    pub(crate) async fn read_model_current(&self, projection: &str) -> Result<(), BotError> {
+        let head = self.store.last_position().await?;
+        if head == 0 {
+            return Ok(());
+        }
+        self.projector
+            .wait_for(projection, head, CURRENT_WAIT)
+            .await
+            .map_err(|e| {
+                BotError::Internal(format!(
+                    "read model {projection} is behind the log ({e}); nothing was done"
+                ))
+            })
     }
 
     /// Reads the maintenance switches appended since the last read.

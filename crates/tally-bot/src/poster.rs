@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use tally_domain::cycle::{self, CYCLE_SECONDS_DEFAULT};
+use tally_domain::cycle;
 use tally_domain::slot::{Attempt, Destination, Outcome, SlotCommand, SlotCoverage};
 use tally_domain::values::SlotId;
 use tally_ledger::Request;
@@ -50,8 +50,13 @@ use teloxide::prelude::Requester;
 
 use crate::post_errors::{PostError, classify};
 
+mod due;
+mod pace;
 mod send;
-use crate::{BotError, Context, Settings};
+
+use crate::{BotError, Context};
+use pace::Pacing;
+pub use pace::{CHAT_GAP, PER_SECOND_DEFAULT, PosterSettings, client};
 use teloxide::Bot;
 
 /// Most attempts at one destination in one cycle (then the failure stands until the
@@ -61,9 +66,6 @@ pub const ATTEMPTS_PER_CYCLE_MAX: u32 = 5;
 /// Most posts in flight at once in a pass (the throttle holds them to Telegram's
 /// limits; more in flight only queue there).
 pub const IN_FLIGHT: usize = 24;
-
-/// Most due slots read per page.
-const DUE_PAGE: i64 = 100;
 
 /// How often the poster looks again for due slots (slots configured or paid during a
 /// cycle are due in it too).
@@ -96,49 +98,6 @@ enum Posted {
     Unknown,
 }
 
-/// How the poster paces its cycles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PosterSettings {
-    /// Seconds per cycle (at least [`cycle::CYCLE_SECONDS_MIN`]).
-    pub cycle_seconds: u64,
-    /// The posts of a cycle are spread over its first this many seconds (at most the
-    /// cycle; 0: as fast as Telegram's limits allow).
-    pub spread_seconds: u64,
-    /// Posts may use Telegram's paid broadcasts (`allow_paid_broadcast`: up to 1000
-    /// messages/s, paid in Stars from the bot's balance) for large cycles.
-    pub allow_paid_broadcast: bool,
-    /// Posts per second at most, sent evenly spaced (Telegram allows a bot about 30
-    /// messages/s; evenly spaced sends arrive within it even when the network bunches
-    /// them a little, where bursts of 30 do not).
-    pub per_second: u32,
-    /// Least time between two posts to one chat ([`CHAT_GAP`] by default).
-    pub chat_gap: Duration,
-}
-
-/// Posts per second by default: Telegram's 30/s per bot, less a margin.
-pub const PER_SECOND_DEFAULT: u32 = 28;
-
-impl PosterSettings {
-    /// Cycles of `cycle_seconds`, posts spread over the whole cycle, no paid
-    /// broadcasts.
-    pub fn new(cycle_seconds: u64) -> Self {
-        let cycle_seconds = cycle_seconds.max(cycle::CYCLE_SECONDS_MIN);
-        Self {
-            cycle_seconds,
-            spread_seconds: cycle_seconds,
-            allow_paid_broadcast: false,
-            per_second: PER_SECOND_DEFAULT,
-            chat_gap: CHAT_GAP,
-        }
-    }
-}
-
-impl Default for PosterSettings {
-    fn default() -> Self {
-        Self::new(CYCLE_SECONDS_DEFAULT)
-    }
-}
-
 /// The poster.
 pub struct Poster {
     context: Arc<Context>,
@@ -147,31 +106,6 @@ pub struct Poster {
     username: std::sync::OnceLock<String>,
     /// When the next posts may leave: overall and per chat.
     pacing: tokio::sync::Mutex<Pacing>,
-}
-
-/// The poster's own pacing within Telegram's limits (it does not go through the
-/// bot's throttle, which releases requests in bursts every quarter second: evenly
-/// spaced sends stay within a per-second limit wherever the second is cut).
-#[derive(Default)]
-struct Pacing {
-    /// The next overall send slot.
-    next: Option<tokio::time::Instant>,
-    /// The earliest next send per chat.
-    chats: std::collections::HashMap<i64, tokio::time::Instant>,
-}
-
-/// Least time between two posts to one chat by default: Telegram allows about 1
-/// message/s per chat and 20/min per group, so 3 s keeps within both.
-pub const CHAT_GAP: Duration = Duration::from_secs(3);
-
-/// The bot client the poster sends with: Telegram's API (at `settings.api_url`),
-/// without the throttle (the poster paces itself).
-pub fn client(settings: &Settings) -> Bot {
-    let bot = Bot::new(&settings.token);
-    match &settings.api_url {
-        Some(url) => bot.set_api_url(url.clone()),
-        None => bot,
-    }
 }
 
 fn metadata() -> Metadata {
@@ -205,62 +139,10 @@ impl Poster {
     /// without, they go at once (tests, catching up).
     pub async fn post_cycle(&self, cycle: u64, spread: bool) -> Result<CycleReport, BotError> {
         let mut report = CycleReport::default();
-        let now = self.context.ledgers.now();
-        let mut after = String::new();
-        let mut due = Vec::new();
-        loop {
-            let page = tally_projections::due_slots(
-                self.context.pool(),
-                now.timestamp_micros(),
-                i64::try_from(cycle).unwrap_or(i64::MAX),
-                &after,
-                DUE_PAGE,
-            )
-            .await?;
-            let Some(last) = page.last() else { break };
-            after = last.slot_id.clone();
-            let full = page.len() as i64 == DUE_PAGE;
-            due.extend(page);
-            if !full {
-                break;
-            }
-        }
-        let posts: Vec<(String, Destination)> = due
-            .into_iter()
-            .flat_map(|slot| {
-                slot.destinations
-                    .into_iter()
-                    .map(move |(chat_id, topic_id)| {
-                        (slot.slot_id.clone(), Destination { chat_id, topic_id })
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut posts = posts;
-        // The operator's campaigns: the rotation's post for this cycle, to each of the
-        // campaign's channels (not posted there in the cycle yet).
-        for (_, rotation) in tally_projections::campaign_rotations(self.context.pool()).await? {
-            let Some(slot_id) = rotation.get((cycle % rotation.len().max(1) as u64) as usize)
-            else {
-                continue;
-            };
-            let slot = self
-                .context
-                .ledgers
-                .slots
-                .load(&SlotId::new(slot_id.clone())?)
-                .await?
-                .state;
-            let Some(config) = slot.config else { continue };
-            for destination in config.destinations {
-                if !slot.posted.contains(&(cycle, destination)) {
-                    posts.push((slot_id.clone(), destination));
-                }
-            }
-        }
+        let posts = due::posts(&self.context, cycle).await?;
         let n = posts.len() as u64;
-        // Up to IN_FLIGHT posts at once (each waits for its time, then for the
-        // throttle's leave: Telegram's limits, not a queue of one, set the pace).
+        // Up to IN_FLIGHT posts at once (each waits for its time, then for its turn
+        // in the pacing: Telegram's limits, not a queue of one, set the pace).
         let mut results = futures::stream::iter(posts.into_iter().enumerate())
             .map(|(k, (slot_id, destination))| async move {
                 if spread {
@@ -490,19 +372,7 @@ impl Poster {
     /// Waits for this post's turn: posts leave evenly spaced, at most `per_second`,
     /// and at most one per `chat_gap` to a chat.
     async fn pace(&self, chat: i64) {
-        let gap = Duration::from_secs(1) / self.settings.per_second.max(1);
-        let at = {
-            let mut pacing = self.pacing.lock().await;
-            let now = tokio::time::Instant::now();
-            let slot = pacing.next.map_or(now, |next| next.max(now));
-            pacing.next = Some(slot + gap);
-            let at = pacing.chats.get(&chat).map_or(slot, |free| slot.max(*free));
-            if pacing.chats.len() > 100_000 {
-                pacing.chats.retain(|_, free| *free > now);
-            }
-            pacing.chats.insert(chat, at + self.settings.chat_gap);
-            at
-        };
+        let at = self.pacing.lock().await.turn(chat, &self.settings);
         tokio::time::sleep_until(at).await;
     }
 

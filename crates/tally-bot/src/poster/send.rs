@@ -24,37 +24,31 @@ pub(super) async fn post(
         .topic_id
         .map(|topic| ThreadId(MessageId(i32::try_from(topic).unwrap_or(i32::MAX))));
     let keyboard = link_keyboard(&config.buttons, username);
+    // The same options on either request.
+    macro_rules! with_options {
+        ($send:expr) => {{
+            let mut send = $send;
+            if let Some(thread) = thread {
+                send = send.message_thread_id(thread);
+            }
+            if let Some(keyboard) = keyboard {
+                send = send.reply_markup(keyboard);
+            }
+            if paid {
+                send = send.allow_paid_broadcast(true);
+            }
+            send.await
+        }};
+    }
     match &config.photo {
         Some(photo) => {
             let file = match url::Url::parse(photo) {
                 Ok(url) if url.scheme() == "https" || url.scheme() == "http" => InputFile::url(url),
                 _ => InputFile::file_id(FileId(photo.clone())),
             };
-            let mut send = bot.send_photo(chat, file).caption(config.content.clone());
-            if let Some(thread) = thread {
-                send = send.message_thread_id(thread);
-            }
-            if let Some(keyboard) = keyboard {
-                send = send.reply_markup(keyboard);
-            }
-            if paid {
-                send = send.allow_paid_broadcast(true);
-            }
-            send.await
+            with_options!(bot.send_photo(chat, file).caption(config.content.clone()))
         }
-        None => {
-            let mut send = bot.send_message(chat, config.content.clone());
-            if let Some(thread) = thread {
-                send = send.message_thread_id(thread);
-            }
-            if let Some(keyboard) = keyboard {
-                send = send.reply_markup(keyboard);
-            }
-            if paid {
-                send = send.allow_paid_broadcast(true);
-            }
-            send.await
-        }
+        None => with_options!(bot.send_message(chat, config.content.clone())),
     }
 }
 
