@@ -297,6 +297,7 @@ tally_store::on_both_backends!(
     a_post_without_an_answer_is_not_sent_again_in_its_cycle,
     an_ad_is_made_in_the_chat_with_each_destination_checked_first,
     a_click_then_a_payment_is_the_campaign_posts_conversion,
+    a_closed_topic_is_paused_and_its_owner_told,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2457,5 +2458,66 @@ async fn a_click_then_a_payment_is_the_campaign_posts_conversion(stack: Stack) -
         ),
         "{said}"
     );
+    stack
+}
+
+/// Telegram's `TOPIC_CLOSED`: the destination is paused (no retry loop, nothing there
+/// next cycle), the attempt is on record as `topic_closed`, the owner is told what to
+/// fix; saving the ad again resumes it.
+async fn a_closed_topic_is_paused_and_its_owner_told(stack: Stack) -> Stack {
+    let destinations = a_plan_and_a_slot(&stack, 1_309, "ad-1309").await;
+    let topic = destinations[1];
+    stack.fake.fail_topic(
+        topic.chat_id,
+        17,
+        u32::MAX,
+        400,
+        "Bad Request: TOPIC_CLOSED",
+    );
+    let report = poster(&stack).post_cycle(11_000, false).await.unwrap();
+    assert_eq!((report.posted, report.failed), (1, 1), "{report:?}");
+    assert_eq!(sends_to(&stack, topic.chat_id).len(), 1, "no retry loop");
+    let paused: Vec<Value> = stack
+        .events_of("slot-ad-1309")
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "slot.destination_paused")
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    assert_eq!(paused[0]["reason"], "topic_closed");
+    let told = stack.fake.wait_texts(1_309, 1).await;
+    assert!(
+        told[0].contains("the forum topic is closed") && told[0].contains("reopen the topic"),
+        "{told:?}"
+    );
+    let next = poster(&stack).post_cycle(11_001, false).await.unwrap();
+    assert_eq!((next.posted, next.skipped), (1, 1), "{next:?}");
+    assert_eq!(sends_to(&stack, topic.chat_id).len(), 1, "paused");
+    // Saved again (the owner reopened the topic): posted there again.
+    let config = stack
+        .ledgers
+        .slots
+        .load(&SlotId::new("ad-1309".to_string()).unwrap())
+        .await
+        .unwrap()
+        .state
+        .config
+        .unwrap();
+    stack
+        .ledgers
+        .slots
+        .command(
+            SlotId::new("ad-1309".to_string()).unwrap(),
+            SlotCommand::Configure(config),
+            Metadata::by(Actor::system("test")),
+        )
+        .await
+        .unwrap();
+    stack
+        .fake
+        .fail_topic(topic.chat_id, 17, 0, 400, "Bad Request: TOPIC_CLOSED");
+    let resumed = poster(&stack).post_cycle(11_002, false).await.unwrap();
+    assert_eq!(resumed.posted, 2, "{resumed:?}");
     stack
 }

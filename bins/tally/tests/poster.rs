@@ -146,7 +146,9 @@ async fn scenario(url: &str) {
         assert_eq!(sends_to(&fake, chat), 1, "chat {chat}: {:?}", fake.calls());
     }
 
-    // On record: three posts succeeded, the silent channel's start has no outcome.
+    // On record: one start per channel; the silent channel's has no outcome; any
+    // other outcome recorded is a success (a poster killed between a send and its
+    // record leaves a start with no outcome, which is never sent again).
     let events = store
         .read_stream(&StreamId::new("slot-ad-4242").unwrap(), 1, 1_000)
         .await
@@ -165,8 +167,11 @@ async fn scenario(url: &str) {
         match chat == silent {
             true => assert!(attempted.is_empty(), "{attempted:?}"),
             false => {
-                assert_eq!(attempted.len(), 1, "chat {chat}: {attempted:?}");
-                assert_eq!(attempted[0]["outcome"], "succeeded");
+                assert!(attempted.len() <= 1, "chat {chat}: {attempted:?}");
+                assert!(
+                    attempted.iter().all(|a| a["outcome"] == "succeeded"),
+                    "chat {chat}: {attempted:?}"
+                );
             }
         }
     }

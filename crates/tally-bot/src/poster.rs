@@ -314,6 +314,9 @@ impl Poster {
                     waited += 1;
                     metrics::counter!("tally_poster_retry_after_waits_total").increment(1);
                     tracing::info!(%slot_id, %destination, ?wait, "Telegram asks to wait");
+                    // The bot is over a limit: no post of this poster leaves before the
+                    // wait is over (not only this one), so it never spins on 429s.
+                    self.pacing.lock().await.hold(wait);
                     tokio::time::sleep(wait).await;
                 }
                 Some(PostError::Transient) => {

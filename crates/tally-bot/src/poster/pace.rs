@@ -77,6 +77,12 @@ pub fn client(settings: &Settings) -> Bot {
 }
 
 impl Pacing {
+    /// No send before `wait` from now (Telegram's `retry_after`).
+    pub(super) fn hold(&mut self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        self.next = Some(self.next.map_or(until, |next| next.max(until)));
+    }
+
     /// The time the next post to `chat` may leave (and that time taken): the next
     /// overall slot (`1 / per_second` after the last), no sooner than `chat_gap`
     /// after the chat's last.
