@@ -394,6 +394,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .map(|bot| (bot, settings.posting)),
         clock: tally_ledger::Clock::system(),
     };
+    // Listening for SIGTERM from before the start: a stop asked for while starting
+    // is a clean stop once started, not a death by signal.
+    let shutdown = tokio::spawn(shutdown_signal());
     let running = tally_app::start(app, listener).await?;
     crate::campaigns::define(&running.ledgers, &settings_campaigns).await?;
     // Whoever started the server may have stopped reading its output: a closed
@@ -411,32 +414,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout(), "{said}");
     }
     tracing::info!(roles = %running.roles().join(","), "running");
-    shutdown_signal().await;
+    let _ = shutdown.await;
     tracing::info!("shutting down: finishing requests in flight and batches");
     running.stop().await
 }
 
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        return;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// What to do with API keys.

@@ -732,7 +732,11 @@ buttons = [
     );
     std::fs::write(dir.path().join("tally.toml"), file("p1")).unwrap();
     for _ in 0..2 {
-        let (server, _) = serve_in(dir.path(), &[]);
+        let (server, base) = serve_in(dir.path(), &[]);
+        // Serving (its signal handling set up) before it is told to stop.
+        let healthy = reqwest::blocking::get(format!("{}/healthz", base.unwrap()))
+            .map(|r| r.status().as_u16());
+        assert_eq!(healthy.ok(), Some(200));
         terminate(server);
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally"))

@@ -122,6 +122,10 @@ fn describe() {
         "tally_poster_cycle_progress_ratio",
         "How far through its due destinations the poster's current pass is, 0 to 1"
     );
+    describe_gauge!(
+        "tally_poster_lag_seconds",
+        "How late the poster's last post left after its scheduled time in the cycle (Telegram's pace, waits and retries add to it)"
+    );
 }
 
 /// Gives the request its id and records its route, status and latency.

@@ -159,7 +159,23 @@ impl Poster {
                     tokio::time::sleep(wait).await;
                 }
                 let slot_id = SlotId::new(slot_id)?;
-                self.post_one(&slot_id, destination, cycle).await
+                let posted = self.post_one(&slot_id, destination, cycle).await;
+                // How late it went against its time in the cycle.
+                let scheduled = match spread {
+                    true => cycle::send_at(
+                        cycle,
+                        self.settings.cycle_seconds,
+                        self.settings.spread_seconds,
+                        k as u64,
+                        n,
+                    ),
+                    false => cycle::cycle_start(cycle, self.settings.cycle_seconds),
+                };
+                let late = (self.context.ledgers.now() - scheduled)
+                    .num_milliseconds()
+                    .max(0);
+                metrics::gauge!("tally_poster_lag_seconds").set(late as f64 / 1000.0);
+                posted
             })
             .buffer_unordered(IN_FLIGHT);
         let mut done = 0u64;
