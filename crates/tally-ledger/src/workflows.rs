@@ -212,3 +212,102 @@ pub async fn define_campaign(
     }
     Ok(())
 }
+
+/// Reverses a paid credits payment (a refund to the payer) and takes back the credits
+/// it gave, atomically: `payment.reversed` and an adjustment of minus the credits
+/// (`reversal:<payment id>`). When the user has spent them, it is refused with what
+/// is available, unless `allow_negative` lets the balance go below zero (the
+/// adjustment says so). A reversal re-sent is answered as the first. Plan payments
+/// are refused: taking back a plan's days is not built yet.
+pub async fn reverse_payment(
+    ledgers: &crate::Ledgers,
+    payment_id: PaymentId,
+    admin: AdminId,
+    reason: Reason,
+    allow_negative: bool,
+    metadata: Metadata,
+) -> Result<Outcome<AccountView>, LedgerError> {
+    use tally_domain::payment::{PaymentCommand, PaymentStatus};
+    use tally_domain::values::{AdjustmentId, SignedAmount};
+    let reverse = Request {
+        key: payment_id.clone(),
+        command: PaymentCommand::Reverse {
+            reason: reason.clone(),
+        },
+        command_id: None,
+        metadata: metadata.clone(),
+    };
+    for attempt in 0..COMMAND_ATTEMPTS_MAX {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let reversal = ledgers.payments.prepare(&reverse).await?;
+        let Some(terms) = reversal.view.terms.clone() else {
+            return Err(DomainError::PaymentNotFound.into());
+        };
+        let credits = match (&terms.purpose, reversal.view.status) {
+            (Purpose::Credits(credits), Some(PaymentStatus::Reversed)) => *credits,
+            (Purpose::Plan(plan), _) => {
+                return Err(DomainError::PaymentConflict(format!(
+                    "payment {payment_id} bought plan {plan}; reversing a plan payment (taking \
+                     back its days) is not built yet"
+                ))
+                .into());
+            }
+            _ => {
+                return Err(DomainError::PaymentConflict(
+                    "only a succeeded payment can be reversed".into(),
+                )
+                .into());
+            }
+        };
+        let take_back = Request {
+            key: terms.user_id,
+            command: AccountCommand::Adjust {
+                adjustment_id: AdjustmentId::new(format!("reversal:{payment_id}"))?,
+                amount: SignedAmount::new(-credits.get())?,
+                reason: Reason::new(format!(
+                    "payment {payment_id} refunded: {}",
+                    reason.as_str()
+                ))?,
+                admin: admin.clone(),
+                allow_negative,
+            },
+            command_id: None,
+            metadata: metadata.clone(),
+        };
+        let Some(reversed) = reversal.append else {
+            // Reversed already (a re-sent reversal): its adjustment went with it.
+            return ledgers.accounts.execute(take_back).await;
+        };
+        // Spent: refused here, and nothing appended (the payment stays paid).
+        let taken = ledgers.accounts.prepare(&take_back).await?;
+        let Some(adjustment) = taken.append else {
+            return ledgers.accounts.execute(take_back).await;
+        };
+        let account_stream = adjustment.stream_id.clone();
+        match ledgers
+            .accounts
+            .store()
+            .append_many(vec![reversed, adjustment])
+            .await
+        {
+            Ok(result) => {
+                return Ok(Outcome {
+                    view: taken.view,
+                    version: result
+                        .stream_version(&account_stream)
+                        .unwrap_or(taken.version),
+                    position: result.position(),
+                    replayed: result.replayed,
+                });
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(LedgerError::Contention {
+        stream_id: format!("payment-{payment_id}"),
+        attempts: COMMAND_ATTEMPTS_MAX,
+    })
+}

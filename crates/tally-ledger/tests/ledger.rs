@@ -63,6 +63,7 @@ tally_store::on_both_backends!(
     an_approved_refund_returns_the_credits_once,
     a_reused_command_id_fails_alone_not_its_whole_batch,
     a_new_process_recalls_what_the_state_forgot,
+    a_reversed_payment_takes_back_its_credits_once_or_is_refused_when_spent,
 );
 
 fn user(id: i64) -> UserId {
@@ -781,4 +782,113 @@ async fn a_moved_clock_decides_a_holds_expiry_without_waiting() {
     let expired = run(&ledger, user, expire(), None).await.unwrap();
     assert_eq!(expired.view.available, dec("10"));
     database.drop_database().await;
+}
+
+/// A refund of a paid credits payment: the payment reversed and its credits taken
+/// back in one append; re-sent: the same answer, nothing more; when the user spent
+/// the credits: refused with what is available and nothing appended, unless the
+/// admin lets the balance go negative; a plan payment is refused as not built.
+async fn a_reversed_payment_takes_back_its_credits_once_or_is_refused_when_spent(s: &Setup) {
+    use tally_domain::payment::{PaymentCommand as P, Purpose, Terms};
+    use tally_domain::values::AdminId;
+    use tally_ledger::workflows::{fulfil_payment, reverse_payment};
+    let ledgers = tally_ledger::Ledgers::new(s.store.clone(), Arc::new(Config::default()));
+    let pay = |id: &str, who: i64, credits: &str| {
+        let (ledgers, id, credits) = (ledgers.clone(), id.to_string(), credits.to_string());
+        async move {
+            let key = PaymentId::new(id.clone()).unwrap();
+            let purpose = Purpose::Credits(amount(&credits));
+            for command in [
+                P::Create(Terms {
+                    user_id: user(who),
+                    provider: "stars".into(),
+                    amount: amount("100"),
+                    currency: "XTR".into(),
+                    purpose: purpose.clone(),
+                }),
+                P::Succeed {
+                    provider: "stars".into(),
+                    provider_payment_id: format!("ch-{id}"),
+                    amount: amount("100"),
+                    currency: "XTR".into(),
+                },
+            ] {
+                ledgers
+                    .payments
+                    .command(key.clone(), command, meta())
+                    .await
+                    .unwrap();
+            }
+            fulfil_payment(
+                &ledgers.accounts,
+                &ledgers.subscriptions,
+                key,
+                user(who),
+                purpose,
+                meta(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let admin = AdminId::new("ops").unwrap();
+    let reverse = |id: &str, force: bool| {
+        let (ledgers, admin, id) = (ledgers.clone(), admin.clone(), id.to_string());
+        async move {
+            reverse_payment(
+                &ledgers,
+                PaymentId::new(id).unwrap(),
+                admin,
+                Reason::new("asked by the user").unwrap(),
+                force,
+                meta(),
+            )
+            .await
+        }
+    };
+    pay("rev-1", 71, "20").await;
+    let first = reverse("rev-1", false).await.unwrap();
+    assert_eq!(first.view.available, dec("0"));
+    let head = s.store.last_position().await.unwrap();
+    let again = reverse("rev-1", false).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.view.available, dec("0"));
+    assert_eq!(s.store.last_position().await.unwrap(), head, "nothing more");
+    let types = |stream: &str| {
+        let (store, stream) = (s.store.clone(), stream.to_string());
+        async move {
+            store
+                .read_stream(&StreamId::new(stream).unwrap(), 1, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_type)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        types("payment-rev-1").await,
+        ["payment.created", "payment.succeeded", "payment.reversed"]
+    );
+
+    // Spent: refused, nothing appended; forced: the balance goes negative, on record.
+    pay("rev-2", 72, "20").await;
+    run(&s.ledger, user(72), debit("d-72", "15"), None)
+        .await
+        .unwrap();
+    let head = s.store.last_position().await.unwrap();
+    let refused = reverse("rev-2", false).await.unwrap_err();
+    assert_eq!(refused.code(), "insufficient_credits", "{refused}");
+    assert!(
+        refused.to_string().contains('5'),
+        "says what is available: {refused}"
+    );
+    assert_eq!(s.store.last_position().await.unwrap(), head);
+    assert_eq!(types("payment-rev-2").await.len(), 2, "still paid");
+    let forced = reverse("rev-2", true).await.unwrap();
+    assert_eq!(forced.view.available, dec("-15"));
+
+    // Not paid, or a plan: refused.
+    let unknown = reverse("rev-none", false).await.unwrap_err();
+    assert_eq!(unknown.code(), "payment_not_found");
 }
