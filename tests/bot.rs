@@ -298,6 +298,7 @@ tally_store::on_both_backends!(
     an_ad_is_made_in_the_chat_with_each_destination_checked_first,
     a_click_then_a_payment_is_the_campaign_posts_conversion,
     a_closed_topic_is_paused_and_its_owner_told,
+    an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2519,5 +2520,89 @@ async fn a_closed_topic_is_paused_and_its_owner_told(stack: Stack) -> Stack {
         .fail_topic(topic.chat_id, 17, 0, 400, "Bad Request: TOPIC_CLOSED");
     let resumed = poster(&stack).post_cycle(11_002, false).await.unwrap();
     assert_eq!(resumed.posted, 2, "{resumed:?}");
+    stack
+}
+
+/// `/refund_payment`: the Stars go back (Telegram's `refundStarPayment` with the
+/// user and the charge), the ledger reverses the payment and takes its credits back,
+/// the user is told. Credits already spent: refused before any money moves, unless
+/// the admin forces it into a negative balance.
+async fn an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back(stack: Stack) -> Stack {
+    let admin = user(ADMIN_B, "en");
+    let credits = || Purpose::Credits(Amount::new(Decimal::from(20)).unwrap());
+    pay_by_webhook(&stack, 1_601, "pay-1601", credits(), 1).await;
+    stack.fake.wait_texts(1_601, 1).await;
+    let said = stack
+        .say(&admin, 800, "/refund_payment pay-1601 changed their mind")
+        .await;
+    assert_eq!(
+        said,
+        "Refunded payment pay-1601 (tx-pay-1601): 20 credits taken back from user 1601; \
+         available now 0."
+    );
+    let refunds = stack.fake.calls_of("refundStarPayment");
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].params["user_id"], 1_601);
+    assert_eq!(
+        refunds[0].params["telegram_payment_charge_id"],
+        "tx-pay-1601"
+    );
+    let told = stack.fake.wait_texts(1_601, 2).await;
+    assert_eq!(
+        told[1],
+        "Your payment pay-1601 was refunded; its 20.00 credits were taken back."
+    );
+    assert_eq!(stack.count("payment-pay-1601", "payment.reversed").await, 1);
+    assert_eq!(stack.available(1_601).await, Decimal::ZERO);
+    // Again: the same answer, nothing more (no second refund at Telegram).
+    let again = stack
+        .say(&admin, 801, "/refund_payment pay-1601 changed their mind")
+        .await;
+    assert!(again.starts_with("Refunded payment pay-1601"), "{again}");
+    assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 1);
+    assert_eq!(stack.count("payment-pay-1601", "payment.reversed").await, 1);
+
+    // Spent: refused, no money moved; forced: refunded into a negative balance.
+    pay_by_webhook(&stack, 1_602, "pay-1602", credits(), 1).await;
+    stack
+        .accounts()
+        .execute(Request {
+            key: UserId::new(1_602).unwrap(),
+            command: AccountCommand::Debit {
+                debit_id: DebitId::new("job-1602".to_string()).unwrap(),
+                amount: Amount::new(Decimal::from(15)).unwrap(),
+                reason: Reason::new("a job".to_string()).unwrap(),
+            },
+            command_id: None,
+            metadata: Metadata::by(Actor::system("test")),
+        })
+        .await
+        .unwrap();
+    let refused = stack
+        .say(&admin, 802, "/refund_payment pay-1602 duplicate")
+        .await;
+    assert!(
+        refused.contains("user 1602 has spent the credits: 5 available of 20"),
+        "{refused}"
+    );
+    assert_eq!(
+        stack.fake.calls_of("refundStarPayment").len(),
+        1,
+        "no money moved"
+    );
+    assert_eq!(stack.count("payment-pay-1602", "payment.reversed").await, 0);
+    let forced = stack
+        .say(&admin, 803, "/refund_payment pay-1602 force duplicate")
+        .await;
+    assert!(forced.ends_with("available now -15."), "{forced}");
+    assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 2);
+    assert_eq!(stack.available(1_602).await, Decimal::from(-15));
+    // Not an admin: refused, nothing moved.
+    let stranger = user(1_603, "en");
+    stack.say(&stranger, 1, "/start").await;
+    stack
+        .say(&stranger, 2, "/refund_payment pay-1602 mine")
+        .await;
+    assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 2);
     stack
 }

@@ -28,6 +28,7 @@ pub const COMMANDS: &[&str] = &[
     "grant",
     "adjust",
     "fix_user_slots",
+    "refund_payment",
     "block",
     "unblock",
     "user",
@@ -46,6 +47,7 @@ fn usage(command: &str) -> &'static str {
         "grant" => "/grant USER AMOUNT REASON",
         "adjust" => "/adjust USER ±AMOUNT REASON",
         "fix_user_slots" => "/fix_user_slots USER PLAN [REASON]",
+        "refund_payment" => "/refund_payment PAYMENT [force] REASON",
         "block" => "/block USER REASON",
         "unblock" => "/unblock USER [REASON]",
         "user" => "/user USER",
@@ -104,6 +106,18 @@ pub(crate) async fn on_command(
         "refunds" => {
             let rows = queue(context).await?;
             (refund_queue(&rows), refund_buttons(&rows))
+        }
+        "refund_payment" => {
+            match crate::payments::refund_by_admin(bot, context, who.user, words).await? {
+                Some(reply) => (reply, None),
+                None => (
+                    AdminText::Usage {
+                        usage: usage(command),
+                    }
+                    .say(),
+                    None,
+                ),
+            }
         }
         _ => match run(context, who, &id, command, &args).await? {
             Some(reply) => (reply, None),

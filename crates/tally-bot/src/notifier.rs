@@ -233,6 +233,28 @@ impl Notifier {
                 }),
             ));
         }
+        if let Some((
+            payment_id,
+            PaymentEvent::Reversed {
+                user_id, purpose, ..
+            },
+        )) = stream_event::<PaymentEvent>(event, "payment")?
+        {
+            let payment_id = payment_id.to_string();
+            let credits = match purpose {
+                Purpose::Credits(credits) => Some(credits.get()),
+                Purpose::Plan(_) => None,
+            };
+            return Ok(notice(
+                user_id.get(),
+                Box::new(move |l| {
+                    l.say(Text::NotifyPaymentRefunded {
+                        payment: &payment_id,
+                        credits,
+                    })
+                }),
+            ));
+        }
         if let Some((_, payment)) = stream_event::<PaymentEvent>(event, "payment")? {
             // Payments made in the chat were confirmed there; webhooks' were not.
             let PaymentEvent::Succeeded {

@@ -340,3 +340,99 @@ pub(crate) async fn on_successful_payment(
     bot.send_message(who.chat, text).await?;
     Ok(())
 }
+
+/// `/refund_payment PAYMENT [force] REASON`: an admin gives a Stars payment back.
+/// The ledger's rule is checked before the money moves (credits the user spent are
+/// not taken back unless `force` lets the balance go negative); then Telegram
+/// returns the Stars (`refundStarPayment`; one refunded before counts as done), and
+/// the ledger records the reversal and takes the credits back in one append. `None`
+/// for arguments that do not parse.
+pub(crate) async fn refund_by_admin(
+    bot: &TgBot,
+    context: &Context,
+    admin: i64,
+    words: &[&str],
+) -> Result<Option<String>, BotError> {
+    let Some(payment) = words.first() else {
+        return Ok(None);
+    };
+    let (force, rest) = match words.get(1) {
+        Some(&"force") => (true, words.get(2..).unwrap_or_default()),
+        _ => (false, words.get(1..).unwrap_or_default()),
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let reason = tally_domain::values::Reason::new(rest.join(" "))?;
+    let payment_id = PaymentId::new(payment.to_string())?;
+    let paid = context.ledgers.payments.load(&payment_id).await?.state;
+    let (Some(terms), Some(charge)) = (paid.terms, paid.provider_payment_id) else {
+        return Err(BotError::Refused(format!(
+            "payment {payment_id} is not a paid payment"
+        )));
+    };
+    if terms.provider != "stars" {
+        return Err(BotError::Refused(format!(
+            "payment {payment_id} was paid through {}; this command gives back Telegram Stars",
+            terms.provider
+        )));
+    }
+    let Purpose::Credits(credits) = terms.purpose else {
+        return Err(BotError::Refused(format!(
+            "payment {payment_id} bought a plan; refunding a plan (taking back its days) is not built yet"
+        )));
+    };
+    if paid.status != Some(PaymentStatus::Reversed) {
+        if paid.status != Some(PaymentStatus::Succeeded) {
+            return Err(BotError::Refused(format!(
+                "payment {payment_id} is not paid"
+            )));
+        }
+        let available = context
+            .ledgers
+            .accounts
+            .load(&terms.user_id)
+            .await?
+            .state
+            .available;
+        if available < credits.get() && !force {
+            return Err(BotError::Refused(format!(
+                "user {} has spent the credits: {} available of {} to take back. Nothing was \
+                 refunded; add `force` to refund anyway and take them back into a negative balance",
+                terms.user_id.get(),
+                available.normalize(),
+                credits.get().normalize()
+            )));
+        }
+        let user = teloxide::types::UserId(u64::try_from(terms.user_id.get()).unwrap_or(0));
+        match bot
+            .refund_star_payment(user, teloxide::types::TelegramTransactionId(charge.clone()))
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if error.to_string().contains("CHARGE_ALREADY_REFUNDED") => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // The Stars are back with the user: the ledger records it, whatever was spent
+    // since the check (reality first; the balance may then go negative).
+    let outcome = tally_ledger::workflows::reverse_payment(
+        &context.ledgers,
+        payment_id.clone(),
+        tally_domain::values::AdminId::new(admin.to_string())?,
+        reason,
+        true,
+        Context::by_admin(admin),
+    )
+    .await?;
+    Ok(Some(
+        crate::texts::AdminText::PaymentRefunded {
+            payment: payment_id.as_str(),
+            charge: &charge,
+            credits: credits.get(),
+            user: terms.user_id.get(),
+            available: outcome.view.available,
+        }
+        .say(),
+    ))
+}

@@ -243,6 +243,11 @@ pub enum Text<'a> {
     },
     /// `/ads`: making and managing ads.
     Ad(AdText<'a>),
+    /// A payment was given back; the credits it gave, if any, were taken back.
+    NotifyPaymentRefunded {
+        payment: &'a str,
+        credits: Option<Decimal>,
+    },
     /// A slot was paused because an admin lowered the owner's plan.
     NotifySlotPausedByPlan {
         slot: &'a str,
@@ -690,6 +695,16 @@ fn en(text: Text<'_>) -> String {
             )
         }
         Ad(text) => ad_en(text),
+        NotifyPaymentRefunded {
+            payment,
+            credits: taken,
+        } => match taken {
+            Some(c) => format!(
+                "Your payment {payment} was refunded; its {} credits were taken back.",
+                credits(c)
+            ),
+            None => format!("Your payment {payment} was refunded."),
+        },
         NotifySlotPausedByPlan { slot, slots } => format!(
             "Your plan now gives {slots} ad slots, so your ad {slot} (the newest beyond \
              them) is paused. Resume it in /ads after pausing or deleting another, or with a \
@@ -853,6 +868,16 @@ fn ru(text: Text<'_>) -> String {
             )
         }
         Ad(text) => ad_ru(text),
+        NotifyPaymentRefunded {
+            payment,
+            credits: taken,
+        } => match taken {
+            Some(c) => format!(
+                "Платёж {payment} возвращён; его кредиты ({}) списаны.",
+                credits(c)
+            ),
+            None => format!("Платёж {payment} возвращён."),
+        },
         NotifySlotPausedByPlan { slot, slots } => format!(
             "Ваш тариф теперь даёт {slots} рекламных мест, поэтому объявление {slot} (самое \
              новое сверх них) приостановлено. Возобновите его в /ads, приостановив или удалив \
@@ -933,6 +958,14 @@ pub enum AdminText<'a> {
     },
     RefundRejected {
         refund_id: &'a str,
+    },
+    /// `/refund_payment`: the Stars given back, the credits taken back.
+    PaymentRefunded {
+        payment: &'a str,
+        charge: &'a str,
+        credits: Decimal,
+        user: i64,
+        available: Decimal,
     },
     /// `/stats`: one line per metric.
     Stats {
@@ -1059,6 +1092,18 @@ impl AdminText<'_> {
                 credits(available)
             ),
             RefundRejected { refund_id } => format!("Refund {refund_id} rejected."),
+            PaymentRefunded {
+                payment,
+                charge,
+                credits,
+                user,
+                available,
+            } => format!(
+                "Refunded payment {payment} ({charge}): {} credits taken back from user {user}; \
+                 available now {}.",
+                credits.normalize(),
+                available.normalize()
+            ),
             Stats { today, lines } => {
                 let mut text = format!("Stats (today {today} | last 7 days):");
                 for (metric, day, week) in lines {
