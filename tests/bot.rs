@@ -299,6 +299,7 @@ tally_store::on_both_backends!(
     a_click_then_a_payment_is_the_campaign_posts_conversion,
     a_closed_topic_is_paused_and_its_owner_told,
     an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back,
+    a_refund_made_by_telegram_is_recorded_once,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2554,6 +2555,12 @@ async fn an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back(stack: 
     );
     assert_eq!(stack.count("payment-pay-1601", "payment.reversed").await, 1);
     assert_eq!(stack.available(1_601).await, Decimal::ZERO);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stack.fake.texts_to(1_601).len(),
+        2,
+        "told once, as a refund"
+    );
     // Again: the same answer, nothing more (no second refund at Telegram).
     let again = stack
         .say(&admin, 801, "/refund_payment pay-1601 changed their mind")
@@ -2604,5 +2611,53 @@ async fn an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back(stack: 
         .say(&stranger, 2, "/refund_payment pay-1602 mine")
         .await;
     assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 2);
+    stack
+}
+
+/// Telegram's own refund (`refunded_payment` in the chat, delivered twice): the
+/// payment reversed and its credits taken back once, the user told once; a refund
+/// naming another charge changes nothing.
+async fn a_refund_made_by_telegram_is_recorded_once(stack: Stack) -> Stack {
+    let who = user(1_611, "en");
+    pay_by_webhook(
+        &stack,
+        1_611,
+        "pay-1611",
+        Purpose::Credits(Amount::new(Decimal::from(20)).unwrap()),
+        1,
+    )
+    .await;
+    stack.fake.wait_texts(1_611, 1).await;
+    let refunded = |message_id: i64, charge: &str| {
+        json!({"message": {
+            "message_id": message_id,
+            "date": 1_700_000_000,
+            "chat": {"id": 1_611, "type": "private", "first_name": "User1611"},
+            "from": who,
+            "refunded_payment": {
+                "currency": "XTR",
+                "total_amount": 100,
+                "invoice_payload": "pay-1611",
+                "telegram_payment_charge_id": charge,
+            }
+        }})
+    };
+    stack.fake.push(refunded(5, "tx-someone-else"));
+    let update = stack.fake.push(refunded(6, "tx-pay-1611"));
+    stack.fake.push(update);
+    let told = stack.fake.wait_texts(1_611, 2).await;
+    assert_eq!(
+        told[1],
+        "Your payment pay-1611 was refunded; its 20.00 credits were taken back."
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.count("payment-pay-1611", "payment.reversed").await, 1);
+    assert_eq!(stack.available(1_611).await, Decimal::ZERO);
+    assert_eq!(
+        stack.fake.texts_to(1_611).len(),
+        2,
+        "told once: {:?}",
+        stack.fake.texts_to(1_611)
+    );
     stack
 }

@@ -128,6 +128,12 @@ impl Notifier {
                         })
                     }),
                 ),
+                // A payment's reversal is told as the refund (its payment's notice).
+                AccountEvent::Adjusted { adjustment_id, .. }
+                    if adjustment_id.as_str().starts_with("reversal:") =>
+                {
+                    None
+                }
                 AccountEvent::Adjusted { amount, reason, .. } => notice(
                     user,
                     Box::new(move |l| {

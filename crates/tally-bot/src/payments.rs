@@ -436,3 +436,33 @@ pub(crate) async fn refund_by_admin(
         .say(),
     ))
 }
+
+/// Telegram refunded a Stars payment itself (`refunded_payment`): recorded as the
+/// reversal of the payment its payload names (the credits taken back, into a negative
+/// balance if spent: the Stars are gone), once however often the message arrives. A
+/// charge that is not the payment's is logged and left alone.
+pub(crate) async fn on_refunded_payment(
+    context: &Context,
+    refunded: &teloxide::types::RefundedPayment,
+) -> Result<(), BotError> {
+    let payment_id = PaymentId::new(refunded.invoice_payload.clone())?;
+    let paid = context.ledgers.payments.load(&payment_id).await?.state;
+    let charge = &refunded.telegram_payment_charge_id.0;
+    if paid.provider_payment_id.as_deref() != Some(charge.as_str()) {
+        tracing::warn!(%payment_id, charge, "a refund by Telegram of a charge that is not the payment's; ignored");
+        return Ok(());
+    }
+    tally_ledger::workflows::reverse_payment(
+        &context.ledgers,
+        payment_id,
+        tally_domain::values::AdminId::new("telegram")?,
+        tally_domain::values::Reason::new("refunded by Telegram")?,
+        true,
+        tally_store::Metadata::by(tally_store::Actor::new(
+            tally_store::ActorKind::Webhook,
+            "telegram",
+        )),
+    )
+    .await?;
+    Ok(())
+}

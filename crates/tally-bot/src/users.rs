@@ -150,6 +150,9 @@ async fn route_message(
     if let Some(paid) = message.successful_payment() {
         return payments::on_successful_payment(bot, context, who, paid).await;
     }
+    if let teloxide::types::MessageKind::RefundedPayment(refund) = &message.kind {
+        return payments::on_refunded_payment(context, &refund.refunded_payment).await;
+    }
     // An ad being made takes the user's next messages (a photo too), but a command
     // other than /done and /cancel ends it.
     if crate::ads::drafting(context, who.user) {
