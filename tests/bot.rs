@@ -37,6 +37,8 @@ use tokio::task::JoinHandle;
 const ADMIN_A: i64 = 9_001;
 const ADMIN_B: i64 = 9_002;
 const WEBHOOK_SECRET: &str = "webhook-secret-0123456789";
+/// The operator's `/terms` in English in the tests' bot.
+const OPERATOR_TERMS: &str = "Bakery Bot terms: credits never expire.";
 /// The secret Telegram sends with webhook updates (the bot's, not a payment's).
 const WEBHOOK_TOKEN: &str = "telegram-secret-token_0123";
 
@@ -112,11 +114,18 @@ impl Stack {
 
     fn start_bot(&mut self) {
         let settings = bot_settings(&self.fake);
-        let context = Arc::new(tally_bot::Context::new(
-            self.ledgers.clone(),
-            self.projector.clone(),
-            settings.admin_ids.clone(),
-        ));
+        // The operator's own English terms; the rest built in.
+        let context = Arc::new(
+            tally_bot::Context::new(
+                self.ledgers.clone(),
+                self.projector.clone(),
+                settings.admin_ids.clone(),
+            )
+            .with_policy(tally_bot::Policy {
+                terms_en: Some(OPERATOR_TERMS.into()),
+                ..tally_bot::Policy::default()
+            }),
+        );
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             tally_bot::run(context, &settings, stopped).await.unwrap();
@@ -300,6 +309,7 @@ tally_store::on_both_backends!(
     a_closed_topic_is_paused_and_its_owner_told,
     an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back,
     a_refund_made_by_telegram_is_recorded_once,
+    terms_and_paysupport_answer_in_the_users_language,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2658,6 +2668,28 @@ async fn a_refund_made_by_telegram_is_recorded_once(stack: Stack) -> Stack {
         2,
         "told once: {:?}",
         stack.fake.texts_to(1_611)
+    );
+    stack
+}
+
+/// `/terms` and `/paysupport`, which Telegram requires of bots selling with Stars:
+/// the operator's own text where set (English terms here), else the built-in one,
+/// in the user's language.
+async fn terms_and_paysupport_answer_in_the_users_language(stack: Stack) -> Stack {
+    let (en, ru) = (user(1_621, "en"), user(1_622, "ru"));
+    assert_eq!(stack.say(&en, 1, "/terms").await, OPERATOR_TERMS);
+    assert!(
+        stack
+            .say(&en, 2, "/paysupport")
+            .await
+            .starts_with("Payment help:")
+    );
+    assert!(stack.say(&ru, 1, "/terms").await.starts_with("Условия:"));
+    assert!(
+        stack
+            .say(&ru, 2, "/paysupport")
+            .await
+            .starts_with("Помощь с оплатой:")
     );
     stack
 }

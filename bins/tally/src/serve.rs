@@ -4,6 +4,9 @@
 //! Settings come from, first to last: the command line, the environment, `tally.toml`
 //! (or `--config PATH`), the defaults. With none at all Tally runs on SQLite at
 //! `./data/tally.db` and listens on 127.0.0.1:8080.
+//!
+//! One file: every setting's three spellings (flag and environment, `tally.toml`,
+//! the checked value) are read side by side, so none is added in one place only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -97,6 +100,18 @@ pub struct ServeArgs {
     /// many hours before [default: 72].
     #[arg(long, env = "TALLY_ATTRIBUTION_WINDOW_HOURS")]
     pub attribution_window_hours: Option<u32>,
+    /// What `/terms` says in English [default: a built-in text].
+    #[arg(long, env = "TALLY_TERMS_EN")]
+    pub terms_en: Option<String>,
+    /// What `/terms` says in Russian.
+    #[arg(long, env = "TALLY_TERMS_RU")]
+    pub terms_ru: Option<String>,
+    /// What `/paysupport` says in English [default: a built-in text].
+    #[arg(long, env = "TALLY_PAYSUPPORT_EN")]
+    pub paysupport_en: Option<String>,
+    /// What `/paysupport` says in Russian.
+    #[arg(long, env = "TALLY_PAYSUPPORT_RU")]
+    pub paysupport_ru: Option<String>,
 }
 
 /// `tally.toml`: the same settings as the environment.
@@ -121,6 +136,10 @@ struct File {
     post_spread_seconds: Option<u64>,
     post_paid_broadcast: Option<bool>,
     attribution_window_hours: Option<u32>,
+    terms_en: Option<String>,
+    terms_ru: Option<String>,
+    paysupport_en: Option<String>,
+    paysupport_ru: Option<String>,
     /// The operator's campaigns, by id (`[campaigns.<id>]`; tally.toml only).
     campaigns: Option<crate::campaigns::FromFile>,
 }
@@ -244,6 +263,12 @@ impl Settings {
                 let admins = tally_bot::parse_admin_ids(&admins)
                     .map_err(|e| anyhow::anyhow!("TALLY_ADMIN_IDS: {e}"))?;
                 let mut bot = tally_bot::Settings::new(token, admins);
+                bot.policy = tally_bot::Policy {
+                    terms_en: args.terms_en.or(file.terms_en),
+                    terms_ru: args.terms_ru.or(file.terms_ru),
+                    paysupport_en: args.paysupport_en.or(file.paysupport_en),
+                    paysupport_ru: args.paysupport_ru.or(file.paysupport_ru),
+                };
                 if let Some(url) = args.telegram_api_url.or(file.telegram_api_url) {
                     bot.api_url = Some(url.parse().with_context(|| {
                         format!(

@@ -115,11 +115,10 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
     // The bot starts first: in webhook mode its route joins the API's listener.
     let mut webhook_routes = None;
     if let Some(bot) = &app.bot {
-        let context = Arc::new(tally_bot::Context::new(
-            ledgers.clone(),
-            projector.clone(),
-            bot.admin_ids.clone(),
-        ));
+        let context = Arc::new(
+            tally_bot::Context::new(ledgers.clone(), projector.clone(), bot.admin_ids.clone())
+                .with_policy(bot.policy.clone()),
+        );
         let mut running = tally_bot::start(context, bot, stopped.clone())
             .await
             .context("starting the Telegram bot")?;

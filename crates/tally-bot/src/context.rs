@@ -86,6 +86,8 @@ pub struct Context {
     pub(crate) admin_ids: HashSet<i64>,
     pub(crate) maintenance: Maintenance,
     pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
+    /// The operator's `/terms` and `/paysupport`.
+    pub(crate) policy: crate::Policy,
     /// Ads being made in the chat, by user (`/ads`).
     pub(crate) pending_ads: Mutex<HashMap<i64, crate::ads::AdDraft>>,
     /// The bot's own username, from Telegram's `getMe`: commands addressed to other
@@ -105,8 +107,15 @@ impl Context {
             maintenance: Maintenance::new(),
             pending_refunds: Mutex::new(HashMap::new()),
             pending_ads: Mutex::new(HashMap::new()),
+            policy: crate::Policy::default(),
             username: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same, answering `/terms` and `/paysupport` with the operator's words.
+    pub fn with_policy(mut self, policy: crate::Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

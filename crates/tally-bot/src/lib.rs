@@ -75,6 +75,23 @@ pub struct Settings {
     pub poll_timeout_seconds: u32,
     /// Long polling or a webhook.
     pub delivery: Delivery,
+    /// What `/terms` and `/paysupport` answer (Telegram requires both of bots that
+    /// sell with Stars).
+    pub policy: Policy,
+}
+
+/// The operator's own words for `/terms` and `/paysupport`, per language (`None`:
+/// the built-in text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Terms of sale, English.
+    pub terms_en: Option<String>,
+    /// Terms of sale, Russian.
+    pub terms_ru: Option<String>,
+    /// Where to get help with a payment, English.
+    pub paysupport_en: Option<String>,
+    /// Where to get help with a payment, Russian.
+    pub paysupport_ru: Option<String>,
 }
 
 /// How the bot receives updates.
@@ -103,6 +120,7 @@ impl Settings {
             limits: Limits::default(),
             poll_timeout_seconds: 10,
             delivery: Delivery::Polling,
+            policy: Policy::default(),
         }
     }
 }

@@ -243,6 +243,10 @@ pub enum Text<'a> {
     },
     /// `/ads`: making and managing ads.
     Ad(AdText<'a>),
+    /// `/terms` unless the operator set their own.
+    Terms,
+    /// `/paysupport` unless the operator set their own.
+    PaySupport,
     /// A payment was given back; the credits it gave, if any, were taken back.
     NotifyPaymentRefunded {
         payment: &'a str,
@@ -695,6 +699,13 @@ fn en(text: Text<'_>) -> String {
             )
         }
         Ad(text) => ad_en(text),
+        Terms => "Terms: credits and plans are bought with Telegram Stars and used in this bot. \
+            A payment can be refunded while its credits are unspent: ask with /paysupport."
+            .into(),
+        PaySupport => "Payment help: write to this bot's operator (see the bot's description) \
+            with your payment's id from /history. Telegram support cannot help with purchases \
+            made in bots."
+            .into(),
         NotifyPaymentRefunded {
             payment,
             credits: taken,
@@ -868,6 +879,12 @@ fn ru(text: Text<'_>) -> String {
             )
         }
         Ad(text) => ad_ru(text),
+        Terms => "Условия: кредиты и тарифы покупаются за Telegram Stars и используются в этом \
+            боте. Платёж можно вернуть, пока его кредиты не потрачены: напишите в /paysupport."
+            .into(),
+        PaySupport => "Помощь с оплатой: напишите владельцу бота (см. описание бота) и укажите \
+            номер платежа из /history. Поддержка Telegram не помогает с покупками в ботах."
+            .into(),
         NotifyPaymentRefunded {
             payment,
             credits: taken,

@@ -217,6 +217,22 @@ async fn route_message(
         "ads" => crate::ads::list(bot, context, who).await,
         "refund" => refund_choices(bot, context, who).await,
         "lang" => lang_choices(bot, who).await,
+        "terms" | "paysupport" => {
+            let policy = &context.policy;
+            let own = match (command.as_str(), who.lang) {
+                ("terms", Lang::Ru) => policy.terms_ru.as_ref(),
+                ("terms", _) => policy.terms_en.as_ref(),
+                (_, Lang::Ru) => policy.paysupport_ru.as_ref(),
+                _ => policy.paysupport_en.as_ref(),
+            };
+            let text = match (own, command.as_str()) {
+                (Some(text), _) => text.clone(),
+                (None, "terms") => who.say(Text::Terms),
+                (None, _) => who.say(Text::PaySupport),
+            };
+            bot.send_message(who.chat, text).await?;
+            Ok(())
+        }
         other if admin::COMMANDS.contains(&other) => {
             admin::on_command(bot, context, who, message.id, other, &args).await
         }
