@@ -54,8 +54,8 @@ pub use error::ProjectionError;
 pub use events::{Batch, stream_event};
 pub use holds::{HoldRecord, HoldsReadModel, holds_by_id};
 pub use payments::{
-    DuplicateCharge, PaymentPurpose, PaymentRow, PaymentsReadModel, duplicate_charges, payment,
-    pending_payments,
+    DuplicateCharge, PaymentPurpose, PaymentRow, PaymentsReadModel, ProviderCharge,
+    duplicate_charges, payment, pending_payments, provider_charges,
 };
 pub use posts::{
     DueSlot, PostsReadModel, SlotSummary, due_slots, slot_summaries, slots_of_owner,

@@ -268,3 +268,44 @@ pub async fn payment(
         }
     }))
 }
+
+/// A paid (or paid then reversed) payment of one provider, with its charge id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderCharge {
+    /// The payment.
+    pub payment_id: String,
+    /// The provider's charge id.
+    pub provider_payment_id: String,
+    /// Who paid.
+    pub user_id: i64,
+    /// What they paid.
+    pub amount: rust_decimal::Decimal,
+    /// `succeeded` or `reversed`.
+    pub status: String,
+}
+
+/// Every payment `provider` charged (succeeded or reversed), by payment id: what a
+/// reconciliation with the provider's own list compares.
+pub async fn provider_charges(
+    pool: &sqlx::AnyPool,
+    provider: &str,
+) -> Result<Vec<ProviderCharge>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT payment_id, provider_payment_id, user_id, amount_cents, status FROM payments \
+         WHERE provider = $1 AND status IN ('succeeded', 'reversed') ORDER BY payment_id",
+    )
+    .bind(provider)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ProviderCharge {
+            payment_id: r.get(0),
+            provider_payment_id: r.get(1),
+            user_id: r.get(2),
+            amount: crate::from_cents(r.get(3)),
+            status: r.get(4),
+        })
+        .collect())
+}

@@ -56,6 +56,8 @@ struct Inner {
     hanging: Mutex<std::collections::HashSet<i64>>,
     /// Chats `getChat`, `getChatMember` and `sendChatAction` know.
     chats: Mutex<Vec<FakeChat>>,
+    /// What `getStarTransactions` lists, oldest first.
+    star_transactions: Mutex<Vec<Value>>,
     arrived: Notify,
 }
 
@@ -224,6 +226,19 @@ impl FakeTelegram {
     /// Makes a chat known to `getChat`, `getChatMember` and `sendChatAction`.
     pub fn add_chat(&self, chat: FakeChat) {
         self.inner.chats.lock().unwrap().push(chat);
+    }
+
+    /// Records an incoming Stars payment for `getStarTransactions`: `charge` from
+    /// `user`, `stars` of them.
+    pub fn add_star_payment(&self, charge: &str, user: i64, stars: u32) {
+        self.inner.star_transactions.lock().unwrap().push(json!({
+            "id": charge,
+            "amount": stars,
+            "date": now(),
+            "source": {"type": "user", "transaction_type": "invoice_payment",
+                "user": {"id": user, "is_bot": false, "first_name": format!("User{user}")},
+                "invoice_payload": "payload"},
+        }));
     }
 
     /// Every call so far.
@@ -474,6 +489,13 @@ async fn call(
                 "from": bot_user(),
                 "text": text,
             }))
+        }
+        "getStarTransactions" => {
+            let all = inner.star_transactions.lock().unwrap();
+            let offset = params["offset"].as_u64().unwrap_or(0) as usize;
+            let limit = params["limit"].as_u64().unwrap_or(100) as usize;
+            let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
+            ok(json!({"transactions": page}))
         }
         "getChat" | "getChatMember" | "sendChatAction" => {
             let chats = inner.chats.lock().unwrap();

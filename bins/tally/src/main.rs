@@ -11,6 +11,7 @@ mod bench_poster;
 mod bench_projections;
 mod campaigns;
 mod events;
+mod payments;
 mod progress;
 mod projections;
 mod serve;
@@ -63,6 +64,9 @@ enum Command {
     /// Measure throughput and latency; prints one JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Payments: reconcile a provider's transactions with the ledger.
+    #[command(subcommand)]
+    Payments(payments::PaymentsCommand),
 }
 
 /// Log lines to stderr, as text or JSON; the level from RUST_LOG (default info).
@@ -123,6 +127,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit(command) => audit::run(command).await,
         Command::Events(command) => events::run(command).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Payments(command) => payments::run(command).await,
     }
 }
 
