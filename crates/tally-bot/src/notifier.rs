@@ -165,79 +165,56 @@ impl Notifier {
                 _ => None,
             });
         }
-        if let Some((slot_id, SlotEvent::Paused { reason })) =
-            stream_event::<SlotEvent>(event, "slot")?
-            && reason == "plan_lowered"
-        {
-            let Some(owner) = self.slot_owner(slot_id).await? else {
+        // What the poster and the owner's plan did to a slot: told to its owner.
+        if let Some((slot_id, slot_event)) = stream_event::<SlotEvent>(event, "slot")? {
+            let told = match &slot_event {
+                SlotEvent::Paused { reason } => reason == "plan_lowered",
+                SlotEvent::DestinationMoved { reason, .. } => {
+                    reason.as_deref() == Some("topic_deleted")
+                }
+                SlotEvent::DestinationPaused { .. } => true,
+                _ => false,
+            };
+            let owner = match told {
+                true => self.slot_owner(slot_id).await?,
+                false => None,
+            };
+            let Some(owner) = owner else {
                 return Ok(None);
             };
-            let slots = self
-                .context
-                .ledgers
-                .subscriptions
-                .load(&tally_domain::values::UserId::new(owner)?)
-                .await?
-                .state
-                .slots;
-            let slot_id = slot_id.to_string();
-            return Ok(notice(
-                owner,
-                Box::new(move |l| {
-                    l.say(Text::NotifySlotPausedByPlan {
-                        slot: &slot_id,
-                        slots,
-                    })
-                }),
-            ));
-        }
-        if let Some((
-            slot_id,
-            SlotEvent::DestinationMoved {
-                from,
-                to,
-                reason: Some(reason),
-            },
-        )) = stream_event::<SlotEvent>(event, "slot")?
-            && reason == "topic_deleted"
-        {
-            let Some(owner) = self.slot_owner(slot_id).await? else {
-                return Ok(None);
-            };
-            let slot_id = slot_id.to_string();
-            return Ok(notice(
-                owner,
-                Box::new(move |l| {
+            let slot = slot_id.to_string();
+            let text: Box<dyn Fn(Lang) -> String + Send + Sync> = match slot_event {
+                SlotEvent::Paused { .. } => {
+                    let slots = self
+                        .context
+                        .ledgers
+                        .subscriptions
+                        .load(&tally_domain::values::UserId::new(owner)?)
+                        .await?
+                        .state
+                        .slots;
+                    Box::new(move |l| l.say(Text::NotifySlotPausedByPlan { slot: &slot, slots }))
+                }
+                SlotEvent::DestinationMoved { from, to, .. } => Box::new(move |l| {
                     l.say(Text::NotifyTopicFellBack {
-                        slot: &slot_id,
+                        slot: &slot,
                         from: from.to_string(),
                         chat: to.chat_id,
                     })
                 }),
-            ));
-        }
-        if let Some((
-            slot_id,
-            SlotEvent::DestinationPaused {
-                destination,
-                reason,
-            },
-        )) = stream_event::<SlotEvent>(event, "slot")?
-        {
-            let Some(owner) = self.slot_owner(slot_id).await? else {
-                return Ok(None);
-            };
-            let slot_id = slot_id.to_string();
-            return Ok(notice(
-                owner,
-                Box::new(move |l| {
+                SlotEvent::DestinationPaused {
+                    destination,
+                    reason,
+                } => Box::new(move |l| {
                     l.say(Text::NotifyDestinationPaused {
-                        slot: &slot_id,
+                        slot: &slot,
                         destination: destination.to_string(),
                         reason: &reason,
                     })
                 }),
-            ));
+                _ => return Ok(None),
+            };
+            return Ok(notice(owner, text));
         }
         if let Some((
             payment_id,
