@@ -57,6 +57,14 @@ fn usage(command: &str) -> &'static str {
     }
 }
 
+/// How to call `command`, told when its arguments do not parse.
+fn usage_text(command: &str) -> String {
+    AdminText::Usage {
+        usage: usage(command),
+    }
+    .say()
+}
+
 /// The note admins get about a failure someone met.
 pub(crate) fn failure_note(error_id: &str, chat: i64, error: &BotError) -> String {
     AdminText::Failure {
@@ -108,27 +116,13 @@ pub(crate) async fn on_command(
             (refund_queue(&rows), refund_buttons(&rows))
         }
         "refund_payment" => {
-            match crate::payments::refund_by_admin(bot, context, who.user, words).await? {
-                Some(reply) => (reply, None),
-                None => (
-                    AdminText::Usage {
-                        usage: usage(command),
-                    }
-                    .say(),
-                    None,
-                ),
-            }
+            let reply = crate::payments::refund_by_admin(bot, context, who.user, words).await?;
+            (reply.unwrap_or_else(|| usage_text(command)), None)
         }
-        _ => match run(context, who, &id, command, &args).await? {
-            Some(reply) => (reply, None),
-            None => (
-                AdminText::Usage {
-                    usage: usage(command),
-                }
-                .say(),
-                None,
-            ),
-        },
+        _ => {
+            let reply = run(context, who, &id, command, &args).await?;
+            (reply.unwrap_or_else(|| usage_text(command)), None)
+        }
     };
     let mut send = bot.send_message(who.chat, reply);
     if let Some(keyboard) = keyboard {

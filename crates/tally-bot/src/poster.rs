@@ -145,22 +145,7 @@ impl Poster {
         // in the pacing: Telegram's limits, not a queue of one, set the pace).
         let mut results = futures::stream::iter(posts.into_iter().enumerate())
             .map(|(k, (slot_id, destination))| async move {
-                if spread {
-                    let at = cycle::send_at(
-                        cycle,
-                        self.settings.cycle_seconds,
-                        self.settings.spread_seconds,
-                        k as u64,
-                        n,
-                    );
-                    let wait = (at - self.context.ledgers.now())
-                        .to_std()
-                        .unwrap_or_default();
-                    tokio::time::sleep(wait).await;
-                }
-                let slot_id = SlotId::new(slot_id)?;
-                let posted = self.post_one(&slot_id, destination, cycle).await;
-                // How late it went against its time in the cycle.
+                // Its time in the cycle: spread, or the cycle's start.
                 let scheduled = match spread {
                     true => cycle::send_at(
                         cycle,
@@ -171,6 +156,15 @@ impl Poster {
                     ),
                     false => cycle::cycle_start(cycle, self.settings.cycle_seconds),
                 };
+                if spread {
+                    let wait = (scheduled - self.context.ledgers.now())
+                        .to_std()
+                        .unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                }
+                let slot_id = SlotId::new(slot_id)?;
+                let posted = self.post_one(&slot_id, destination, cycle).await;
+                // How late it went against that time.
                 let late = (self.context.ledgers.now() - scheduled)
                     .num_milliseconds()
                     .max(0);
