@@ -200,6 +200,23 @@ impl Stack {
             .await;
     }
 
+    /// Spends credits as a backend would (a direct debit).
+    async fn spend(&self, user: i64, id: &str, credits: i64, what: &str) {
+        self.accounts()
+            .execute(Request {
+                key: UserId::new(user).unwrap(),
+                command: AccountCommand::Debit {
+                    debit_id: DebitId::new(id.to_string()).unwrap(),
+                    amount: Amount::new(Decimal::from(credits)).unwrap(),
+                    reason: Reason::new(what.to_string()).unwrap(),
+                },
+                command_id: None,
+                metadata: Metadata::by(Actor::system("test")),
+            })
+            .await
+            .unwrap();
+    }
+
     async fn grant_quietly(&self, user: i64, id: &str, credits: i64) {
         self.accounts()
             .execute(Request {
@@ -824,20 +841,7 @@ async fn a_refund_approved_by_another_admin_returns_credits_and_tells_the_user(
     let alice = user(601, "en");
     stack.say(&alice, 1, "/start").await;
     stack.grant(601, "g-601", 10).await;
-    stack
-        .accounts()
-        .execute(Request {
-            key: UserId::new(601).unwrap(),
-            command: AccountCommand::Debit {
-                debit_id: DebitId::new("job-601".to_string()).unwrap(),
-                amount: Amount::new(Decimal::from(4)).unwrap(),
-                reason: Reason::new("render".to_string()).unwrap(),
-            },
-            command_id: None,
-            metadata: Metadata::by(Actor::system("test")),
-        })
-        .await
-        .unwrap();
+    stack.spend(601, "job-601", 4, "render").await;
     assert_eq!(
         stack.say(&alice, 2, "/refund").await,
         "Which spend should be refunded?"
@@ -1224,20 +1228,7 @@ async fn an_admin_cannot_approve_their_own_refund_and_a_rejection_is_told(stack:
     let admin_b = user(ADMIN_B, "en");
     stack.say(&admin_a, 1, "/start").await;
     stack.grant(ADMIN_A, "g-a", 5).await;
-    stack
-        .accounts()
-        .execute(Request {
-            key: UserId::new(ADMIN_A).unwrap(),
-            command: AccountCommand::Debit {
-                debit_id: DebitId::new("job-a".to_string()).unwrap(),
-                amount: Amount::new(Decimal::from(2)).unwrap(),
-                reason: Reason::new("render".to_string()).unwrap(),
-            },
-            command_id: None,
-            metadata: Metadata::by(Actor::system("test")),
-        })
-        .await
-        .unwrap();
+    stack.spend(ADMIN_A, "job-a", 2, "render").await;
     stack.say(&admin_a, 2, "/refund").await;
     let spend = buttons(&last_message_to(&stack.fake, ADMIN_A)).remove(0);
     let before = stack.fake.texts_to(ADMIN_A).len();
@@ -1490,20 +1481,7 @@ async fn a_refund_an_admin_requested_through_the_api_is_not_theirs_to_approve_in
     let owner = user(905, "en");
     stack.say(&owner, 1, "/start").await;
     stack.grant(905, "g-905", 5).await;
-    stack
-        .accounts()
-        .execute(Request {
-            key: UserId::new(905).unwrap(),
-            command: AccountCommand::Debit {
-                debit_id: DebitId::new("job-905".to_string()).unwrap(),
-                amount: Amount::new(Decimal::from(2)).unwrap(),
-                reason: Reason::new("render".to_string()).unwrap(),
-            },
-            command_id: None,
-            metadata: Metadata::by(Actor::system("test")),
-        })
-        .await
-        .unwrap();
+    stack.spend(905, "job-905", 2, "render").await;
     let ask = tally_domain::refund::RefundAsk {
         user_id: UserId::new(905).unwrap(),
         reference: "debit:job-905".into(),
@@ -2581,20 +2559,7 @@ async fn an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back(stack: 
 
     // Spent: refused, no money moved; forced: refunded into a negative balance.
     pay_by_webhook(&stack, 1_602, "pay-1602", credits(), 1).await;
-    stack
-        .accounts()
-        .execute(Request {
-            key: UserId::new(1_602).unwrap(),
-            command: AccountCommand::Debit {
-                debit_id: DebitId::new("job-1602".to_string()).unwrap(),
-                amount: Amount::new(Decimal::from(15)).unwrap(),
-                reason: Reason::new("a job".to_string()).unwrap(),
-            },
-            command_id: None,
-            metadata: Metadata::by(Actor::system("test")),
-        })
-        .await
-        .unwrap();
+    stack.spend(1_602, "job-1602", 15, "a job").await;
     let refused = stack
         .say(&admin, 802, "/refund_payment pay-1602 duplicate")
         .await;
