@@ -164,6 +164,7 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                     add(&mut tally, &day, money, &currency, amount);
                 }
                 PaymentEvent::Failed { .. } => add(&mut tally, &day, "payments_failed", COUNT, 1),
+                PaymentEvent::Invoiced(_) => {}
                 PaymentEvent::DuplicateCharge {
                     amount, currency, ..
                 } => {

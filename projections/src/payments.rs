@@ -15,7 +15,7 @@ crate::read_model!(
     /// The payments read model.
     PaymentsReadModel {
         name: "payments",
-        version: 2,
+        version: 3,
         schema: "payments.sql",
         tables: ["payments", "duplicate_charges"],
         apply: apply,
@@ -104,6 +104,23 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                         user_id.get().into(),
                         amount_cents(recorded.position, amount.get())?.into(),
                         currency.as_str().into(),
+                        at.into(),
+                        position.into(),
+                        payment_id.into(),
+                    ],
+                )
+                .await?;
+                continue;
+            }
+            PaymentEvent::Invoiced(invoice) => {
+                execute(
+                    conn,
+                    &format!(
+                        "UPDATE payments{g} SET pay_url = $1, updated_at = $2, position = $3 \
+                         WHERE payment_id = $4"
+                    ),
+                    &[
+                        invoice.pay_url.as_str().into(),
                         at.into(),
                         position.into(),
                         payment_id.into(),
@@ -224,6 +241,8 @@ pub struct PaymentRow {
     pub provider_payment_id: Option<String>,
     /// Why it failed or was reversed.
     pub reason: Option<String>,
+    /// The provider's pay page, once invoiced.
+    pub pay_url: Option<String>,
     /// The position of its last event.
     pub position: i64,
 }
@@ -245,7 +264,8 @@ pub async fn payment(
     use sqlx::Row;
     let row = sqlx::query(
         "SELECT user_id, provider, amount_cents, currency, purpose, credits_cents, plan, \
-         status, provider_payment_id, reason, position FROM payments WHERE payment_id = $1",
+         status, provider_payment_id, reason, position, pay_url FROM payments \
+         WHERE payment_id = $1",
     )
     .bind(payment_id)
     .fetch_optional(pool)
@@ -264,6 +284,7 @@ pub async fn payment(
             status: row.get(7),
             provider_payment_id: text(8),
             reason: text(9),
+            pay_url: text(11),
             position: row.get(10),
         }
     }))

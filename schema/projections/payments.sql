@@ -12,6 +12,7 @@ CREATE TABLE payments{g} (
     status              TEXT NOT NULL, -- pending, succeeded, failed, reversed
     provider_payment_id TEXT NOT NULL, -- empty until it succeeded
     reason              TEXT NOT NULL, -- why it failed or was reversed; else empty
+    pay_url             TEXT NOT NULL DEFAULT '', -- the provider's pay page, once invoiced
     created_at          BIGINT NOT NULL,
     updated_at          BIGINT NOT NULL,
     position            BIGINT NOT NULL

@@ -491,6 +491,10 @@ async fn call(
                 "text": text,
             }))
         }
+        "createInvoiceLink" => ok(json!(format!(
+            "https://t.me/$invoice-{}",
+            params["payload"].as_str().unwrap_or_default()
+        ))),
         "getStarTransactions" => {
             let all = inner.star_transactions.lock().unwrap();
             let offset = params["offset"].as_u64().unwrap_or(0) as usize;

@@ -8,6 +8,7 @@
 //! One file: every setting's three spellings (flag and environment, `tally.toml`,
 //! the checked value) are read side by side, so none is added in one place only.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -142,6 +143,59 @@ struct File {
     paysupport_ru: Option<String>,
     /// The operator's campaigns, by id (`[campaigns.<id>]`; tally.toml only).
     campaigns: Option<crate::campaigns::FromFile>,
+    /// Payment providers, `[providers.<name>] <key> = …` (also
+    /// `TALLY_PROVIDERS_<NAME>_<KEY>`).
+    providers: Option<BTreeMap<String, BTreeMap<String, toml::Value>>>,
+    /// The plans for sale (`[plans.<id>] slots, period_days, price, currency,
+    /// prices = { RUB = "990" }`), replacing the built-in ones.
+    plans: Option<BTreeMap<tally_domain::values::PlanId, tally_domain::config::Plan>>,
+    /// The credit packs for sale (`[credit_packs.<id>] credits, price, currency,
+    /// prices`), replacing the built-in ones.
+    credit_packs: Option<BTreeMap<tally_domain::values::PackId, tally_domain::config::CreditPack>>,
+}
+
+/// The providers' settings: tally.toml's `[providers.*]` with the environment's
+/// `TALLY_PROVIDERS_<NAME>_<KEY>` over them, and Stars when there is a bot token.
+fn provider_settings(
+    file: Option<BTreeMap<String, BTreeMap<String, toml::Value>>>,
+    stars: Option<tally_providers::settings::StarsSettings>,
+) -> anyhow::Result<tally_providers::Settings> {
+    let mut entries: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (provider, keys) in file.unwrap_or_default() {
+        let table = entries.entry(provider.clone()).or_default();
+        for (key, value) in keys {
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .filter_map(|item| item.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => bail!("providers.{provider}.{key} is not a string, number or list"),
+            };
+            table.insert(key, text);
+        }
+    }
+    for (name, value) in std::env::vars() {
+        let Some(rest) = name.strip_prefix("TALLY_PROVIDERS_") else {
+            continue;
+        };
+        let Some((provider, key)) = rest.split_once('_') else {
+            bail!("{name} names no setting: write TALLY_PROVIDERS_<PROVIDER>_<KEY>");
+        };
+        entries
+            .entry(provider.to_ascii_lowercase())
+            .or_default()
+            .insert(key.to_ascii_lowercase(), value);
+    }
+    let mut settings =
+        tally_providers::Settings::from_entries(&entries).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(stars) = stars {
+        settings = settings.with(tally_providers::ProviderSettings::Stars(stars));
+    }
+    Ok(settings)
 }
 
 /// What a process runs.
@@ -217,6 +271,13 @@ pub struct Settings {
     pub campaigns: Vec<(String, tally_domain::campaign::CampaignDef)>,
     /// API key names linked to admins' Telegram ids.
     pub admin_links: tally_domain::config::AdminLinks,
+    /// The payment providers.
+    pub providers: tally_providers::Settings,
+    /// The plans for sale, when tally.toml names them.
+    pub plans: Option<BTreeMap<tally_domain::values::PlanId, tally_domain::config::Plan>>,
+    /// The credit packs for sale, when tally.toml names them.
+    pub credit_packs:
+        Option<BTreeMap<tally_domain::values::PackId, tally_domain::config::CreditPack>>,
 }
 
 impl Settings {
@@ -241,6 +302,17 @@ impl Settings {
             .telegram_bot_token
             .or(file.telegram_bot_token)
             .filter(|t| !t.trim().is_empty());
+        let stars = token
+            .clone()
+            .map(|token| tally_providers::settings::StarsSettings {
+                token,
+                api_url: args
+                    .telegram_api_url
+                    .clone()
+                    .or(file.telegram_api_url.clone())
+                    .unwrap_or_else(|| "https://api.telegram.org".into()),
+            });
+        let providers = provider_settings(file.providers.clone(), stars)?;
         let default_roles = match token {
             Some(_) => "api,projector,reactor,bot,poster",
             None => "api,projector,reactor",
@@ -364,6 +436,9 @@ impl Settings {
             posting,
             attribution_window_hours,
             campaigns,
+            providers,
+            plans: file.plans,
+            credit_packs: file.credit_packs,
         })
     }
 }
@@ -404,11 +479,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             projector: roles.projector,
             reactor: roles.reactor,
         },
-        config: Config {
-            admin_links: settings.admin_links,
-            attribution_window_hours: settings.attribution_window_hours,
-            ..Config::default()
+        config: {
+            let mut config = Config {
+                admin_links: settings.admin_links,
+                attribution_window_hours: settings.attribution_window_hours,
+                ..Config::default()
+            };
+            if let Some(plans) = settings.plans {
+                config.plans = plans;
+            }
+            if let Some(packs) = settings.credit_packs {
+                config.credit_packs = packs;
+            }
+            config
         },
+        providers: settings.providers,
         api_keys: settings.api_keys,
         webhook_secrets: settings.webhook_secrets,
         limits: settings.limits,

@@ -98,6 +98,26 @@ constraint!(
 );
 
 constraint!(
+    /// Where a payer returns from a provider's pay page.
+    ReturnUrlText => done(
+        string("an http(s) URL of at most 2048 characters")
+            .max_length(Some(2048))
+            .pattern(Some(r"^https?://\S{1,2040}$"))
+            .examples(["https://t.me/your_bot"])
+    )
+);
+
+constraint!(
+    /// A payer's e-mail address.
+    EmailText => done(
+        string("an e-mail address of at most 254 characters")
+            .max_length(Some(254))
+            .pattern(Some(r"^[^\s@]{1,64}@[^\s@]{1,189}$"))
+            .examples(["payer@example.com"])
+    )
+);
+
+constraint!(
     /// Credits or money: a positive decimal string.
     AmountText => done(
         string(&format!(
@@ -336,6 +356,8 @@ pub(crate) fn register(openapi: &mut OpenApi) {
     };
     add(IdText::name(), IdText::schema());
     add(AmountText::name(), AmountText::schema());
+    add(ReturnUrlText::name(), ReturnUrlText::schema());
+    add(EmailText::name(), EmailText::schema());
     add(SignedAmountText::name(), SignedAmountText::schema());
     add(ReasonText::name(), ReasonText::schema());
     add(UserIdNumber::name(), UserIdNumber::schema());

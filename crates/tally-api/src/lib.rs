@@ -56,8 +56,8 @@ pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// The process's command services (shared with its bot and reactors).
     pub ledgers: Ledgers,
-    /// Webhook secrets by provider.
-    pub webhook_secrets: Arc<std::collections::HashMap<String, String>>,
+    /// The payment providers: invoices, callbacks, refunds.
+    pub providers: tally_providers::Providers,
     /// The log (raw events for auditors).
     pub store: Arc<dyn tally_store::EventStore>,
     /// The read models.
@@ -76,19 +76,19 @@ pub struct AppState {
 
 impl AppState {
     /// The API's state over the process's command services and read models, the
-    /// keys, the webhook secrets by provider and the rate limits.
+    /// keys, the payment providers and the rate limits.
     pub fn new(
         ledgers: Ledgers,
         projector: Arc<Projector>,
         keys: Keys,
-        webhook_secrets: std::collections::HashMap<String, String>,
+        providers: tally_providers::Providers,
         limits: limits::Limits,
     ) -> Self {
         Self {
             store: ledgers.store().clone(),
             config: ledgers.config().clone(),
             ledgers,
-            webhook_secrets: Arc::new(webhook_secrets),
+            providers,
             projector,
             keys: Arc::new(keys),
             hold_owners: Default::default(),

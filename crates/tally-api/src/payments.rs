@@ -1,34 +1,39 @@
-//! Payments and provider webhooks. A payment is created pending; the provider's
-//! webhook says it succeeded or failed. The webhook's signature is checked over the
-//! raw body before anything is parsed; a success is applied once however often it is
-//! delivered (the payment stream refuses a second success, and the reactor credits by
-//! an id derived from the payment).
+//! Payments, the invoices Tally makes for them, and the providers' callbacks that
+//! settle them. `POST /v1/payments` with a provider that invoices (Stars, OxaPay,
+//! Paystack, YooKassa) answers with the provider's pay URL, made once and kept in the
+//! payment's stream. `POST /v1/webhooks/{provider}` hands the raw body to the
+//! provider's adapter (`tally_providers`), which checks its signature before anything
+//! is parsed; a notice that is not proof by itself (YooKassa's) is confirmed by
+//! fetching the payment from the provider; then the ledger settles it once
+//! (`tally_ledger::checkout::settle`): another provider's payment, another amount or
+//! currency is refused and nothing is appended.
 //!
-//! The generic format: header `X-Tally-Signature: sha256=<hex HMAC-SHA256 of the raw
-//! body with the provider's secret>` and body `{payment_id, status, amount, currency,
-//! provider_payment_id}`; secrets from `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
-//!
-//! One file: payments and the webhooks that settle them (generic signed, OxaPay) share
-//! the settle-once path and its checks.
+//! The generic format, for providers without an adapter: header `X-Tally-Signature:
+//! sha256=<hex HMAC-SHA256 of the raw body with the provider's secret>` and body
+//! `{payment_id, status, amount, currency, provider_payment_id}`; secrets from
+//! `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
 
 use crate::auth::{Admin, Service};
-use crate::constraints::{AmountText, IdText, PositionNumber, ProviderText, UserIdNumber};
+use crate::constraints::{
+    AmountText, EmailText, IdText, PositionNumber, ProviderText, ReasonText, ReturnUrlText,
+    UserIdNumber,
+};
 use crate::input::{Body, IdPath};
-use std::collections::HashMap;
 use tally_projections::PaymentPurpose;
+
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use tally_domain::payment::{Payment, PaymentCommand, PaymentStatus, Purpose, Terms};
-use tally_domain::values::{Amount, PaymentId, PlanId, Reason};
-use tally_ledger::workflows::fulfil_payment;
-use tally_ledger::{LedgerError, Outcome, Request};
+use tally_domain::payment::{Payment, PaymentCommand, Purpose, Terms};
+use tally_domain::values::{Amount, PaymentId, PlanId};
+use tally_ledger::checkout::{CheckoutError, InvoiceText, checkout, settle};
+use tally_ledger::{Outcome, Request};
+use tally_providers::Acknowledgement;
 use tally_store::{Actor, ActorKind, Metadata};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,26 +50,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read))
         .routes(routes!(webhook))
         .routes(routes!(duplicate_charges))
-}
-
-/// Webhook secrets by provider, from `provider:secret,…`.
-pub fn parse_webhook_secrets(text: &str) -> Result<HashMap<String, String>, String> {
-    let mut secrets = HashMap::new();
-    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let Some((provider, secret)) = entry.split_once(':') else {
-            return Err(format!(
-                "TALLY_WEBHOOK_SECRETS entry for {:?} is not provider:secret",
-                entry.chars().take(16).collect::<String>()
-            ));
-        };
-        if secret.len() < 16 {
-            return Err(format!(
-                "TALLY_WEBHOOK_SECRETS: the secret of {provider} is shorter than 16 characters"
-            ));
-        }
-        secrets.insert(provider.to_string(), secret.to_string());
-    }
-    Ok(secrets)
+        .routes(routes!(refund))
 }
 
 /// What a payment buys: `{"credits": "20"}` or `{"plan": "pro"}`.
@@ -124,6 +110,16 @@ pub(crate) struct CreateBody {
     #[schema(value_type = ProviderText)]
     currency: String,
     purpose: PurposeBody,
+    /// Where the payer returns after paying at the provider (its configured page
+    /// when absent).
+    #[serde(default)]
+    #[schema(value_type = Option<ReturnUrlText>)]
+    return_url: Option<String>,
+    /// The payer's e-mail, for providers that need one (Paystack); else
+    /// `tg<user_id>@<the configured domain>`.
+    #[serde(default)]
+    #[schema(value_type = Option<EmailText>)]
+    email: Option<String>,
 }
 
 /// A payment as the API shows it.
@@ -145,6 +141,10 @@ pub(crate) struct PaymentBody {
     /// Why it failed or was reversed.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// Where the payer pays: the provider's pay page or the Stars invoice link, for
+    /// a provider Tally invoices through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pay_url: Option<String>,
     position: u64,
 }
 
@@ -165,17 +165,21 @@ fn payment_body(id: &PaymentId, outcome: &Outcome<Payment>) -> Result<PaymentBod
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
-        provider_payment_id: None,
+        provider_payment_id: outcome.view.provider_payment_id.clone(),
         reason: None,
+        pay_url: outcome.view.invoice.as_ref().map(|i| i.pay_url.clone()),
         position: outcome.position,
     })
 }
 
 /// Creates a pending payment (201; the same id and body again: the original, with
-/// `Idempotent-Replay: true`).
+/// `Idempotent-Replay: true`). With a provider Tally invoices through (`stars`,
+/// `oxapay`, `paystack`, `yookassa`, as configured), the invoice is made at the
+/// provider once and the answer carries its `pay_url`.
 #[utoipa::path(post, path = "/v1/payments", tag = "payments",
     request_body = CreateBody,
-    responses((status = 201, body = PaymentBody), WriteErrors),
+    responses((status = 201, body = PaymentBody), WriteErrors,
+              (status = 502, description = "`provider_error`: the provider refused or could not be reached; the payment stays pending without an invoice, and the same request again retries", body = crate::error::Problem, content_type = "application/problem+json")),
     security(("service" = [])))]
 async fn create(
     State(state): State<AppState>,
@@ -194,21 +198,75 @@ async fn create(
         currency: body.currency,
         purpose,
     };
-    let outcome = state
-        .ledgers
-        .payments
-        .execute(Request {
-            key: payment_id.clone(),
-            command: PaymentCommand::Create(terms),
-            command_id: Some("create".into()),
-            metadata: metadata(&caller),
-        })
-        .await?;
+    let invoicing = state
+        .providers
+        .get(&terms.provider)
+        .filter(|p| p.invoices())
+        .cloned();
+    let outcome = match invoicing {
+        Some(provider) => {
+            let text = invoice_text(&terms, body.return_url, body.email)?;
+            checkout(
+                &state.ledgers,
+                provider.as_ref(),
+                payment_id.clone(),
+                terms,
+                text,
+                metadata(&caller),
+            )
+            .await?
+        }
+        None => {
+            state
+                .ledgers
+                .payments
+                .execute(Request {
+                    key: payment_id.clone(),
+                    command: PaymentCommand::Create(terms),
+                    command_id: Some("create".into()),
+                    metadata: metadata(&caller),
+                })
+                .await?
+        }
+    };
     Ok(answer(
         StatusCode::CREATED,
         outcome.replayed,
         payment_body(&payment_id, &outcome)?,
     ))
+}
+
+/// What the invoice says, from what the payment buys.
+fn invoice_text(
+    terms: &Terms,
+    return_url: Option<String>,
+    email: Option<String>,
+) -> Result<InvoiceText, ApiError> {
+    if let Some(url) = &return_url
+        && (!(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048)
+    {
+        return Err(ApiError::validation(
+            "return_url must be an http(s) URL of at most 2048 characters",
+        ));
+    }
+    if let Some(email) = &email
+        && (email.len() > 254 || !email.contains('@') || email.chars().any(char::is_whitespace))
+    {
+        return Err(ApiError::validation("email is not an e-mail address"));
+    }
+    let (title, description) = match &terms.purpose {
+        Purpose::Credits(credits) => (
+            format!("{credits} credits"),
+            format!("{credits} credits for your balance"),
+        ),
+        Purpose::Plan(plan) => (format!("Plan {plan}"), format!("One period of plan {plan}")),
+    };
+    Ok(InvoiceText {
+        title,
+        description,
+        return_url,
+        email,
+    })
 }
 
 /// A payment: terms, status, the provider's charge id.
@@ -247,54 +305,22 @@ async fn read(
         status: row.status,
         provider_payment_id: row.provider_payment_id,
         reason: row.reason,
+        pay_url: row.pay_url,
         position: row.position.try_into().unwrap_or_default(),
     }))
 }
 
-/// Checks `X-Tally-Signature: sha256=<hex>` over `body` with `secret`.
-fn verify_signature(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<(), ApiError> {
-    let invalid = |detail: &str| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            detail.to_string(),
-        )
-    };
-    let header = headers
-        .get("x-tally-signature")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| invalid("no X-Tally-Signature header"))?;
-    let hex = header
-        .strip_prefix("sha256=")
-        .ok_or_else(|| invalid("X-Tally-Signature is not sha256=<hex>"))?;
-    let signature = decode_hex(hex).ok_or_else(|| invalid("X-Tally-Signature is not hex"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| ApiError::internal("webhook secret unusable"))?;
-    mac.update(body);
-    mac.verify_slice(&signature)
-        .map_err(|_| invalid("the signature does not match the body"))
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// What the provider says happened.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only: the adapter reads the body (tally_providers::generic).
 pub(crate) enum WebhookStatus {
     Succeeded,
     Failed,
 }
 
 /// The generic webhook body.
-#[derive(Deserialize, ToSchema)]
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only: the adapter reads the body (tally_providers::generic).
 pub(crate) struct WebhookBody {
     #[schema(value_type = IdText)]
     payment_id: String,
@@ -305,7 +331,6 @@ pub(crate) struct WebhookBody {
     #[schema(value_type = ProviderText)]
     currency: String,
     /// The provider's id of the charge (required for `succeeded`).
-    #[serde(default)]
     provider_payment_id: Option<String>,
 }
 
@@ -322,37 +347,130 @@ pub(crate) struct WebhookAnswer {
     duplicate_charge: bool,
 }
 
-/// A provider's notice that a payment succeeded or failed. The signature is checked
-/// over the raw body first (generic: `X-Tally-Signature: sha256=<hex HMAC-SHA256>`
-/// with the provider's secret from `TALLY_WEBHOOK_SECRETS`; `oxapay`: header `HMAC` =
-/// hex HMAC-SHA512 with the merchant API key, OxaPay's own body, answered `ok`). The
-/// same notice any number of times credits once.
+/// A provider's notice about a payment, in the provider's own format: `oxapay`
+/// (header `HMAC` = hex HMAC-SHA512 with the merchant API key; answered `ok`),
+/// `paystack` (header `x-paystack-signature` = hex HMAC-SHA512 with the secret key),
+/// `yookassa` (unsigned: confirmed by fetching the payment from YooKassa), or the
+/// generic format (`X-Tally-Signature: sha256=<hex HMAC-SHA256>` with the provider's
+/// secret from `TALLY_WEBHOOK_SECRETS`). The same notice any number of times settles
+/// once; a refused one appends nothing.
 #[utoipa::path(post, path = "/v1/webhooks/{provider}", tag = "payments",
-    params(("provider" = String, Path, description = "a provider with a secret in TALLY_WEBHOOK_SECRETS")),
+    params(("provider" = String, Path, description = "oxapay, paystack, yookassa, or a provider with a secret in TALLY_WEBHOOK_SECRETS")),
     request_body = WebhookBody,
     responses((status = 200, description = "applied (or already applied); `oxapay`: text `ok`", body = WebhookAnswer),
               (status = 401, description = "`invalid_signature`: nothing applied", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 502, description = "`provider_error`: the provider could not confirm the notice; nothing applied, send it again", body = crate::error::Problem, content_type = "application/problem+json"),
               WriteErrors))]
 async fn webhook(
     State(state): State<AppState>,
+    sender: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Path(provider): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(secret) = state.webhook_secrets.get(&provider).cloned() else {
+    let Some(adapter) = state.providers.callbacks(&provider).cloned() else {
         return Err(ApiError::not_found(
             "not_found",
             format!(
-                "no webhook secret is configured for provider {provider:?} (TALLY_WEBHOOK_SECRETS)"
+                "provider {provider:?} is not configured (TALLY_PROVIDERS_* or TALLY_WEBHOOK_SECRETS)"
             ),
         ));
     };
-    match provider.as_str() {
-        "oxapay" => oxapay(state, headers, body, &secret).await,
-        _ => Ok(generic(state, headers, provider, body, &secret)
-            .await?
-            .into_response()),
+    let sender = sender.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
+    let notice = adapter.read_callback(&headers, sender, &body)?;
+    let metadata = Metadata::by(Actor::new(ActorKind::Webhook, provider.clone()));
+    let settled = settle(&state.ledgers, adapter.as_ref(), notice, metadata)
+        .await
+        .map_err(|error| refused_webhook(&provider, error))?;
+    if settled.duplicate_charge {
+        tracing::warn!(%provider, payment = ?settled.payment_id, "a second charge for a paid payment: recorded as a duplicate charge to give back");
+        metrics::counter!("tally_duplicate_charges_total", "provider" => provider.clone())
+            .increment(1);
     }
+    if adapter.acknowledgement() == Acknowledgement::TextOk {
+        return Ok(ok_body());
+    }
+    let status = settled
+        .status
+        .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "pending".into());
+    Ok(Json(WebhookAnswer {
+        payment_id: settled
+            .payment_id
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        status,
+        position: settled.position,
+        duplicate_charge: settled.duplicate_charge,
+    })
+    .into_response())
+}
+
+/// An admin's refund of a payment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefundBody {
+    /// Why (kept on the reversal with the admin key's name).
+    #[schema(value_type = ReasonText)]
+    reason: String,
+    /// Refund even when the payer has spent the credits, taking them back into a
+    /// negative balance (a recorded adjustment). Default false: refused with what is
+    /// available.
+    #[serde(default)]
+    allow_negative: bool,
+}
+
+/// A payment after its refund.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundedBody {
+    payment_id: String,
+    /// `reversed`.
+    status: String,
+    user_id: i64,
+    /// The payer's available credits after the credits were taken back.
+    #[schema(value_type = String, example = "0")]
+    available: rust_decimal::Decimal,
+    position: u64,
+}
+
+/// Gives a paid payment's money back through its provider (Stars:
+/// `refundStarPayment`; Paystack, YooKassa: their refund APIs) and reverses what it
+/// gave (its credits taken back). Checked on the log first: a payment that is not
+/// paid is 409 `payment_conflict`; credits already spent are 409
+/// `insufficient_credits` unless `allow_negative`; a provider that cannot refund
+/// through Tally (OxaPay, a generic webhook) is 422 `not_supported`. Asked again:
+/// the same answer, no second refund at the provider.
+#[utoipa::path(post, path = "/v1/admin/payments/{payment_id}/refund", tag = "admin",
+    params(("payment_id" = IdText, Path, description = "the payment to refund")),
+    request_body = RefundBody,
+    responses((status = 200, body = RefundedBody), WriteErrors,
+              (status = 502, description = "`provider_error`: the provider did not give the money back; nothing recorded", body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("admin" = [])))]
+async fn refund(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    IdPath(payment_id): IdPath<PaymentId>,
+    Body(body): Body<RefundBody>,
+) -> Result<Json<RefundedBody>, ApiError> {
+    let reason = tally_domain::values::Reason::new(body.reason)?;
+    let outcome = tally_ledger::checkout::refund(
+        &state.ledgers,
+        &state.providers,
+        payment_id.clone(),
+        crate::admin::admin_id(&caller)?,
+        reason,
+        body.allow_negative,
+        metadata(&caller),
+    )
+    .await?;
+    Ok(Json(RefundedBody {
+        payment_id: payment_id.to_string(),
+        status: "reversed".into(),
+        user_id: outcome.view.user_id.get(),
+        available: outcome.view.available,
+        position: outcome.position,
+    }))
 }
 
 /// A charge of a provider for a payment already paid: money that bought nothing.
@@ -427,213 +545,19 @@ async fn duplicate_charges(
 /// Most duplicate charges one answer lists.
 const DUPLICATE_CHARGES_LISTED_MAX: i64 = 500;
 
-/// Counts a charge recorded as a duplicate (the first time it is recorded).
-fn count_duplicate(provider: &str, charge: &str, outcome: &Outcome<Payment>) {
-    if !outcome.replayed && outcome.view.provider_payment_id.as_deref() != Some(charge) {
-        tracing::warn!(%provider, %charge, "a second charge for a paid payment: recorded as a duplicate charge to give back");
-        metrics::counter!("tally_duplicate_charges_total", "provider" => provider.to_string())
-            .increment(1);
-    }
-}
-
-/// The generic format (see the module notes).
-async fn generic(
-    state: AppState,
-    headers: HeaderMap,
-    provider: String,
-    body: Bytes,
-    secret: &str,
-) -> Result<Json<WebhookAnswer>, ApiError> {
-    verify_signature(&headers, &body, secret)?;
-    let body: WebhookBody = input::json(&body)?;
-    let payment_id = PaymentId::new(body.payment_id)?;
-    let charge = body.provider_payment_id.clone().unwrap_or_default();
-    let succeeded = matches!(body.status, WebhookStatus::Succeeded);
-    let command = match body.status {
-        WebhookStatus::Succeeded => PaymentCommand::Succeed {
-            provider: provider.clone(),
-            provider_payment_id: body.provider_payment_id.ok_or_else(|| {
-                ApiError::validation("a succeeded payment needs provider_payment_id")
-            })?,
-            amount: body.amount.parse::<Amount>()?,
-            currency: body.currency,
-        },
-        WebhookStatus::Failed => PaymentCommand::Fail {
-            provider: provider.clone(),
-            reason: Reason::new(format!("{provider} reported the payment failed"))?,
-        },
-    };
-    let outcome = state
-        .ledgers
-        .payments
-        .command(
-            payment_id.clone(),
-            command,
-            Metadata::by(Actor::new(ActorKind::Webhook, provider.clone())),
-        )
-        .await
-        .map_err(|error| refused_webhook(&provider, &payment_id, error))?;
-    let duplicate_charge =
-        succeeded && outcome.view.provider_payment_id.as_deref() != Some(charge.as_str());
-    if duplicate_charge {
-        count_duplicate(&provider, &charge, &outcome);
-    }
-    // Credit at once (the reactor would, a moment later; both are idempotent by the
-    // payment id), so `?min_position` on the answer's position shows the credits.
-    let mut position = outcome.position;
-    if let (Some(PaymentStatus::Succeeded), Some(terms)) =
-        (outcome.view.status, &outcome.view.terms)
-    {
-        position = position.max(
-            fulfil_payment(
-                &state.ledgers.accounts,
-                &state.ledgers.subscriptions,
-                payment_id.clone(),
-                terms.user_id,
-                terms.purpose.clone(),
-                Metadata::by(Actor::new(ActorKind::Webhook, provider)),
-            )
-            .await?,
-        );
-    }
-    let status = outcome
-        .view
-        .status
-        .and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    Ok(Json(WebhookAnswer {
-        payment_id: payment_id.to_string(),
-        status,
-        position,
-        duplicate_charge,
-    }))
-}
-
-/// OxaPay's callback, as OxaPay sends it: header `HMAC` = hex HMAC-SHA512 of the raw
-/// body with the merchant API key (the provider's secret); the body names the payment
-/// by `order_id` (the id the invoice was created with; `orderId` in its legacy format)
-/// and its `track_id`; `status` `paid` means the invoice is paid in full, `failed` or
-/// `expired` that it will not be; `paying`, `waiting`, `confirming` are progress. OxaPay
-/// retries until it gets a 200 with the body `ok`, so every accepted callback — also a
-/// repeated one — is answered so.
-async fn oxapay(
-    state: AppState,
-    headers: HeaderMap,
-    body: Bytes,
-    secret: &str,
-) -> Result<Response, ApiError> {
-    let invalid = |detail: &str| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            detail.to_string(),
-        )
-    };
-    let signature = headers
-        .get("hmac")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| decode_hex(v.trim()))
-        .ok_or_else(|| invalid("no HMAC header with a hex signature"))?;
-    let mut mac = Hmac::<sha2::Sha512>::new_from_slice(secret.as_bytes())
-        .map_err(|_| ApiError::internal("webhook secret unusable"))?;
-    mac.update(&body);
-    mac.verify_slice(&signature)
-        .map_err(|_| invalid("the HMAC does not match the body"))?;
-    let callback: serde_json::Value = input::json(&body)?;
-    let text = |keys: &[&str]| {
-        keys.iter().find_map(|k| match &callback[*k] {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-    };
-    let order = text(&["order_id", "orderId"])
-        .ok_or_else(|| ApiError::validation("the callback names no order_id"))?;
-    let track = text(&["track_id", "trackId"])
-        .ok_or_else(|| ApiError::validation("the callback names no track_id"))?;
-    let status = text(&["status"]).unwrap_or_default().to_ascii_lowercase();
-    let payment_id = PaymentId::new(order)?;
-    let metadata = Metadata::by(Actor::new(ActorKind::Webhook, "oxapay"));
-    let command = match status.as_str() {
-        // What OxaPay says was paid is checked against the payment by the ledger:
-        // another amount or currency is a conflict, never a credit. The amount is a
-        // JSON number; its text is read as a decimal, never through a float.
-        "paid" => PaymentCommand::Succeed {
-            provider: OXAPAY.into(),
-            provider_payment_id: track.clone(),
-            amount: oxapay_amount(&body)?,
-            currency: text(&["currency"])
-                .ok_or_else(|| ApiError::validation("the callback names no currency"))?,
-        },
-        "failed" | "expired" => PaymentCommand::Fail {
-            provider: OXAPAY.into(),
-            reason: Reason::new(format!("oxapay reported the invoice {status}"))?,
-        },
-        _ => return Ok(ok_body()),
-    };
-    let outcome = state
-        .ledgers
-        .payments
-        .command(payment_id.clone(), command, metadata.clone())
-        .await
-        .map_err(|error| refused_webhook(OXAPAY, &payment_id, error))?;
-    if status == "paid" {
-        count_duplicate(OXAPAY, &track, &outcome);
-    }
-    if let (Some(PaymentStatus::Succeeded), Some(terms)) =
-        (outcome.view.status, &outcome.view.terms)
-    {
-        fulfil_payment(
-            &state.ledgers.accounts,
-            &state.ledgers.subscriptions,
-            payment_id,
-            terms.user_id,
-            terms.purpose.clone(),
-            metadata,
-        )
-        .await?;
-    }
-    Ok(ok_body())
-}
-
-/// The provider name of OxaPay payments in the ledger (and its webhook route).
-const OXAPAY: &str = "oxapay";
-
 /// A webhook the ledger refused: a payment of another provider, or a report that
 /// disagrees with the payment, is logged and counted (someone is sending notices
 /// that do not match; an operator should look), then answered with the refusal.
-fn refused_webhook(provider: &str, payment_id: &PaymentId, error: LedgerError) -> ApiError {
-    let code = error.code();
-    if matches!(code, "provider_mismatch" | "payment_conflict") {
-        tracing::warn!(%provider, %payment_id, %error, "webhook refused: nothing applied");
-        metrics::counter!("tally_webhooks_refused_total", "provider" => provider.to_string(), "code" => code)
-            .increment(1);
+fn refused_webhook(provider: &str, error: CheckoutError) -> ApiError {
+    if let CheckoutError::Ledger(error) = &error {
+        let code = error.code();
+        if matches!(code, "provider_mismatch" | "payment_conflict") {
+            tracing::warn!(%provider, %error, "webhook refused: nothing applied");
+            metrics::counter!("tally_webhooks_refused_total", "provider" => provider.to_string(), "code" => code)
+                .increment(1);
+        }
     }
     error.into()
-}
-
-/// The `amount` of an OxaPay callback (a JSON number, or a string) as a decimal,
-/// read from its text.
-fn oxapay_amount(body: &[u8]) -> Result<Amount, ApiError> {
-    #[derive(Deserialize)]
-    struct Paid<'a> {
-        #[serde(borrow)]
-        amount: Option<&'a serde_json::value::RawValue>,
-    }
-    let paid: Paid = serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(format!("the callback is not JSON: {e}")))?;
-    let raw = paid
-        .amount
-        .ok_or_else(|| ApiError::validation("the callback names no amount"))?
-        .get();
-    let text = raw.trim().trim_matches('"');
-    let decimal = rust_decimal::Decimal::from_str_exact(text)
-        .or_else(|_| rust_decimal::Decimal::from_scientific(text))
-        .map_err(|_| {
-            ApiError::validation(format!("the callback's amount {raw} is not a number"))
-        })?;
-    Ok(Amount::new(decimal.normalize())?)
 }
 
 fn ok_body() -> Response {

@@ -1270,6 +1270,11 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ("POST", "/v1/admin/accounts/{user_id}/grants", Needs::Admin),
     (
         "POST",
+        "/v1/admin/payments/{payment_id}/refund",
+        Needs::Admin,
+    ),
+    (
+        "POST",
         "/v1/admin/accounts/{user_id}/adjustments",
         Needs::Admin,
     ),

@@ -54,8 +54,12 @@ pub struct App {
     pub config: Config,
     /// Bootstrap API keys, `role:name:key` entries separated by commas.
     pub api_keys: String,
-    /// Webhook secrets, `provider:secret` entries separated by commas.
+    /// Webhook secrets, `provider:secret` entries separated by commas (generic
+    /// signed webhooks; `oxapay`'s is its merchant API key).
     pub webhook_secrets: String,
+    /// The payment providers Tally invoices through and hears from (Stars needs the
+    /// bot's token, given here by the caller).
+    pub providers: tally_providers::Settings,
     /// Rate limits of the API.
     pub limits: Limits,
     /// The Telegram bot, when it runs here.
@@ -75,6 +79,7 @@ impl App {
             config: Config::default(),
             api_keys: String::new(),
             webhook_secrets: String::new(),
+            providers: tally_providers::Settings::default(),
             limits: Limits::default(),
             bot: None,
             poster: None,
@@ -104,6 +109,31 @@ pub struct Running {
 /// health routes, are served (`None`: nowhere, e.g. when the address is taken).
 pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyhow::Result<Running> {
     let url = &app.database_url;
+    // Money settings first: a provider without its secret, or a pack without a price
+    // in a provider's currency, stops the process before it opens anything.
+    let mut provider_settings = app
+        .providers
+        .clone()
+        .with_webhook_secrets(&app.webhook_secrets)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    // Stars invoice links and refunds go through the bot's own Bot API.
+    if let Some(bot) = app.bot.as_ref().or(app.poster.as_ref().map(|(bot, _)| bot)) {
+        provider_settings = provider_settings.with(tally_providers::ProviderSettings::Stars(
+            tally_providers::settings::StarsSettings {
+                token: bot.token.clone(),
+                api_url: bot
+                    .api_url
+                    .as_ref()
+                    .map(|u| u.as_str().trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| "https://api.telegram.org".into()),
+            },
+        ));
+    }
+    provider_settings
+        .check_prices(&app.config)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let providers =
+        tally_providers::Providers::new(&provider_settings).map_err(|e| anyhow::anyhow!(e))?;
     let store = tally_store::open(url, PostgresOptions::default())
         .await
         .with_context(|| format!("opening {}", redact(url)))?;
@@ -117,7 +147,8 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
     if let Some(bot) = &app.bot {
         let context = Arc::new(
             tally_bot::Context::new(ledgers.clone(), projector.clone(), bot.admin_ids.clone())
-                .with_policy(bot.policy.clone()),
+                .with_policy(bot.policy.clone())
+                .with_providers(providers.clone()),
         );
         let mut running = tally_bot::start(context, bot, stopped.clone())
             .await
@@ -128,23 +159,18 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
             tokio::spawn(async move { Ok(running.finished().await?) }),
         ));
     }
-    let (keys, secrets) = match app.roles.api {
-        true => (
-            Keys::new(projector.pool().clone(), &app.api_keys)
-                .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?,
-            tally_api::payments::parse_webhook_secrets(&app.webhook_secrets)
-                .map_err(|e| anyhow::anyhow!(e))?,
-        ),
-        false => (
-            Keys::new(projector.pool().clone(), "").map_err(|e| anyhow::anyhow!("keys: {e}"))?,
-            Default::default(),
-        ),
+    let keys = match app.roles.api {
+        true => Keys::new(projector.pool().clone(), &app.api_keys)
+            .map_err(|e| anyhow::anyhow!("TALLY_API_KEYS: {e}"))?,
+        false => {
+            Keys::new(projector.pool().clone(), "").map_err(|e| anyhow::anyhow!("keys: {e}"))?
+        }
     };
     let state = AppState::new(
         ledgers.clone(),
         projector.clone(),
         keys,
-        secrets,
+        providers,
         app.limits,
     );
     let mut addr = None;

@@ -88,6 +88,8 @@ pub struct Context {
     pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
     /// The operator's `/terms` and `/paysupport`.
     pub(crate) policy: crate::Policy,
+    /// The payment providers `/topup` and `/plans` offer besides Stars.
+    pub(crate) providers: tally_providers::Providers,
     /// Ads being made in the chat, by user (`/ads`).
     pub(crate) pending_ads: Mutex<HashMap<i64, crate::ads::AdDraft>>,
     /// The bot's own username, from Telegram's `getMe`: commands addressed to other
@@ -108,6 +110,7 @@ impl Context {
             pending_refunds: Mutex::new(HashMap::new()),
             pending_ads: Mutex::new(HashMap::new()),
             policy: crate::Policy::default(),
+            providers: tally_providers::Providers::default(),
             username: std::sync::OnceLock::new(),
         }
     }
@@ -115,6 +118,12 @@ impl Context {
     /// The same, answering `/terms` and `/paysupport` with the operator's words.
     pub fn with_policy(mut self, policy: crate::Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The same, offering the configured payment providers in `/topup` and `/plans`.
+    pub fn with_providers(mut self, providers: tally_providers::Providers) -> Self {
+        self.providers = providers;
         self
     }
 

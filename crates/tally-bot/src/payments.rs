@@ -19,6 +19,8 @@ use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
 use teloxide::prelude::*;
 use teloxide::types::{LabeledPrice, PreCheckoutQuery, SuccessfulPayment};
 
+use tally_ledger::checkout::CheckoutError;
+
 use crate::texts::Text;
 use crate::users::{Who, open};
 use crate::{BotError, Context, TgBot};
@@ -348,7 +350,7 @@ pub(crate) async fn on_successful_payment(
 /// the ledger records the reversal and takes the credits back in one append. `None`
 /// for arguments that do not parse.
 pub(crate) async fn refund_by_admin(
-    bot: &TgBot,
+    _bot: &TgBot,
     context: &Context,
     admin: i64,
     words: &[&str],
@@ -371,31 +373,28 @@ pub(crate) async fn refund_by_admin(
             "payment {payment_id} is not a paid payment"
         )));
     };
-    if terms.provider != "stars" {
-        return Err(BotError::Refused(format!(
-            "payment {payment_id} was paid through {}; this command gives back Telegram Stars",
-            terms.provider
-        )));
-    }
     let Purpose::Credits(credits) = terms.purpose else {
         return Err(BotError::Refused(format!(
             "payment {payment_id} bought a plan; refunding a plan (taking back its days) is not built yet"
         )));
     };
-    if paid.status != Some(PaymentStatus::Reversed) {
-        if paid.status != Some(PaymentStatus::Succeeded) {
-            return Err(BotError::Refused(format!(
-                "payment {payment_id} is not paid"
-            )));
-        }
-        let available = context
-            .ledgers
-            .accounts
-            .load(&terms.user_id)
-            .await?
-            .state
-            .available;
-        if available < credits.get() && !force {
+    // The ledger checks the refund on the log before the provider gives any money
+    // back, then records the reversal (tally_ledger::checkout::refund).
+    let outcome = match tally_ledger::checkout::refund(
+        &context.ledgers,
+        &context.providers,
+        payment_id.clone(),
+        tally_domain::values::AdminId::new(admin.to_string())?,
+        reason,
+        force,
+        Context::by_admin(admin),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(CheckoutError::Ledger(tally_ledger::LedgerError::Domain(
+            tally_domain::DomainError::InsufficientCredits { available, .. },
+        ))) => {
             return Err(BotError::Refused(format!(
                 "user {} has spent the credits: {} available of {} to take back. Nothing was \
                  refunded; add `force` to refund anyway and take them back into a negative balance",
@@ -404,27 +403,9 @@ pub(crate) async fn refund_by_admin(
                 credits.get().normalize()
             )));
         }
-        let user = teloxide::types::UserId(u64::try_from(terms.user_id.get()).unwrap_or(0));
-        match bot
-            .refund_star_payment(user, teloxide::types::TelegramTransactionId(charge.clone()))
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if error.to_string().contains("CHARGE_ALREADY_REFUNDED") => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    // The Stars are back with the user: the ledger records it, whatever was spent
-    // since the check (reality first; the balance may then go negative).
-    let outcome = tally_ledger::workflows::reverse_payment(
-        &context.ledgers,
-        payment_id.clone(),
-        tally_domain::values::AdminId::new(admin.to_string())?,
-        reason,
-        true,
-        Context::by_admin(admin),
-    )
-    .await?;
+        Err(CheckoutError::Ledger(error)) => return Err(error.into()),
+        Err(CheckoutError::Provider(error)) => return Err(BotError::Refused(error.to_string())),
+    };
     Ok(Some(
         crate::texts::AdminText::PaymentRefunded {
             payment: payment_id.as_str(),

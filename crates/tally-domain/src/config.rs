@@ -23,6 +23,17 @@ pub struct Plan {
     pub price: Amount,
     /// Currency of the price (`XTR` is Telegram Stars).
     pub currency: String,
+    /// Its price in other currencies, for the providers that charge in them
+    /// (`prices = { RUB = "990" }` in tally.toml).
+    #[serde(default)]
+    pub prices: BTreeMap<String, Amount>,
+}
+
+impl Plan {
+    /// The price of one period in `currency`, if it has one.
+    pub fn price_in(&self, currency: &str) -> Option<Amount> {
+        price_in(self.price, &self.currency, &self.prices, currency)
+    }
 }
 
 /// A pack of credits for sale.
@@ -34,6 +45,32 @@ pub struct CreditPack {
     pub price: Amount,
     /// Currency of the price.
     pub currency: String,
+    /// Its price in other currencies, for the providers that charge in them
+    /// (`prices = { RUB = "199" }` in tally.toml).
+    #[serde(default)]
+    pub prices: BTreeMap<String, Amount>,
+}
+
+impl CreditPack {
+    /// The pack's price in `currency`, if it has one.
+    pub fn price_in(&self, currency: &str) -> Option<Amount> {
+        price_in(self.price, &self.currency, &self.prices, currency)
+    }
+}
+
+fn price_in(
+    price: Amount,
+    main: &str,
+    prices: &BTreeMap<String, Amount>,
+    currency: &str,
+) -> Option<Amount> {
+    if main.eq_ignore_ascii_case(currency) {
+        return Some(price);
+    }
+    prices
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(currency))
+        .map(|(_, p)| *p)
 }
 
 /// When a spend may be refunded, measured from the moment of the spend. The seeds'
@@ -145,27 +182,42 @@ fn id<T: TryFrom<String>>(text: &str) -> T {
 
 impl Default for Config {
     fn default() -> Self {
-        let plan = |slots, price| Plan {
+        // Other currencies' prices, for the providers the seed bots use: YooKassa
+        // (RUB), Paystack (NGN), OxaPay (USD).
+        let prices = |rub, ngn, usd_cents: i64| {
+            BTreeMap::from([
+                ("RUB".to_string(), amount(rub)),
+                ("NGN".to_string(), amount(ngn)),
+                (
+                    "USD".to_string(),
+                    Amount::new(Decimal::new(usd_cents, 2))
+                        .unwrap_or_else(|_| unreachable!("positive literal")),
+                ),
+            ])
+        };
+        let plan = |slots, price, other| Plan {
             slots,
             period_days: 30,
             price: amount(price),
             currency: "XTR".into(),
+            prices: other,
         };
-        let pack = |credits, price| CreditPack {
+        let pack = |credits, price, other| CreditPack {
             credits: amount(credits),
             price: amount(price),
             currency: "XTR".into(),
+            prices: other,
         };
         Self {
             plans: BTreeMap::from([
-                (id("basic"), plan(1, 100)),
-                (id("pro"), plan(3, 250)),
-                (id("enterprise"), plan(5, 400)),
+                (id("basic"), plan(1, 100, prices(390, 2_500, 199))),
+                (id("pro"), plan(3, 250, prices(990, 6_000, 499))),
+                (id("enterprise"), plan(5, 400, prices(1_590, 10_000, 799))),
             ]),
             credit_packs: BTreeMap::from([
-                (id("pack_5"), pack(5, 50)),
-                (id("pack_20"), pack(20, 180)),
-                (id("pack_50"), pack(50, 400)),
+                (id("pack_5"), pack(5, 50, prices(199, 1_500, 99))),
+                (id("pack_20"), pack(20, 180, prices(699, 5_000, 349))),
+                (id("pack_50"), pack(50, 400, prices(1_499, 10_000, 799))),
             ]),
             attribution_window_hours: default_attribution_window_hours(),
             hold_ttl_seconds_min: 1,

@@ -70,6 +70,19 @@ pub struct Payment {
     /// Further charges recorded as duplicates.
     #[serde(default)]
     pub duplicate_charges: u32,
+    /// The invoice the provider made for it, once made.
+    #[serde(default)]
+    pub invoice: Option<Invoice>,
+}
+
+/// An invoice a provider made for a payment: where the payer pays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// The provider's pay page, or the Stars invoice link.
+    pub pay_url: String,
+    /// The provider's own id of the invoice or payment, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// What can be asked of a payment.
@@ -101,6 +114,10 @@ pub enum PaymentCommand {
         /// Why.
         reason: Reason,
     },
+    /// The provider made an invoice for the pending payment. The first invoice
+    /// recorded is the payment's; another later (a retried request that reached the
+    /// provider twice) changes nothing, so every caller is sent to the same page.
+    RecordInvoice(Invoice),
 }
 
 /// What happened to a payment.
@@ -139,6 +156,9 @@ pub enum PaymentEvent {
         /// In what currency.
         currency: String,
     },
+    /// The provider made the invoice the payer pays.
+    #[serde(rename = "payment.invoiced")]
+    Invoiced(Invoice),
     /// Taken back.
     #[serde(rename = "payment.reversed")]
     Reversed {
@@ -217,6 +237,20 @@ pub fn decide(
     }
     match command {
         C::Create(_) => Ok(vec![]),
+        C::RecordInvoice(invoice) => {
+            if invoice.pay_url.len() > 2048 || !invoice.pay_url.starts_with("http") {
+                return Err(DomainError::Validation(
+                    "an invoice's pay URL must be an http(s) URL of at most 2048 bytes".into(),
+                ));
+            }
+            match (status, &state.invoice) {
+                (PaymentStatus::Pending, None) => Ok(vec![E::Invoiced(invoice.clone())]),
+                (PaymentStatus::Pending, Some(_)) => Ok(vec![]),
+                _ => Err(DomainError::PaymentConflict(
+                    "the payment is no longer pending; it needs no invoice".into(),
+                )),
+            }
+        }
         C::Succeed {
             provider_payment_id,
             amount,
@@ -296,6 +330,7 @@ pub fn evolve(mut state: Payment, event: &PaymentEvent) -> Payment {
         PaymentEvent::Failed { .. } => state.status = Some(PaymentStatus::Failed),
         PaymentEvent::DuplicateCharge { .. } => state.duplicate_charges += 1,
         PaymentEvent::Reversed { .. } => state.status = Some(PaymentStatus::Reversed),
+        PaymentEvent::Invoiced(invoice) => state.invoice = Some(invoice.clone()),
     }
     state
 }

@@ -33,6 +33,7 @@
 //! active streams.
 
 pub mod aggregate;
+pub mod checkout;
 mod clock;
 mod idempotency;
 mod loading;
