@@ -146,6 +146,17 @@ impl FakeProviders {
         payment.status = status.into();
     }
 
+    /// Sets the amount the provider says it holds (as it keeps it).
+    pub fn set_amount(&self, order: &str, amount: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let payment = inner
+            .payments
+            .values_mut()
+            .find(|p| p.order == order)
+            .unwrap();
+        payment.amount = amount.into();
+    }
+
     /// YooKassa refunds a payment: the refund's id.
     pub fn yookassa_refund(&self, order: &str) -> String {
         let payment = self.payment_for(order);
@@ -159,7 +170,13 @@ impl FakeProviders {
     }
 
     /// OxaPay's callback for a payment: the body as OxaPay sends it and its `HMAC`.
-    pub fn oxapay_callback(&self, order: &str, status: &str, amount: &str, currency: &str) -> (String, String) {
+    pub fn oxapay_callback(
+        &self,
+        order: &str,
+        status: &str,
+        amount: &str,
+        currency: &str,
+    ) -> (String, String) {
         let payment = self.payment_for(order);
         let body = format!(
             r#"{{"track_id":"{}","status":"{status}","type":"invoice","amount":{amount},"currency":"{currency}","order_id":"{order}","date":1767225600}}"#,
@@ -230,7 +247,10 @@ async fn oxapay_invoice(
     body: String,
 ) -> Answer {
     if header(&headers, "merchant_api_key") != OXAPAY_KEY {
-        return error(StatusCode::UNAUTHORIZED, json!({"data": {}, "message": "Invalid merchant API key", "status": 401}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"data": {}, "message": "Invalid merchant API key", "status": 401}),
+        );
     }
     let request: Value = serde_json::from_str(&body).unwrap();
     record(&inner, "oxapay.invoice", &request);
@@ -257,9 +277,11 @@ async fn oxapay_invoice(
     );
     (
         StatusCode::OK,
-        Json(json!({"data": {"track_id": id, "payment_url": format!("https://pay.oxapay.com/{id}"),
+        Json(
+            json!({"data": {"track_id": id, "payment_url": format!("https://pay.oxapay.com/{id}"),
             "expired_at": 1767229200, "date": 1767225600}, "message": "Operation completed successfully!",
-            "error": {}, "status": 200, "version": "1.0.0"})),
+            "error": {}, "status": 200, "version": "1.0.0"}),
+        ),
     )
 }
 
@@ -270,18 +292,30 @@ async fn oxapay_status(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     if header(&headers, "merchant_api_key") != OXAPAY_KEY {
-        return error(StatusCode::UNAUTHORIZED, json!({"message": "Invalid merchant API key", "status": 401})).into_response();
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Invalid merchant API key", "status": 401}),
+        )
+        .into_response();
     }
     let inner = inner.lock().unwrap();
     let Some(p) = inner.payments.get(&id) else {
-        return error(StatusCode::NOT_FOUND, json!({"message": "not found", "status": 404})).into_response();
+        return error(
+            StatusCode::NOT_FOUND,
+            json!({"message": "not found", "status": 404}),
+        )
+        .into_response();
     };
     // The amount is a JSON number written by its digits, as OxaPay writes it.
     let body = format!(
         r#"{{"data":{{"track_id":"{}","status":"{}","amount":{},"currency":"{}","order_id":"{}"}},"status":200}}"#,
         p.id, p.status, p.amount, p.currency, p.order
     );
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 async fn paystack_initialize(
@@ -290,16 +324,28 @@ async fn paystack_initialize(
     Json(request): Json<Value>,
 ) -> Answer {
     if header(&headers, "authorization") != format!("Bearer {PAYSTACK_KEY}") {
-        return error(StatusCode::UNAUTHORIZED, json!({"status": false, "message": "Invalid key"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": false, "message": "Invalid key"}),
+        );
     }
     record(&inner, "paystack.initialize", &request);
-    let reference = request["reference"].as_str().unwrap_or_default().to_string();
+    let reference = request["reference"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut inner = inner.lock().unwrap();
     if inner.payments.values().any(|p| p.order == reference) {
-        return error(StatusCode::BAD_REQUEST, json!({"status": false, "message": "Duplicate Transaction Reference"}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"status": false, "message": "Duplicate Transaction Reference"}),
+        );
     }
     if !request["email"].as_str().unwrap_or_default().contains('@') {
-        return error(StatusCode::BAD_REQUEST, json!({"status": false, "message": "Invalid Email Address Passed"}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"status": false, "message": "Invalid Email Address Passed"}),
+        );
     }
     inner.next += 1;
     let id = format!("{}", 4_000_000_000_u64 + inner.next);
@@ -310,16 +356,21 @@ async fn paystack_initialize(
             provider: "paystack",
             id,
             order: reference.clone(),
-            amount: request["amount"].as_str().map(str::to_string).unwrap_or_else(|| request["amount"].to_string()),
+            amount: request["amount"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| request["amount"].to_string()),
             currency: request["currency"].as_str().unwrap_or("NGN").into(),
             status: "ongoing".into(),
         },
     );
     (
         StatusCode::OK,
-        Json(json!({"status": true, "message": "Authorization URL created",
+        Json(
+            json!({"status": true, "message": "Authorization URL created",
             "data": {"authorization_url": format!("https://checkout.paystack.com/{code}"),
-                "access_code": code, "reference": reference}})),
+                "access_code": code, "reference": reference}}),
+        ),
     )
 }
 
@@ -329,11 +380,17 @@ async fn paystack_verify(
     Path(reference): Path<String>,
 ) -> Answer {
     if header(&headers, "authorization") != format!("Bearer {PAYSTACK_KEY}") {
-        return error(StatusCode::UNAUTHORIZED, json!({"status": false, "message": "Invalid key"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": false, "message": "Invalid key"}),
+        );
     }
     let inner = inner.lock().unwrap();
     let Some(p) = inner.payments.values().find(|p| p.order == reference) else {
-        return error(StatusCode::BAD_REQUEST, json!({"status": false, "message": "Transaction reference not found"}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"status": false, "message": "Transaction reference not found"}),
+        );
     };
     (
         StatusCode::OK,
@@ -349,20 +406,25 @@ async fn paystack_refund(
     Json(request): Json<Value>,
 ) -> Answer {
     if header(&headers, "authorization") != format!("Bearer {PAYSTACK_KEY}") {
-        return error(StatusCode::UNAUTHORIZED, json!({"status": false, "message": "Invalid key"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": false, "message": "Invalid key"}),
+        );
     }
     record(&inner, "paystack.refund", &request);
     (
         StatusCode::OK,
-        Json(json!({"status": true, "message": "Refund has been queued for processing",
-            "data": {"transaction": {"reference": request["transaction"]}, "status": "pending"}})),
+        Json(
+            json!({"status": true, "message": "Refund has been queued for processing",
+            "data": {"transaction": {"reference": request["transaction"]}, "status": "pending"}}),
+        ),
     )
 }
 
 fn yookassa_authorized(headers: &HeaderMap) -> bool {
     use base64::Engine as _;
-    let expected = base64::engine::general_purpose::STANDARD
-        .encode(format!("{YOOKASSA_SHOP}:{YOOKASSA_KEY}"));
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(format!("{YOOKASSA_SHOP}:{YOOKASSA_KEY}"));
     header(headers, "authorization") == format!("Basic {expected}")
 }
 
@@ -379,25 +441,44 @@ async fn yookassa_create(
     Json(request): Json<Value>,
 ) -> Answer {
     if !yookassa_authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, json!({"type": "error", "code": "invalid_credentials"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "code": "invalid_credentials"}),
+        );
     }
     let key = header(&headers, "idempotence-key").to_string();
     if key.is_empty() {
-        return error(StatusCode::BAD_REQUEST, json!({"type": "error", "code": "invalid_request", "description": "Idempotence key is missing"}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            json!({"type": "error", "code": "invalid_request", "description": "Idempotence key is missing"}),
+        );
     }
     record(&inner, "yookassa.payments", &request);
     let mut inner = inner.lock().unwrap();
     // The same Idempotence-Key is the same payment.
-    let id = format!("2f{:0>6}-000f-5000-9000-{:0>12}", key.len(), key.bytes().map(u64::from).sum::<u64>());
+    let id = format!(
+        "2f{:0>6}-000f-5000-9000-{:0>12}",
+        key.len(),
+        key.bytes().map(u64::from).sum::<u64>()
+    );
     if let Some(existing) = inner.payments.get(&id) {
         return (StatusCode::OK, Json(yookassa_object(existing)));
     }
     let payment = FakePayment {
         provider: "yookassa",
         id: id.clone(),
-        order: request["metadata"]["payment_id"].as_str().unwrap_or_default().into(),
-        amount: request["amount"]["value"].as_str().unwrap_or_default().into(),
-        currency: request["amount"]["currency"].as_str().unwrap_or_default().into(),
+        order: request["metadata"]["payment_id"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        amount: request["amount"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        currency: request["amount"]["currency"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
         status: "pending".into(),
     };
     let object = yookassa_object(&payment);
@@ -411,11 +492,17 @@ async fn yookassa_payment(
     Path(id): Path<String>,
 ) -> Answer {
     if !yookassa_authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, json!({"type": "error", "code": "invalid_credentials"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "code": "invalid_credentials"}),
+        );
     }
     match inner.lock().unwrap().payments.get(&id) {
         Some(p) => (StatusCode::OK, Json(yookassa_object(p))),
-        None => error(StatusCode::NOT_FOUND, json!({"type": "error", "code": "not_found"})),
+        None => error(
+            StatusCode::NOT_FOUND,
+            json!({"type": "error", "code": "not_found"}),
+        ),
     }
 }
 
@@ -425,15 +512,28 @@ async fn yookassa_refund(
     Json(request): Json<Value>,
 ) -> Answer {
     if !yookassa_authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, json!({"type": "error", "code": "invalid_credentials"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "code": "invalid_credentials"}),
+        );
     }
     record(&inner, "yookassa.refunds", &request);
     let mut inner = inner.lock().unwrap();
     inner.next += 1;
     let id = format!("rf-{}", inner.next);
-    let payment = request["payment_id"].as_str().unwrap_or_default().to_string();
-    inner.refunds.insert(id.clone(), (payment.clone(), "succeeded".into()));
-    (StatusCode::OK, Json(json!({"id": id, "payment_id": payment, "status": "succeeded", "amount": request["amount"]})))
+    let payment = request["payment_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    inner
+        .refunds
+        .insert(id.clone(), (payment.clone(), "succeeded".into()));
+    (
+        StatusCode::OK,
+        Json(
+            json!({"id": id, "payment_id": payment, "status": "succeeded", "amount": request["amount"]}),
+        ),
+    )
 }
 
 async fn yookassa_refund_status(
@@ -442,10 +542,19 @@ async fn yookassa_refund_status(
     Path(id): Path<String>,
 ) -> Answer {
     if !yookassa_authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, json!({"type": "error", "code": "invalid_credentials"}));
+        return error(
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "code": "invalid_credentials"}),
+        );
     }
     match inner.lock().unwrap().refunds.get(&id) {
-        Some((payment, status)) => (StatusCode::OK, Json(json!({"id": id, "payment_id": payment, "status": status}))),
-        None => error(StatusCode::NOT_FOUND, json!({"type": "error", "code": "not_found"})),
+        Some((payment, status)) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "payment_id": payment, "status": status})),
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            json!({"type": "error", "code": "not_found"}),
+        ),
     }
 }

@@ -553,9 +553,11 @@ impl From<tally_providers::ProviderError> for ApiError {
     fn from(error: tally_providers::ProviderError) -> Self {
         use tally_providers::ProviderError as E;
         match &error {
-            E::InvalidSignature(_) => {
-                Self::new(StatusCode::UNAUTHORIZED, "invalid_signature", error.to_string())
-            }
+            E::InvalidSignature(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                error.to_string(),
+            ),
             E::Invalid(_) => Self::validation(error.to_string()),
             E::Unsupported(_) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

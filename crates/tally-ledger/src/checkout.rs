@@ -22,7 +22,7 @@ use tally_providers::{Notice, NoticeEvent, Provider, ProviderError};
 use tally_store::Metadata;
 
 use crate::workflows::{fulfil_payment, reverse_payment};
-use crate::{Ledgers, LedgerError, Outcome, Request};
+use crate::{LedgerError, Ledgers, Outcome, Request};
 
 /// Why a checkout or a notice could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -274,15 +274,8 @@ async fn refunded(
         Some(_) => {}
     }
     let admin = AdminId::new(format!("provider:{provider}")).map_err(LedgerError::from)?;
-    let outcome = reverse_payment(
-        ledgers,
-        payment_id.clone(),
-        admin,
-        reason,
-        true,
-        metadata,
-    )
-    .await?;
+    let outcome =
+        reverse_payment(ledgers, payment_id.clone(), admin, reason, true, metadata).await?;
     Ok(Settled {
         payment_id: Some(payment_id),
         status: Some(PaymentStatus::Reversed),

@@ -231,7 +231,9 @@ impl Providers {
         let mut providers = Self::default();
         for provider in &settings.providers {
             let adapter: Arc<dyn Provider> = match provider {
-                ProviderSettings::Stars(s) => Arc::new(stars::Stars::new(s.clone(), client.clone())),
+                ProviderSettings::Stars(s) => {
+                    Arc::new(stars::Stars::new(s.clone(), client.clone()))
+                }
                 ProviderSettings::OxaPay(s) => {
                     Arc::new(oxapay::OxaPay::new(s.clone(), client.clone()))
                 }
@@ -302,12 +304,14 @@ pub(crate) async fn call_json(
     if !status.is_success() {
         return Err(ProviderError::upstream(
             provider,
-            format!("HTTP {status}: {}", text.chars().take(300).collect::<String>()),
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(300).collect::<String>()
+            ),
         ));
     }
-    serde_json::from_str(&text).map_err(|e| {
-        ProviderError::upstream(provider, format!("an answer that is not JSON ({e})"))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| ProviderError::upstream(provider, format!("an answer that is not JSON ({e})")))
 }
 
 /// Checks a hex HMAC given by a provider against `body`.

@@ -60,7 +60,11 @@ struct InvoiceBody<'a> {
 }
 
 /// Reads an OxaPay payment object (a callback's body or a status answer's `data`).
-fn read_payment(payment: &serde_json::Value, raw: &[u8], conclusive: bool) -> Result<Notice, ProviderError> {
+fn read_payment(
+    payment: &serde_json::Value,
+    raw: &[u8],
+    conclusive: bool,
+) -> Result<Notice, ProviderError> {
     let field = |keys: &[&str]| keys.iter().find_map(|k| text(&payment[*k]));
     let reference = field(&["track_id", "trackId"])
         .ok_or_else(|| ProviderError::Invalid("OxaPay's payment names no track_id".into()))?;
@@ -70,8 +74,9 @@ fn read_payment(payment: &serde_json::Value, raw: &[u8], conclusive: bool) -> Re
         "paid" => NoticeEvent::Paid {
             charge: reference.clone(),
             amount: raw_amount(raw)?,
-            currency: field(&["currency"])
-                .ok_or_else(|| ProviderError::Invalid("OxaPay's payment names no currency".into()))?,
+            currency: field(&["currency"]).ok_or_else(|| {
+                ProviderError::Invalid("OxaPay's payment names no currency".into())
+            })?,
         },
         "failed" | "expired" => NoticeEvent::Failed {
             reason: format!("oxapay reported the invoice {status}"),
@@ -100,7 +105,8 @@ fn raw_amount(raw: &[u8]) -> Result<rust_decimal::Decimal, ProviderError> {
         .amount
         .ok_or_else(|| ProviderError::Invalid("OxaPay's payment names no amount".into()))?
         .get();
-    decimal(raw).ok_or_else(|| ProviderError::Invalid(format!("OxaPay's amount {raw} is not a number")))
+    decimal(raw)
+        .ok_or_else(|| ProviderError::Invalid(format!("OxaPay's amount {raw} is not a number")))
 }
 
 #[async_trait]

@@ -48,8 +48,9 @@ impl Paystack {
 
 /// Reads a transaction object (a webhook's `data` or a verify answer's).
 fn read_transaction(data: &serde_json::Value, conclusive: bool) -> Result<Notice, ProviderError> {
-    let reference = text(&data["reference"])
-        .ok_or_else(|| ProviderError::Invalid("Paystack's transaction names no reference".into()))?;
+    let reference = text(&data["reference"]).ok_or_else(|| {
+        ProviderError::Invalid("Paystack's transaction names no reference".into())
+    })?;
     let status = data["status"].as_str().unwrap_or_default();
     let event = match status {
         "success" => {
@@ -57,7 +58,9 @@ fn read_transaction(data: &serde_json::Value, conclusive: bool) -> Result<Notice
                 ProviderError::Invalid("Paystack's transaction names no currency".into())
             })?;
             let units = data["amount"].as_i64().ok_or_else(|| {
-                ProviderError::Invalid("Paystack's amount is not a whole number of minor units".into())
+                ProviderError::Invalid(
+                    "Paystack's amount is not a whole number of minor units".into(),
+                )
             })?;
             NoticeEvent::Paid {
                 charge: text(&data["id"]).unwrap_or_else(|| reference.clone()),
@@ -106,7 +109,11 @@ impl Provider for Paystack {
             "reference": invoice.payment_id,
             "metadata": {"user_id": invoice.user_id},
         });
-        if let Some(url) = invoice.return_url.as_ref().or(self.settings.callback_url.as_ref()) {
+        if let Some(url) = invoice
+            .return_url
+            .as_ref()
+            .or(self.settings.callback_url.as_ref())
+        {
             body["callback_url"] = json!(url);
         }
         let answer = call_json(
@@ -117,9 +124,14 @@ impl Provider for Paystack {
                 .json(&body),
         )
         .await?;
-        let pay_url = answer["data"]["authorization_url"].as_str().ok_or_else(|| {
-            ProviderError::upstream(PAYSTACK, format!("no authorization_url: {}", answer["message"]))
-        })?;
+        let pay_url = answer["data"]["authorization_url"]
+            .as_str()
+            .ok_or_else(|| {
+                ProviderError::upstream(
+                    PAYSTACK,
+                    format!("no authorization_url: {}", answer["message"]),
+                )
+            })?;
         Ok(Checkout {
             pay_url: pay_url.to_string(),
             reference: text(&answer["data"]["access_code"]),
@@ -135,8 +147,14 @@ impl Provider for Paystack {
         let signature = headers
             .get("x-paystack-signature")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ProviderError::InvalidSignature("no x-paystack-signature header".into()))?;
-        crate::verify_hex_hmac::<hmac::Hmac<sha2::Sha512>>(&self.settings.secret_key, body, signature)?;
+            .ok_or_else(|| {
+                ProviderError::InvalidSignature("no x-paystack-signature header".into())
+            })?;
+        crate::verify_hex_hmac::<hmac::Hmac<sha2::Sha512>>(
+            &self.settings.secret_key,
+            body,
+            signature,
+        )?;
         let webhook: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ProviderError::Invalid(format!("the webhook is not JSON: {e}")))?;
         let data = &webhook["data"];

@@ -156,11 +156,15 @@ impl Cidr {
         };
         match (self.network, address) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -244,7 +248,10 @@ impl Settings {
                     return Err(format!(
                         "{} is not a setting of {provider}; its settings are {}",
                         key_name(provider, key),
-                        keys.iter().map(|(k, _, _)| *k).collect::<Vec<_>>().join(", ")
+                        keys.iter()
+                            .map(|(k, _, _)| *k)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
             }
@@ -280,14 +287,22 @@ impl Settings {
             let setting = match provider.as_str() {
                 "oxapay" => ProviderSettings::OxaPay(OxaPaySettings {
                     merchant_api_key: value("merchant_api_key")?.unwrap_or_default(),
-                    base_url: url_setting(provider, "base_url", &value("base_url")?.unwrap_or_default())?,
+                    base_url: url_setting(
+                        provider,
+                        "base_url",
+                        &value("base_url")?.unwrap_or_default(),
+                    )?,
                     currency: currency(value("currency")?)?,
                     callback_url: optional_url("callback_url", value("callback_url")?)?,
                     invoicing: true,
                 }),
                 "paystack" => ProviderSettings::Paystack(PaystackSettings {
                     secret_key: value("secret_key")?.unwrap_or_default(),
-                    base_url: url_setting(provider, "base_url", &value("base_url")?.unwrap_or_default())?,
+                    base_url: url_setting(
+                        provider,
+                        "base_url",
+                        &value("base_url")?.unwrap_or_default(),
+                    )?,
                     currency: currency(value("currency")?)?,
                     callback_url: optional_url("callback_url", value("callback_url")?)?,
                     email_domain: value("email_domain")?.unwrap_or_default(),
@@ -310,9 +325,17 @@ impl Settings {
                     ProviderSettings::YooKassa(YooKassaSettings {
                         shop_id: value("shop_id")?.unwrap_or_default(),
                         secret_key: value("secret_key")?.unwrap_or_default(),
-                        base_url: url_setting(provider, "base_url", &value("base_url")?.unwrap_or_default())?,
+                        base_url: url_setting(
+                            provider,
+                            "base_url",
+                            &value("base_url")?.unwrap_or_default(),
+                        )?,
                         currency: currency(value("currency")?)?,
-                        return_url: url_setting(provider, "return_url", &value("return_url")?.unwrap_or_default())?,
+                        return_url: url_setting(
+                            provider,
+                            "return_url",
+                            &value("return_url")?.unwrap_or_default(),
+                        )?,
                         allowlist,
                     })
                 }
@@ -423,11 +446,23 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let error = |pairs| Settings::from_entries(&entries(pairs)).err().unwrap_or_default();
-        assert!(error(&[("paystack", "secret", "x")]).contains("providers.paystack.secret (TALLY_PROVIDERS_PAYSTACK_SECRET) is not a setting"));
+        let error = |pairs| {
+            Settings::from_entries(&entries(pairs))
+                .err()
+                .unwrap_or_default()
+        };
+        assert!(error(&[("paystack", "secret", "x")]).contains(
+            "providers.paystack.secret (TALLY_PROVIDERS_PAYSTACK_SECRET) is not a setting"
+        ));
         assert!(error(&[("yookassa", "shop_id", "1")]).contains("providers.yookassa.secret_key"));
         assert!(error(&[("stripe", "key", "1")]).contains("providers.stripe"));
-        assert!(error(&[("oxapay", "merchant_api_key", "k"), ("oxapay", "base_url", "ftp://x")]).contains("TALLY_PROVIDERS_OXAPAY_BASE_URL"));
+        assert!(
+            error(&[
+                ("oxapay", "merchant_api_key", "k"),
+                ("oxapay", "base_url", "ftp://x")
+            ])
+            .contains("TALLY_PROVIDERS_OXAPAY_BASE_URL")
+        );
     }
 
     #[test]
@@ -439,7 +474,10 @@ mod tests {
             pack.prices.remove("NGN");
         }
         let error = settings.check_prices(&config).err().unwrap_or_default();
-        assert!(error.contains("credit_packs.pack_20.prices.NGN is not set"), "{error}");
+        assert!(
+            error.contains("credit_packs.pack_20.prices.NGN is not set"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ fn read_payment(payment: &serde_json::Value) -> Result<Notice, ProviderError> {
         "succeeded" => {
             let amount = text(&payment["amount"]["value"])
                 .and_then(|v| decimal(&v))
-                .ok_or_else(|| ProviderError::upstream(YOOKASSA, "a payment without amount.value"))?;
+                .ok_or_else(|| {
+                    ProviderError::upstream(YOOKASSA, "a payment without amount.value")
+                })?;
             NoticeEvent::Paid {
                 charge: reference.clone(),
                 amount,
@@ -146,7 +148,9 @@ impl Provider for YooKassa {
         {
             return Err(ProviderError::InvalidSignature(format!(
                 "a notification from {} is not from an address in providers.yookassa.allowlist",
-                sender.map(|ip| ip.to_string()).unwrap_or_else(|| "an unknown address".into())
+                sender
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "an unknown address".into())
             )));
         }
         let notification: serde_json::Value = serde_json::from_slice(body)
