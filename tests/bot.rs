@@ -6,6 +6,8 @@
 //! the scenarios read as the bot's user manual, in order.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
+#[allow(dead_code)] // the payments suite uses more of the fake than the bot's cases do
+mod fake_providers;
 mod fake_telegram;
 
 use std::collections::HashSet;
@@ -53,6 +55,8 @@ struct Stack {
     api: String,
     running: tally_app::Running,
     bot: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Fake OxaPay, Paystack and YooKassa, when the stack sells through them.
+    providers: Option<fake_providers::FakeProviders>,
 }
 
 impl Stack {
@@ -65,6 +69,15 @@ impl Stack {
     /// (`webhook`, started with the app) or by long polling (started beside it, so a
     /// test can stop and restart it).
     async fn start_with(postgres: bool, webhook: bool) -> Self {
+        Self::start_selling(postgres, webhook, None).await
+    }
+
+    /// The same, selling also through the fake providers.
+    async fn start_selling(
+        postgres: bool,
+        webhook: bool,
+        providers: Option<fake_providers::FakeProviders>,
+    ) -> Self {
         let database = match postgres {
             true => TestDatabase::postgres().await,
             false => TestDatabase::sqlite(),
@@ -91,6 +104,7 @@ impl Stack {
             },
             api_keys: "service:bot:service-key-0123456789".into(),
             webhook_secrets: format!("stars:{WEBHOOK_SECRET}"),
+            providers: providers.as_ref().map(|p| p.settings()).unwrap_or_default(),
             bot,
             ..tally_app::App::new(&database.url)
         };
@@ -105,6 +119,7 @@ impl Stack {
             api,
             running,
             bot: None,
+            providers,
         };
         if !webhook {
             stack.start_bot();
@@ -124,7 +139,9 @@ impl Stack {
             .with_policy(tally_bot::Policy {
                 terms_en: Some(OPERATOR_TERMS.into()),
                 ..tally_bot::Policy::default()
-            }),
+            })
+            // The providers the app was started with (Stars from the bot's token).
+            .with_providers(self.running.state.as_ref().unwrap().providers.clone()),
         );
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -292,6 +309,133 @@ impl tally_store::testing::Fixture for Stack {
     async fn finish(self) {
         Stack::finish(self).await
     }
+}
+
+/// The stack selling through Stars and three fake providers.
+struct SellingStack(Stack);
+
+impl tally_store::testing::Fixture for SellingStack {
+    async fn start(backend: tally_store::testing::Backend) -> Self {
+        let providers = fake_providers::FakeProviders::start().await;
+        SellingStack(
+            Stack::start_selling(
+                backend == tally_store::testing::Backend::Postgres,
+                false,
+                Some(providers),
+            )
+            .await,
+        )
+    }
+
+    async fn finish(self) {
+        Stack::finish(self.0).await
+    }
+}
+
+mod selling {
+    use super::*;
+    tally_store::on_both_backends!(
+        SellingStack =>
+        topup_offers_every_provider_and_a_paystack_payment_arrives_once,
+    );
+}
+
+/// `/topup` with Stars, OxaPay, Paystack and YooKassa configured: the pack asks how to
+/// pay (Stars first, each at its price in its currency); Paystack's choice is its pay
+/// page as a link; Paystack's signed callback credits the pack once, and the user is
+/// told once however often Paystack sends it.
+async fn topup_offers_every_provider_and_a_paystack_payment_arrives_once(stack: &SellingStack) {
+    let (stack, providers) = (&stack.0, stack.0.providers.as_ref().unwrap());
+    let dana = user(940, "en");
+    stack.say(&dana, 1, "/start").await;
+    assert_eq!(stack.say(&dana, 2, "/topup").await, "Choose a credit pack:");
+    stack.fake.push(button(&dana, "q-pack", 3, "t:pack_5"));
+    stack
+        .fake
+        .wait_until("how to pay", |_| {
+            stack.fake.texts_to(940).last().map(String::as_str)
+                == Some("How would you like to pay?")
+        })
+        .await;
+    let ways = last_message_to(&stack.fake, 940);
+    assert_eq!(
+        buttons(&ways),
+        vec![
+            "t:pack_5:stars",
+            "t:pack_5:oxapay",
+            "t:pack_5:paystack",
+            "t:pack_5:yookassa"
+        ]
+    );
+    let labels: Vec<String> = ways.params["reply_markup"]["inline_keyboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels[2], "Paystack — 1500 NGN", "{labels:?}");
+    assert_eq!(labels[3], "ЮKassa — 199 RUB", "{labels:?}");
+
+    stack
+        .fake
+        .push(button(&dana, "q-paystack", 4, "t:pack_5:paystack"));
+    let calls = stack
+        .fake
+        .wait_until("the pay link", |calls| {
+            calls.iter().any(|c| {
+                c.params["chat_id"] == 940
+                    && c.params["reply_markup"]["inline_keyboard"][0][0]["url"].is_string()
+            })
+        })
+        .await;
+    let link = calls
+        .iter()
+        .rfind(|c| c.params["reply_markup"]["inline_keyboard"][0][0]["url"].is_string())
+        .unwrap();
+    let url = link.params["reply_markup"]["inline_keyboard"][0][0]["url"]
+        .as_str()
+        .unwrap();
+    assert!(url.starts_with("https://checkout.paystack.com/"), "{url}");
+    assert!(
+        link.params["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pay 1500 NGN with Paystack")
+    );
+    let initialized = providers.requests_to("paystack.initialize");
+    assert_eq!(initialized.len(), 1);
+    assert_eq!(initialized[0]["amount"], "150000");
+    let payment = initialized[0]["reference"].as_str().unwrap().to_string();
+    assert_eq!(stack.available(940).await, Decimal::ZERO);
+
+    // Dana pays at Paystack; Paystack calls back, three times.
+    let (body, signature) = providers.paystack_charge(&payment, 150_000, "NGN");
+    for _ in 0..3 {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/webhooks/paystack", stack.api))
+            .header("x-paystack-signature", &signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(stack.available(940).await, Decimal::from(5));
+    let told = |stack: &Stack| {
+        stack
+            .fake
+            .texts_to(940)
+            .iter()
+            .filter(|t| t.starts_with("Your top-up arrived: +5"))
+            .count()
+    };
+    stack
+        .fake
+        .wait_until("the top-up notice", |_| told(stack) > 0)
+        .await;
+    // Give the notifier time to tell twice if it would.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(told(stack), 1, "{:?}", stack.fake.texts_to(940));
 }
 
 tally_store::on_both_backends!(

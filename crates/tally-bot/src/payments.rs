@@ -17,7 +17,9 @@ use std::sync::Arc;
 use tally_domain::payment::{PaymentCommand, PaymentStatus, Purpose, Terms};
 use tally_domain::values::{Amount, PackId, PaymentId, PlanId};
 use teloxide::prelude::*;
-use teloxide::types::{LabeledPrice, PreCheckoutQuery, SuccessfulPayment};
+use teloxide::types::{
+    InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, PreCheckoutQuery, SuccessfulPayment,
+};
 
 use tally_ledger::checkout::CheckoutError;
 
@@ -48,68 +50,203 @@ fn stars(price: Decimal) -> Result<u32, BotError> {
     }
 }
 
-/// Creates the payment for a credit pack and sends its invoice.
-pub(crate) async fn send_pack_invoice(
-    bot: &TgBot,
-    context: &Context,
-    who: &Who,
-    pack: &str,
-) -> Result<(), BotError> {
-    let pack = PackId::new(pack.to_string())?;
-    let (purpose, price, currency) = tally_domain::payment::pack_purpose(&context.config, &pack)?;
-    let Purpose::Credits(credits) = purpose else {
-        return Err(BotError::Internal("a pack that is not credits".into()));
-    };
-    let title = who.say(Text::PackTitle {
-        credits: credits.get(),
-    });
-    let description = who.say(Text::PackDescription {
-        credits: credits.get(),
-    });
-    invoice(
-        bot,
-        context,
-        who,
-        Purpose::Credits(credits),
-        price,
-        currency,
-        title,
-        description,
-    )
-    .await
+/// What the user buys: a credit pack or one period of a plan, by its id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Item<'a> {
+    /// A credit pack (`t:` buttons).
+    Pack(&'a str),
+    /// A plan (`p:` buttons).
+    Plan(&'a str),
 }
 
-/// Creates the payment for one period of a plan and sends its invoice.
-pub(crate) async fn send_plan_invoice(
+/// A purchase resolved from the catalog: what it buys, its words, its prices.
+struct Priced {
+    purpose: Purpose,
+    title: String,
+    description: String,
+    /// The price by currency: `price_in(currency)`.
+    prices: Box<dyn Fn(&str) -> Option<Amount> + Send + Sync>,
+    /// The button data prefix and id (`t:pack_5`).
+    data: String,
+}
+
+fn priced(context: &Context, who: &Who, item: Item<'_>) -> Result<Priced, BotError> {
+    match item {
+        Item::Pack(pack) => {
+            let id = PackId::new(pack.to_string())?;
+            let (purpose, _, _) = tally_domain::payment::pack_purpose(&context.config, &id)?;
+            let Purpose::Credits(credits) = purpose else {
+                return Err(BotError::Internal("a pack that is not credits".into()));
+            };
+            let found = context.config.credit_packs.get(&id).cloned();
+            Ok(Priced {
+                purpose: Purpose::Credits(credits),
+                title: who.say(Text::PackTitle {
+                    credits: credits.get(),
+                }),
+                description: who.say(Text::PackDescription {
+                    credits: credits.get(),
+                }),
+                prices: Box::new(move |c| found.as_ref().and_then(|p| p.price_in(c))),
+                data: format!("t:{id}"),
+            })
+        }
+        Item::Plan(plan) => {
+            let id = PlanId::new(plan.to_string())?;
+            let Some(found) = context.config.plans.get(&id).cloned() else {
+                return Err(tally_domain::DomainError::Validation(format!(
+                    "there is no plan {plan}"
+                ))
+                .into());
+            };
+            Ok(Priced {
+                purpose: Purpose::Plan(id.clone()),
+                title: who.say(Text::PlanTitle { plan }),
+                description: who.say(Text::PlanDescription {
+                    plan,
+                    slots: found.slots,
+                    days: found.period_days,
+                }),
+                prices: Box::new(move |c| found.price_in(c)),
+                data: format!("p:{id}"),
+            })
+        }
+    }
+}
+
+/// The user picked a pack or plan (and maybe how to pay). With more than one provider
+/// configured and no choice yet, asks how to pay (Stars first); a Stars choice is a
+/// Stars invoice in the chat; another provider's is its pay page as a link button,
+/// the invoice made by Tally (`tally_ledger::checkout`), the credits given when the
+/// provider's callback settles it (the user is told then, once, by the notifier).
+pub(crate) async fn buy(
     bot: &TgBot,
     context: &Context,
     who: &Who,
-    plan: &str,
+    item: Item<'_>,
+    provider: Option<&str>,
 ) -> Result<(), BotError> {
-    let plan_id = PlanId::new(plan.to_string())?;
-    let Some(found) = context.config.plans.get(&plan_id) else {
-        return Err(
-            tally_domain::DomainError::Validation(format!("there is no plan {plan}")).into(),
-        );
+    let priced = priced(context, who, item)?;
+    // Stars first: the bot sells them itself (sendInvoice); then every provider Tally
+    // invoices through, each at its price in its currency.
+    let mut offered: Vec<(String, Amount, String)> = (priced.prices)(XTR)
+        .map(|price| (STARS.to_string(), price, XTR.to_string()))
+        .into_iter()
+        .collect();
+    for p in context.providers.invoicing() {
+        let Some(currency) = p.currencies().first() else {
+            continue;
+        };
+        if p.name() != STARS
+            && let Some(price) = (priced.prices)(currency)
+        {
+            offered.push((p.name().to_string(), price, currency.clone()));
+        }
+    }
+    let chosen = match provider {
+        None if offered.len() > 1 => {
+            let buttons = offered
+                .iter()
+                .map(|(name, price, currency)| {
+                    vec![InlineKeyboardButton::callback(
+                        who.say(Text::PayWith {
+                            provider: name,
+                            price: price.get(),
+                            currency,
+                        }),
+                        format!("{}:{name}", priced.data),
+                    )]
+                })
+                .collect::<Vec<_>>();
+            bot.send_message(who.chat, who.say(Text::PayChoose))
+                .reply_markup(InlineKeyboardMarkup::new(buttons))
+                .await?;
+            return Ok(());
+        }
+        None | Some(STARS) => None,
+        Some(name) => {
+            let (_, price, currency) = offered
+                .into_iter()
+                .find(|(n, _, _)| n == name)
+                .ok_or_else(|| BotError::Refused(format!("{name} is not a way to pay here")))?;
+            let adapter = context
+                .providers
+                .get(name)
+                .cloned()
+                .ok_or_else(|| BotError::Refused(format!("{name} is not a way to pay here")))?;
+            Some((price, currency, adapter))
+        }
     };
-    let title = who.say(Text::PlanTitle { plan });
-    let description = who.say(Text::PlanDescription {
-        plan,
-        slots: found.slots,
-        days: found.period_days,
-    });
-    let (price, currency) = (found.price, found.currency.clone());
-    invoice(
-        bot,
-        context,
-        who,
-        Purpose::Plan(plan_id),
-        price,
-        currency,
-        title,
-        description,
+    let Some((price, currency, provider)) = chosen else {
+        let price = (priced.prices)(XTR).ok_or_else(|| {
+            BotError::Internal("the catalog has no price in Telegram Stars (XTR)".into())
+        })?;
+        return invoice(
+            bot,
+            context,
+            who,
+            priced.purpose,
+            price,
+            XTR.into(),
+            priced.title,
+            priced.description,
+        )
+        .await;
+    };
+    open(context, who).await?;
+    let terms = Terms {
+        user_id: who.user_id()?,
+        provider: provider.name().to_string(),
+        amount: price,
+        currency: currency.clone(),
+        purpose: priced.purpose,
+    };
+    let text = tally_ledger::checkout::InvoiceText {
+        title: priced.title,
+        description: priced.description,
+        return_url: None,
+        email: None,
+    };
+    let made = tally_ledger::checkout::checkout(
+        &context.ledgers,
+        provider.as_ref(),
+        new_payment_id(who.user)?,
+        terms,
+        text,
+        Context::by_user(who.user),
     )
-    .await
+    .await;
+    let invoice = match made {
+        Ok(outcome) => outcome.view.invoice,
+        Err(CheckoutError::Provider(error)) => {
+            tracing::warn!(provider = provider.name(), %error, "the provider made no invoice");
+            bot.send_message(
+                who.chat,
+                who.say(Text::PayUnavailable {
+                    provider: provider.name(),
+                }),
+            )
+            .await?;
+            return Ok(());
+        }
+        Err(CheckoutError::Ledger(error)) => return Err(error.into()),
+    };
+    let url = invoice
+        .and_then(|i| url::Url::parse(&i.pay_url).ok())
+        .ok_or_else(|| BotError::Internal("the provider's pay page is not a URL".into()))?;
+    bot.send_message(
+        who.chat,
+        who.say(Text::PayLink {
+            provider: provider.name(),
+            price: price.get(),
+            currency: &currency,
+        }),
+    )
+    .reply_markup(InlineKeyboardMarkup::new(vec![vec![
+        InlineKeyboardButton::url(who.say(Text::PayButton), url),
+    ]]))
+    .await?;
+    Ok(())
 }
 
 /// Fails the user's pending Stars payments beyond the newest

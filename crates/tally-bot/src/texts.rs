@@ -91,6 +91,26 @@ pub enum Text<'a> {
         price: Decimal,
         currency: &'a str,
     },
+    /// Asks how to pay, when more than one provider is configured.
+    PayChoose,
+    /// A way to pay: the provider and the price in its currency.
+    PayWith {
+        provider: &'a str,
+        price: Decimal,
+        currency: &'a str,
+    },
+    /// The pay link of a provider's invoice.
+    PayLink {
+        provider: &'a str,
+        price: Decimal,
+        currency: &'a str,
+    },
+    /// The button that opens a provider's pay page.
+    PayButton,
+    /// The provider could not make the invoice; try again or another way.
+    PayUnavailable {
+        provider: &'a str,
+    },
     /// The invoice title for a pack.
     PackTitle {
         credits: Decimal,
@@ -581,6 +601,31 @@ fn en(text: Text<'_>) -> String {
         } => {
             format!("{} credits — {} {currency}", credits(c), price.normalize())
         }
+        PayChoose => "How would you like to pay?".into(),
+        PayWith {
+            provider,
+            price,
+            currency,
+        } => format!(
+            "{} — {} {currency}",
+            provider_name(provider),
+            price.normalize()
+        ),
+        PayLink {
+            provider,
+            price,
+            currency,
+        } => format!(
+            "Pay {} {currency} with {} on the page below. Your credits arrive as soon as {} confirms the payment; I will tell you here.",
+            price.normalize(),
+            provider_name(provider),
+            provider_name(provider)
+        ),
+        PayButton => "Pay".into(),
+        PayUnavailable { provider } => format!(
+            "{} is not answering right now. Nothing was charged; try again in a minute or choose another way to pay.",
+            provider_name(provider)
+        ),
         PackTitle { credits: c } => format!("{} credits", credits(c)),
         PackDescription { credits: c } => format!("Top up your balance by {} credits.", credits(c)),
         PlansChoose => "Plans (one period each):".into(),
@@ -761,6 +806,31 @@ fn ru(text: Text<'_>) -> String {
         } => {
             format!("{} кредитов — {} {currency}", credits(c), price.normalize())
         }
+        PayChoose => "Как вы хотите оплатить?".into(),
+        PayWith {
+            provider,
+            price,
+            currency,
+        } => format!(
+            "{} — {} {currency}",
+            provider_name(provider),
+            price.normalize()
+        ),
+        PayLink {
+            provider,
+            price,
+            currency,
+        } => format!(
+            "Оплатите {} {currency} через {} на странице ниже. Кредиты придут, как только {} подтвердит оплату; я сообщу здесь.",
+            price.normalize(),
+            provider_name(provider),
+            provider_name(provider)
+        ),
+        PayButton => "Оплатить".into(),
+        PayUnavailable { provider } => format!(
+            "{} сейчас не отвечает. Деньги не списаны; попробуйте через минуту или выберите другой способ.",
+            provider_name(provider)
+        ),
         PackTitle { credits: c } => format!("{} кредитов", credits(c)),
         PackDescription { credits: c } => format!("Пополнение баланса на {} кредитов.", credits(c)),
         PlansChoose => "Тарифы (один период):".into(),
@@ -1183,5 +1253,16 @@ mod tests {
     fn credits_show_two_decimals() {
         assert_eq!(credits(Decimal::new(5, 0)), "5.00");
         assert_eq!(credits(Decimal::new(-1250, 3)), "-1.25");
+    }
+}
+
+/// A provider's name as payers know it.
+fn provider_name(provider: &str) -> &str {
+    match provider {
+        "stars" => "⭐ Telegram Stars",
+        "oxapay" => "OxaPay (crypto)",
+        "paystack" => "Paystack",
+        "yookassa" => "ЮKassa",
+        other => other,
     }
 }

@@ -276,8 +276,17 @@ async fn route_callback(
             let page = value.parse::<usize>().unwrap_or(0).min(HISTORY_PAGES_MAX);
             history(bot, context, who, page, message_id).await
         }
-        "t" => payments::send_pack_invoice(bot, context, who, value).await,
-        "p" => payments::send_plan_invoice(bot, context, who, value).await,
+        "t" | "p" => {
+            let (id, provider) = match value.split_once(':') {
+                Some((id, provider)) => (id, Some(provider)),
+                None => (value, None),
+            };
+            let item = match kind {
+                "t" => payments::Item::Pack(id),
+                _ => payments::Item::Plan(id),
+            };
+            payments::buy(bot, context, who, item, provider).await
+        }
         "r" => pick_refund(bot, context, who, value).await,
         "l" => {
             let lang = Lang::from_code(Some(value));
