@@ -104,7 +104,17 @@ impl Stack {
             },
             api_keys: "service:bot:service-key-0123456789".into(),
             webhook_secrets: format!("stars:{WEBHOOK_SECRET}"),
-            providers: providers.as_ref().map(|p| p.settings()).unwrap_or_default(),
+            // As `tally serve` configures them: Stars from the bot's token.
+            providers: providers
+                .as_ref()
+                .map(|p| p.settings())
+                .unwrap_or_default()
+                .with(tally_providers::ProviderSettings::Stars(
+                    tally_providers::settings::StarsSettings {
+                        token: "123456:TEST-TOKEN".into(),
+                        api_url: fake.url.as_str().trim_end_matches('/').into(),
+                    },
+                )),
             bot,
             ..tally_app::App::new(&database.url)
         };
@@ -442,6 +452,7 @@ tally_store::on_both_backends!(
     Stack, owned =>
     start_twice_opens_one_account_and_speaks_the_users_language,
     a_stars_top_up_credits_once_however_often_telegram_delivers_it,
+    the_daily_reconciliation_tells_the_admins_once,
     a_tampered_or_stale_checkout_is_refused,
     history_pages_with_buttons,
     admin_commands_from_anyone_else_are_refused_and_append_nothing,
@@ -2800,5 +2811,47 @@ async fn terms_and_paysupport_answer_in_the_users_language(stack: Stack) -> Stac
             .await
             .starts_with("Помощь с оплатой:")
     );
+    stack
+}
+
+/// Telegram lists a Stars charge no payment records (money taken, nothing credited):
+/// the notifier's daily reconciliation tells each admin once that day.
+async fn the_daily_reconciliation_tells_the_admins_once(stack: Stack) -> Stack {
+    stack.fake.add_star_payment("ch-lost-960", 960, 50);
+    let notifier = tally_bot::notifier::Notifier::new(
+        Arc::new(
+            tally_bot::Context::new(
+                stack.ledgers.clone(),
+                stack.projector.clone(),
+                HashSet::from([ADMIN_A, ADMIN_B]),
+            )
+            .with_providers(stack.running.state.as_ref().unwrap().providers.clone()),
+        ),
+        tally_bot::client(&bot_settings(&stack.fake)),
+    );
+    // Tomorrow: a day the running notifier has not reconciled yet.
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    notifier.reconcile_daily(tomorrow).await.unwrap();
+    notifier.reconcile_daily(tomorrow).await.unwrap();
+    for admin in [ADMIN_A, ADMIN_B] {
+        let told: Vec<String> = stack
+            .fake
+            .texts_to(admin)
+            .into_iter()
+            .filter(|t| {
+                t.starts_with(&format!(
+                    "Reconciliation of stars on {}",
+                    tomorrow.format("%Y-%m-%d")
+                ))
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            told[0].contains("1 charge(s) of stars no payment records"),
+            "{}",
+            told[0]
+        );
+        assert!(told[0].contains("ch-lost-960"), "{}", told[0]);
+    }
     stack
 }

@@ -37,6 +37,7 @@ mod payments;
 mod posts;
 mod reactor;
 mod reactors;
+pub mod reconciliation;
 mod refunds;
 mod runtime;
 mod sql;

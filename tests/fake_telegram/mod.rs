@@ -230,7 +230,6 @@ impl FakeTelegram {
 
     /// Records an incoming Stars payment for `getStarTransactions`: `charge` from
     /// `user`, `stars` of them.
-    #[allow(dead_code)] // the binary's reconcile test uses it; the bot's tests do not
     pub fn add_star_payment(&self, charge: &str, user: i64, stars: u32) {
         self.inner.star_transactions.lock().unwrap().push(json!({
             "id": charge,

@@ -480,6 +480,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<tally_providers::ProviderError> for ApiError {
+    fn from(error: tally_providers::ProviderError) -> Self {
+        use tally_providers::ProviderError as E;
+        match &error {
+            E::InvalidSignature(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                error.to_string(),
+            ),
+            E::Invalid(_) => Self::validation(error.to_string()),
+            E::Unsupported(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_supported",
+                error.to_string(),
+            ),
+            E::Upstream { .. } => {
+                tracing::warn!(%error, "a payment provider failed");
+                Self::new(StatusCode::BAD_GATEWAY, "provider_error", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<tally_ledger::checkout::CheckoutError> for ApiError {
+    fn from(error: tally_ledger::checkout::CheckoutError) -> Self {
+        match error {
+            tally_ledger::checkout::CheckoutError::Ledger(e) => e.into(),
+            tally_ledger::checkout::CheckoutError::Provider(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,37 +578,5 @@ mod tests {
             CODES.iter().all(|c| seen.insert(c.code)),
             "a code twice in CODES"
         );
-    }
-}
-
-impl From<tally_providers::ProviderError> for ApiError {
-    fn from(error: tally_providers::ProviderError) -> Self {
-        use tally_providers::ProviderError as E;
-        match &error {
-            E::InvalidSignature(_) => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_signature",
-                error.to_string(),
-            ),
-            E::Invalid(_) => Self::validation(error.to_string()),
-            E::Unsupported(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_supported",
-                error.to_string(),
-            ),
-            E::Upstream { .. } => {
-                tracing::warn!(%error, "a payment provider failed");
-                Self::new(StatusCode::BAD_GATEWAY, "provider_error", error.to_string())
-            }
-        }
-    }
-}
-
-impl From<tally_ledger::checkout::CheckoutError> for ApiError {
-    fn from(error: tally_ledger::checkout::CheckoutError) -> Self {
-        match error {
-            tally_ledger::checkout::CheckoutError::Ledger(e) => e.into(),
-            tally_ledger::checkout::CheckoutError::Provider(e) => e.into(),
-        }
     }
 }

@@ -51,6 +51,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook))
         .routes(routes!(duplicate_charges))
         .routes(routes!(refund))
+        .routes(routes!(reconciliation))
 }
 
 /// What a payment buys: `{"credits": "20"}` or `{"plan": "pro"}`.
@@ -470,6 +471,112 @@ async fn refund(
         user_id: outcome.view.user_id.get(),
         available: outcome.view.available,
         position: outcome.position,
+    }))
+}
+
+/// Which provider to reconcile.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReconcileQuery {
+    /// The provider whose charges are listed: `stars`.
+    #[param(value_type = ProviderText)]
+    provider: String,
+}
+
+/// A charge of the provider that no payment records.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProviderOnlyBody {
+    /// The provider's charge id.
+    id: String,
+    #[schema(value_type = String, example = "50")]
+    amount: rust_decimal::Decimal,
+    /// When the provider charged (RFC 3339).
+    at: String,
+}
+
+/// A paid payment the provider does not list.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LedgerOnlyBody {
+    payment_id: String,
+    charge_id: String,
+    user_id: i64,
+    /// `succeeded` or `reversed`.
+    status: String,
+}
+
+/// What a reconciliation found.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReconciliationBody {
+    provider: String,
+    /// Charges on both sides.
+    matched: usize,
+    /// Money the provider took that the ledger did not credit.
+    provider_only: Vec<ProviderOnlyBody>,
+    /// Payments the ledger credited that the provider does not list.
+    ledger_only: Vec<LedgerOnlyBody>,
+}
+
+/// Matches every charge the provider lists (Stars: `getStarTransactions`) with the
+/// ledger's payments and back, on the payments read model caught up to the log's
+/// last event; what is on one side only is listed and counted in
+/// `tally_payments_unmatched{provider,side}`. The bot's notifier runs the same check
+/// daily and tells the admins.
+#[utoipa::path(get, path = "/v1/admin/payments/reconciliation", tag = "admin",
+    params(ReconcileQuery),
+    responses((status = 200, body = ReconciliationBody), ReadErrors,
+              (status = 422, description = "`not_supported`: the provider cannot list its charges through Tally", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 502, description = "`provider_error`: the provider did not answer", body = crate::error::Problem, content_type = "application/problem+json")),
+    security(("admin" = [])))]
+async fn reconciliation(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ReconciliationBody>, ApiError> {
+    let query = input::query(query)?;
+    let Some(provider) = state.providers.get(&query.provider).cloned() else {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!("provider {:?} is not configured", query.provider),
+        ));
+    };
+    let last = state
+        .store
+        .last_position()
+        .await
+        .map_err(ApiError::internal)?;
+    wait_for_read_model(&state, "payments", Some(last)).await?;
+    let report =
+        tally_projections::reconciliation::reconcile(state.projector.pool(), provider.as_ref())
+            .await
+            .map_err(|error| match error {
+                tally_projections::reconciliation::ReconcileError::Provider(e) => ApiError::from(e),
+                tally_projections::reconciliation::ReconcileError::ReadModel(e) => {
+                    ApiError::from(e)
+                }
+            })?;
+    Ok(Json(ReconciliationBody {
+        provider: report.provider,
+        matched: report.matched,
+        provider_only: report
+            .provider_only
+            .into_iter()
+            .map(|c| ProviderOnlyBody {
+                id: c.id,
+                amount: c.amount,
+                at: c.at,
+            })
+            .collect(),
+        ledger_only: report
+            .ledger_only
+            .into_iter()
+            .map(|l| LedgerOnlyBody {
+                payment_id: l.payment_id,
+                charge_id: l.charge_id,
+                user_id: l.user_id,
+                status: l.status,
+            })
+            .collect(),
     }))
 }
 

@@ -1273,6 +1273,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         "/v1/admin/payments/{payment_id}/refund",
         Needs::Admin,
     ),
+    ("GET", "/v1/admin/payments/reconciliation", Needs::Admin),
     (
         "POST",
         "/v1/admin/accounts/{user_id}/adjustments",

@@ -442,6 +442,78 @@ impl Notifier {
         Ok(told)
     }
 
+    /// Once a day (the first sweep of each UTC day that gets an answer), reconciles
+    /// Telegram Stars: every Star transaction against the ledger's payments, on the
+    /// payments read model caught up to the log. When anything is on one side only,
+    /// each admin is told once (the keys are the day's). A Telegram that does not
+    /// answer is tried again at the next sweep; the day is recorded only once done.
+    pub async fn reconcile_daily(&self, now: DateTime<Utc>) -> Result<(), BotError> {
+        let Some(stars) = self.context.providers.get(crate::payments::STARS).cloned() else {
+            return Ok(());
+        };
+        let day = now.format("%Y-%m-%d").to_string();
+        let key = format!("reconciled:{}:{day}", crate::payments::STARS);
+        if self.sent(&key).await? {
+            return Ok(());
+        }
+        self.context.read_model_current("payments").await?;
+        let report = match tally_projections::reconciliation::reconcile(
+            self.context.pool(),
+            stars.as_ref(),
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(tally_projections::reconciliation::ReconcileError::Provider(error)) => {
+                tracing::warn!(%error, "the daily reconciliation could not list the provider's charges; tried again at the next sweep");
+                return Ok(());
+            }
+            Err(tally_projections::reconciliation::ReconcileError::ReadModel(error)) => {
+                return Err(error.into());
+            }
+        };
+        if report.unmatched() > 0 {
+            let provider_only: Vec<String> =
+                report.provider_only.iter().map(|c| c.id.clone()).collect();
+            let ledger_only: Vec<String> = report
+                .ledger_only
+                .iter()
+                .map(|l| format!("{} ({})", l.payment_id, l.charge_id))
+                .collect();
+            let text = crate::texts::AdminText::Unreconciled {
+                provider: &report.provider,
+                day: &day,
+                provider_only: &provider_only,
+                ledger_only: &ledger_only,
+            }
+            .say();
+            let mut admins: Vec<i64> = self.context.admin_ids.iter().copied().collect();
+            admins.sort_unstable();
+            let notices = admins
+                .into_iter()
+                .map(|admin| {
+                    let text = text.clone();
+                    Notice {
+                        key: format!("{key}:{admin}"),
+                        user: admin,
+                        text: Box::new(move |_| text.clone()),
+                    }
+                })
+                .collect();
+            self.deliver_all(notices).await?;
+        }
+        self.record(
+            &key,
+            0,
+            &format!(
+                "matched {}, unmatched {}",
+                report.matched,
+                report.unmatched()
+            ),
+        )
+        .await
+    }
+
     /// Notifies until `stop` turns true, in the [`ReactorLoop`] every reactor runs
     /// in: wakes on appends, polls, sweeps for plans about to end; on Postgres only
     /// while this process holds the notifier's lease.
@@ -486,6 +558,7 @@ impl Reactor for Notifier {
     }
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<(), BotError> {
-        self.sweep_expiring(now).await.map(|_| ())
+        self.sweep_expiring(now).await?;
+        self.reconcile_daily(now).await
     }
 }

@@ -64,10 +64,26 @@ struct Priced {
     purpose: Purpose,
     title: String,
     description: String,
-    /// The price by currency: `price_in(currency)`.
-    prices: Box<dyn Fn(&str) -> Option<Amount> + Send + Sync>,
+    /// The catalog entry, for its price in each currency.
+    entry: Entry,
     /// The button data prefix and id (`t:pack_5`).
     data: String,
+}
+
+/// A pack or plan of the catalog.
+enum Entry {
+    Pack(tally_domain::config::CreditPack),
+    Plan(tally_domain::config::Plan),
+}
+
+impl Priced {
+    /// The price in `currency`, if the catalog has one.
+    fn price_in(&self, currency: &str) -> Option<Amount> {
+        match &self.entry {
+            Entry::Pack(pack) => pack.price_in(currency),
+            Entry::Plan(plan) => plan.price_in(currency),
+        }
+    }
 }
 
 fn priced(context: &Context, who: &Who, item: Item<'_>) -> Result<Priced, BotError> {
@@ -78,7 +94,12 @@ fn priced(context: &Context, who: &Who, item: Item<'_>) -> Result<Priced, BotErr
             let Purpose::Credits(credits) = purpose else {
                 return Err(BotError::Internal("a pack that is not credits".into()));
             };
-            let found = context.config.credit_packs.get(&id).cloned();
+            let found = context
+                .config
+                .credit_packs
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| BotError::Internal(format!("there is no credit pack {id}")))?;
             Ok(Priced {
                 purpose: Purpose::Credits(credits),
                 title: who.say(Text::PackTitle {
@@ -87,7 +108,7 @@ fn priced(context: &Context, who: &Who, item: Item<'_>) -> Result<Priced, BotErr
                 description: who.say(Text::PackDescription {
                     credits: credits.get(),
                 }),
-                prices: Box::new(move |c| found.as_ref().and_then(|p| p.price_in(c))),
+                entry: Entry::Pack(found),
                 data: format!("t:{id}"),
             })
         }
@@ -107,7 +128,7 @@ fn priced(context: &Context, who: &Who, item: Item<'_>) -> Result<Priced, BotErr
                     slots: found.slots,
                     days: found.period_days,
                 }),
-                prices: Box::new(move |c| found.price_in(c)),
+                entry: Entry::Plan(found),
                 data: format!("p:{id}"),
             })
         }
@@ -129,7 +150,8 @@ pub(crate) async fn buy(
     let priced = priced(context, who, item)?;
     // Stars first: the bot sells them itself (sendInvoice); then every provider Tally
     // invoices through, each at its price in its currency.
-    let mut offered: Vec<(String, Amount, String)> = (priced.prices)(XTR)
+    let mut offered: Vec<(String, Amount, String)> = priced
+        .price_in(XTR)
         .map(|price| (STARS.to_string(), price, XTR.to_string()))
         .into_iter()
         .collect();
@@ -138,7 +160,7 @@ pub(crate) async fn buy(
             continue;
         };
         if p.name() != STARS
-            && let Some(price) = (priced.prices)(currency)
+            && let Some(price) = priced.price_in(currency)
         {
             offered.push((p.name().to_string(), price, currency.clone()));
         }
@@ -178,7 +200,7 @@ pub(crate) async fn buy(
         }
     };
     let Some((price, currency, provider)) = chosen else {
-        let price = (priced.prices)(XTR).ok_or_else(|| {
+        let price = priced.price_in(XTR).ok_or_else(|| {
             BotError::Internal("the catalog has no price in Telegram Stars (XTR)".into())
         })?;
         return invoice(

@@ -982,6 +982,13 @@ fn ru(text: Text<'_>) -> String {
 /// language); users' texts above are per language.
 #[allow(missing_docs)] // fields: the values the text fills in, as they read
 pub enum AdminText<'a> {
+    /// The daily reconciliation found payments on one side only.
+    Unreconciled {
+        provider: &'a str,
+        day: &'a str,
+        provider_only: &'a [String],
+        ledger_only: &'a [String],
+    },
     /// How to use a command.
     Usage {
         usage: &'a str,
@@ -1095,6 +1102,29 @@ impl AdminText<'_> {
     pub fn say(self) -> String {
         use AdminText::*;
         match self {
+            Self::Unreconciled {
+                provider,
+                day,
+                provider_only,
+                ledger_only,
+            } => format!(
+                "Reconciliation of {provider} on {day}: {} charge(s) of {provider} no payment records \
+                 (money taken, nothing credited): {}; {} paid payment(s) {provider} does not list: {}. \
+                 Details: GET /v1/admin/payments/reconciliation?provider={provider} or \
+                 `tally payments reconcile {provider}`.",
+                provider_only.len(),
+                if provider_only.is_empty() {
+                    "none".to_string()
+                } else {
+                    provider_only.join(", ")
+                },
+                ledger_only.len(),
+                if ledger_only.is_empty() {
+                    "none".to_string()
+                } else {
+                    ledger_only.join(", ")
+                },
+            ),
             Usage { usage } => format!("Usage: {usage}"),
             Granted {
                 user,
@@ -1236,6 +1266,17 @@ impl AdminText<'_> {
     }
 }
 
+/// A provider's name as payers know it.
+fn provider_name(provider: &str) -> &str {
+    match provider {
+        "stars" => "⭐ Telegram Stars",
+        "oxapay" => "OxaPay (crypto)",
+        "paystack" => "Paystack",
+        "yookassa" => "ЮKassa",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1253,16 +1294,5 @@ mod tests {
     fn credits_show_two_decimals() {
         assert_eq!(credits(Decimal::new(5, 0)), "5.00");
         assert_eq!(credits(Decimal::new(-1250, 3)), "-1.25");
-    }
-}
-
-/// A provider's name as payers know it.
-fn provider_name(provider: &str) -> &str {
-    match provider {
-        "stars" => "⭐ Telegram Stars",
-        "oxapay" => "OxaPay (crypto)",
-        "paystack" => "Paystack",
-        "yookassa" => "ЮKassa",
-        other => other,
     }
 }

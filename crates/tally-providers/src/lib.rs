@@ -145,6 +145,17 @@ pub enum Acknowledgement {
     TextOk,
 }
 
+/// A charge as the provider lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Charge {
+    /// The provider's id of the charge (the payment's `provider_payment_id`).
+    pub id: String,
+    /// What was charged, in major units.
+    pub amount: Decimal,
+    /// When, as the provider says (RFC 3339).
+    pub at: String,
+}
+
 /// Money to give back through the provider.
 #[derive(Clone, Debug)]
 pub struct RefundOrder {
@@ -194,6 +205,14 @@ pub trait Provider: Send + Sync {
         let _ = order;
         Err(ProviderError::Unsupported(format!(
             "{} refunds are made in the provider's dashboard; its refund notice reverses the payment here",
+            self.name()
+        )))
+    }
+
+    /// Every charge the provider made (money in), to reconcile with the ledger.
+    async fn charges(&self) -> Result<Vec<Charge>, ProviderError> {
+        Err(ProviderError::Unsupported(format!(
+            "{} charges cannot be listed through Tally yet",
             self.name()
         )))
     }

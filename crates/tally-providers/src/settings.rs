@@ -172,8 +172,11 @@ impl Cidr {
     }
 }
 
-/// The keys of each provider: (key, required, default).
-const KEYS: &[(&str, &[(&str, bool, Option<&str>)])] = &[
+/// One setting of a provider: its key, whether it is required, its default.
+type Key = (&'static str, bool, Option<&'static str>);
+
+/// The keys of each provider.
+const KEYS: &[(&str, &[Key])] = &[
     (
         "oxapay",
         &[

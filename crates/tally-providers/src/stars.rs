@@ -10,7 +10,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::json;
 
 use crate::settings::StarsSettings;
-use crate::{Checkout, Invoice, Notice, Provider, ProviderError, RefundOrder};
+use crate::{Charge, Checkout, Invoice, Notice, Provider, ProviderError, RefundOrder};
 
 /// The provider name of Telegram Stars payments in the ledger.
 pub const STARS: &str = "stars";
@@ -124,6 +124,48 @@ impl Provider for Stars {
         Err(ProviderError::Unsupported(
             "Stars payments are read with `tally payments reconcile stars`".into(),
         ))
+    }
+
+    /// Every incoming Star transaction (a `source`: a user paid), read with
+    /// `getStarTransactions` a page of 100 at a time; outgoing ones (refunds,
+    /// withdrawals) are not charges.
+    async fn charges(&self) -> Result<Vec<Charge>, ProviderError> {
+        const PAGE: u64 = 100;
+        let mut charges = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = self
+                .call(
+                    "getStarTransactions",
+                    json!({"offset": offset, "limit": PAGE}),
+                )
+                .await?;
+            let transactions = page["transactions"].as_array().cloned().unwrap_or_default();
+            for t in &transactions {
+                if t["source"].is_null() {
+                    continue;
+                }
+                let (Some(id), Some(amount)) = (t["id"].as_str(), t["amount"].as_i64()) else {
+                    return Err(ProviderError::upstream(
+                        STARS,
+                        "a transaction without id or amount",
+                    ));
+                };
+                charges.push(Charge {
+                    id: id.to_string(),
+                    amount: amount.into(),
+                    at: t["date"]
+                        .as_i64()
+                        .and_then(|d| chrono::DateTime::from_timestamp(d, 0))
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_default(),
+                });
+            }
+            if (transactions.len() as u64) < PAGE {
+                return Ok(charges);
+            }
+            offset += PAGE;
+        }
     }
 
     async fn refund(&self, order: &RefundOrder) -> Result<(), ProviderError> {
