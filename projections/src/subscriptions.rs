@@ -82,6 +82,22 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                 )
                 .await?;
             }
+            E::PeriodTakenBack { period_end, .. } => {
+                execute(
+                    conn,
+                    &format!(
+                        "UPDATE subscriptions{g} SET period_end = $1, updated_at = $2, \
+                         position = $3 WHERE user_id = $4"
+                    ),
+                    &[
+                        period_end.timestamp_micros().into(),
+                        at.into(),
+                        position.into(),
+                        user.into(),
+                    ],
+                )
+                .await?;
+            }
             E::Cancelled { .. } | E::Expired => {
                 let status = match event {
                     E::Cancelled { .. } => "cancelled",

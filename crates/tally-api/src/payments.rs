@@ -429,15 +429,19 @@ pub(crate) struct RefundedBody {
     /// `reversed`.
     status: String,
     user_id: i64,
-    /// The payer's available credits after the credits were taken back.
-    #[schema(value_type = String, example = "0")]
-    available: rust_decimal::Decimal,
+    /// A credits payment: the payer's available credits after they were taken back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "0")]
+    available: Option<rust_decimal::Decimal>,
+    /// A plan payment: the plan's period end after its period was taken back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period_end: Option<chrono::DateTime<chrono::Utc>>,
     position: u64,
 }
 
 /// Gives a paid payment's money back through its provider (Stars:
 /// `refundStarPayment`; Paystack, YooKassa: their refund APIs) and reverses what it
-/// gave (its credits taken back). Checked on the log first: a payment that is not
+/// gave (its credits taken back, or its plan's period). Checked on the log first: a payment that is not
 /// paid is 409 `payment_conflict`; credits already spent are 409
 /// `insufficient_credits` unless `allow_negative`; a provider that cannot refund
 /// through Tally (OxaPay, a generic webhook) is 422 `not_supported`. Asked again:
@@ -468,8 +472,9 @@ async fn refund(
     Ok(Json(RefundedBody {
         payment_id: payment_id.to_string(),
         status: "reversed".into(),
-        user_id: outcome.view.user_id.get(),
-        available: outcome.view.available,
+        user_id: outcome.user_id.get(),
+        available: outcome.available,
+        period_end: outcome.period_end,
         position: outcome.position,
     }))
 }

@@ -532,11 +532,6 @@ pub(crate) async fn refund_by_admin(
             "payment {payment_id} is not a paid payment"
         )));
     };
-    let Purpose::Credits(credits) = terms.purpose else {
-        return Err(BotError::Refused(format!(
-            "payment {payment_id} bought a plan; refunding a plan (taking back its days) is not built yet"
-        )));
-    };
     // The ledger checks the refund on the log before the provider gives any money
     // back, then records the reversal (tally_ledger::checkout::refund).
     let outcome = match tally_ledger::checkout::refund(
@@ -554,27 +549,42 @@ pub(crate) async fn refund_by_admin(
         Err(CheckoutError::Ledger(tally_ledger::LedgerError::Domain(
             tally_domain::DomainError::InsufficientCredits { available, .. },
         ))) => {
+            let credits = match &terms.purpose {
+                Purpose::Credits(credits) => credits.get(),
+                Purpose::Plan(_) => Decimal::ZERO,
+            };
             return Err(BotError::Refused(format!(
                 "user {} has spent the credits: {} available of {} to take back. Nothing was \
                  refunded; add `force` to refund anyway and take them back into a negative balance",
                 terms.user_id.get(),
                 available.normalize(),
-                credits.get().normalize()
+                credits.normalize()
             )));
         }
         Err(CheckoutError::Ledger(error)) => return Err(error.into()),
         Err(CheckoutError::Provider(error)) => return Err(BotError::Refused(error.to_string())),
     };
-    Ok(Some(
-        crate::texts::AdminText::PaymentRefunded {
+    Ok(Some(match &terms.purpose {
+        Purpose::Credits(credits) => crate::texts::AdminText::PaymentRefunded {
             payment: payment_id.as_str(),
             charge: &charge,
             credits: credits.get(),
             user: terms.user_id.get(),
-            available: outcome.view.available,
+            available: outcome.available.unwrap_or_default(),
         }
         .say(),
-    ))
+        Purpose::Plan(plan) => crate::texts::AdminText::PlanPaymentRefunded {
+            payment: payment_id.as_str(),
+            charge: &charge,
+            plan: plan.as_str(),
+            user: terms.user_id.get(),
+            period_end: &outcome
+                .period_end
+                .map(|end| crate::users::day_and_time(end.timestamp_micros()))
+                .unwrap_or_default(),
+        }
+        .say(),
+    }))
 }
 
 /// Telegram refunded a Stars payment itself (`refunded_payment`): recorded as the

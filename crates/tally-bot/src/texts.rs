@@ -1061,6 +1061,14 @@ pub enum AdminText<'a> {
         user: i64,
         available: Decimal,
     },
+    /// A plan payment refunded through the provider: its period taken back.
+    PlanPaymentRefunded {
+        payment: &'a str,
+        charge: &'a str,
+        plan: &'a str,
+        user: i64,
+        period_end: &'a str,
+    },
     /// `/stats`: one line per metric.
     Stats {
         today: &'a str,
@@ -1220,6 +1228,16 @@ impl AdminText<'_> {
                  available now {}.",
                 credits.normalize(),
                 available.normalize()
+            ),
+            PlanPaymentRefunded {
+                payment,
+                charge,
+                plan,
+                user,
+                period_end,
+            } => format!(
+                "Refunded payment {payment} ({charge}): one period of plan {plan} taken back \
+                 from user {user}; the plan now ends {period_end}."
             ),
             Stats { today, lines } => {
                 let mut text = format!("Stats (today {today} | last 7 days):");

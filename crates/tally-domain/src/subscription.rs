@@ -40,6 +40,9 @@ pub struct Subscription {
     pub status: Option<SubscriptionStatus>,
     /// Payments applied, so none is applied twice.
     pub payments: std::collections::BTreeSet<PaymentId>,
+    /// Payments refunded, whose period was taken back (once each).
+    #[serde(default)]
+    pub taken_back: std::collections::BTreeSet<PaymentId>,
 }
 
 impl Subscription {
@@ -52,6 +55,7 @@ impl Subscription {
             period_end: None,
             status: None,
             payments: Default::default(),
+            taken_back: Default::default(),
         }
     }
 
@@ -91,6 +95,15 @@ pub enum SubscriptionCommand {
         /// Why.
         reason: Reason,
     },
+    /// A plan payment was refunded: the period it paid for is taken back (the
+    /// period's end moves back by one period of the plan; a period that then lies
+    /// in the past expires).
+    TakeBack {
+        /// The refunded payment.
+        payment_id: PaymentId,
+        /// The plan it paid for.
+        plan: PlanId,
+    },
 }
 
 /// What happened to a subscription.
@@ -126,6 +139,14 @@ pub enum SubscriptionEvent {
     /// The period ended.
     #[serde(rename = "subscription.expired")]
     Expired,
+    /// A refunded payment's period was taken back.
+    #[serde(rename = "subscription.period_taken_back")]
+    PeriodTakenBack {
+        /// The refunded payment.
+        payment_id: PaymentId,
+        /// New end of the period.
+        period_end: DateTime<Utc>,
+    },
     /// An admin changed the plan and slots.
     #[serde(rename = "subscription.slots_corrected")]
     SlotsCorrected {
@@ -179,6 +200,21 @@ pub fn decide(
                     slots,
                     period_end: now + length,
                 },
+            }])
+        }
+        C::TakeBack { payment_id, plan } => {
+            if state.taken_back.contains(payment_id) {
+                return Ok(vec![]);
+            }
+            let (Some(end), true) = (state.period_end, state.payments.contains(payment_id)) else {
+                return Err(DomainError::Conflict(format!(
+                    "payment {payment_id} paid for no period of this subscription"
+                )));
+            };
+            let (_, length) = period(config, plan)?;
+            Ok(vec![E::PeriodTakenBack {
+                payment_id: payment_id.clone(),
+                period_end: end - length,
             }])
         }
         C::Cancel { reason } => match state.status {
@@ -243,6 +279,13 @@ pub fn evolve(mut state: Subscription, event: &SubscriptionEvent) -> Subscriptio
             state.payments.insert(payment_id.clone());
             state.period_end = Some(*period_end);
             state.status = Some(SubscriptionStatus::Active);
+        }
+        E::PeriodTakenBack {
+            payment_id,
+            period_end,
+        } => {
+            state.taken_back.insert(payment_id.clone());
+            state.period_end = Some(*period_end);
         }
         E::Cancelled { .. } => state.status = Some(SubscriptionStatus::Cancelled),
         E::Expired => state.status = Some(SubscriptionStatus::Expired),

@@ -286,8 +286,8 @@ async fn refunded(
 
 /// Gives a paid payment's money back through its provider (Stars:
 /// `refundStarPayment`; Paystack and YooKassa: their refund APIs) and records the
-/// reversal, taking back the credits it gave. Checked on the log before any money
-/// moves: only a paid credits payment is refunded, and when the payer has spent the
+/// reversal, taking back what it gave (its credits, or its plan's period). Checked on
+/// the log before any money moves: only a paid payment is refunded, and when the payer has spent the
 /// credits it is refused with what is available, unless `allow_negative` takes them
 /// back into a negative balance (a recorded adjustment). Once the provider has given
 /// the money back, the reversal is recorded whatever was spent meanwhile: reality
@@ -300,7 +300,7 @@ pub async fn refund(
     reason: Reason,
     allow_negative: bool,
     metadata: Metadata,
-) -> Result<Outcome<crate::aggregate::AccountView>, CheckoutError> {
+) -> Result<crate::workflows::Reversal, CheckoutError> {
     use tally_domain::payment::Purpose;
     let paid = ledgers.payments.load(&payment_id).await?.state;
     let Some(terms) = paid.terms.clone() else {
@@ -326,20 +326,15 @@ pub async fn refund(
         )))
         .into());
     };
-    let Purpose::Credits(credits) = terms.purpose else {
-        return Err(LedgerError::from(DomainError::PaymentConflict(format!(
-            "payment {payment_id} bought a plan; refunding a plan (taking back its days) is \
-             not built yet"
-        )))
-        .into());
-    };
-    let available = ledgers.accounts.load(&terms.user_id).await?.state.available;
-    if available < credits.get() && !allow_negative {
-        return Err(LedgerError::from(DomainError::InsufficientCredits {
-            available,
-            requested: credits.get(),
-        })
-        .into());
+    if let Purpose::Credits(credits) = terms.purpose {
+        let available = ledgers.accounts.load(&terms.user_id).await?.state.available;
+        if available < credits.get() && !allow_negative {
+            return Err(LedgerError::from(DomainError::InsufficientCredits {
+                available,
+                requested: credits.get(),
+            })
+            .into());
+        }
     }
     let provider = providers.get(&terms.provider).ok_or_else(|| {
         ProviderError::Unsupported(format!(

@@ -213,12 +213,28 @@ pub async fn define_campaign(
     Ok(())
 }
 
-/// Reverses a paid credits payment (a refund to the payer) and takes back the credits
-/// it gave, atomically: `payment.reversed` and an adjustment of minus the credits
-/// (`reversal:<payment id>`). When the user has spent them, it is refused with what
-/// is available, unless `allow_negative` lets the balance go below zero (the
-/// adjustment says so). A reversal re-sent is answered as the first. Plan payments
-/// are refused: taking back a plan's days is not built yet.
+/// What a reversal did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversal {
+    /// Who had paid.
+    pub user_id: UserId,
+    /// The position of its last event (or, re-sent, of the streams' last).
+    pub position: u64,
+    /// True when it was on record already (a re-sent reversal).
+    pub replayed: bool,
+    /// The payer's available credits after (a credits payment).
+    pub available: Option<rust_decimal::Decimal>,
+    /// The plan's period end after (a plan payment).
+    pub period_end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Reverses a paid payment (a refund to the payer) and takes back what it gave,
+/// atomically: `payment.reversed` with, for credits, an adjustment of minus the
+/// credits (`reversal:<payment id>`), or, for a plan, its period taken back
+/// (`subscription.period_taken_back`: the period's end moves back by one period; a
+/// period then in the past expires). When the user has spent the credits, it is
+/// refused with what is available, unless `allow_negative` lets the balance go below
+/// zero (the adjustment says so). A reversal re-sent is answered as the first.
 pub async fn reverse_payment(
     ledgers: &crate::Ledgers,
     payment_id: PaymentId,
@@ -226,7 +242,7 @@ pub async fn reverse_payment(
     reason: Reason,
     allow_negative: bool,
     metadata: Metadata,
-) -> Result<Outcome<AccountView>, LedgerError> {
+) -> Result<Reversal, LedgerError> {
     use tally_domain::payment::{PaymentCommand, PaymentStatus};
     use tally_domain::values::{AdjustmentId, SignedAmount};
     let reverse = Request {
@@ -245,61 +261,86 @@ pub async fn reverse_payment(
         let Some(terms) = reversal.view.terms.clone() else {
             return Err(DomainError::PaymentNotFound.into());
         };
-        let credits = match (&terms.purpose, reversal.view.status) {
-            (Purpose::Credits(credits), Some(PaymentStatus::Reversed)) => *credits,
-            (Purpose::Plan(plan), _) => {
-                return Err(DomainError::PaymentConflict(format!(
-                    "payment {payment_id} bought plan {plan}; reversing a plan payment (taking \
-                     back its days) is not built yet"
-                ))
-                .into());
+        if reversal.view.status != Some(PaymentStatus::Reversed) {
+            return Err(DomainError::PaymentConflict(
+                "only a succeeded payment can be reversed".into(),
+            )
+            .into());
+        }
+        let user_id = terms.user_id;
+        // What the payment gave, taken back: prepared on its stream, appended with
+        // the reversal (or, re-sent, answered from the log).
+        let (taken_back, answer) = match &terms.purpose {
+            Purpose::Credits(credits) => {
+                let take_back = Request {
+                    key: user_id,
+                    command: AccountCommand::Adjust {
+                        adjustment_id: AdjustmentId::new(format!("reversal:{payment_id}"))?,
+                        amount: SignedAmount::new(-credits.get())?,
+                        reason: Reason::new(format!(
+                            "payment {payment_id} refunded: {}",
+                            reason.as_str()
+                        ))?,
+                        admin: admin.clone(),
+                        allow_negative,
+                    },
+                    command_id: None,
+                    metadata: metadata.clone(),
+                };
+                if reversal.append.is_none() {
+                    // Reversed already (a re-sent reversal): its adjustment went with it.
+                    let outcome = ledgers.accounts.execute(take_back).await?;
+                    return Ok(Reversal {
+                        user_id,
+                        position: outcome.position,
+                        replayed: true,
+                        available: Some(outcome.view.available),
+                        period_end: None,
+                    });
+                }
+                // Spent: refused here, and nothing appended (the payment stays paid).
+                let taken = ledgers.accounts.prepare(&take_back).await?;
+                let answer = (Some(taken.view.available), None);
+                (taken.append, answer)
             }
-            _ => {
-                return Err(DomainError::PaymentConflict(
-                    "only a succeeded payment can be reversed".into(),
-                )
-                .into());
+            Purpose::Plan(plan) => {
+                let take_back = Request {
+                    key: user_id,
+                    command: SubscriptionCommand::TakeBack {
+                        payment_id: payment_id.clone(),
+                        plan: plan.clone(),
+                    },
+                    command_id: Some(format!("take-back:{payment_id}")),
+                    metadata: metadata.clone(),
+                };
+                if reversal.append.is_none() {
+                    let outcome = ledgers.subscriptions.execute(take_back).await?;
+                    return Ok(Reversal {
+                        user_id,
+                        position: outcome.position,
+                        replayed: true,
+                        available: None,
+                        period_end: outcome.view.period_end,
+                    });
+                }
+                let taken = ledgers.subscriptions.prepare(&take_back).await?;
+                let answer = (None, taken.view.period_end);
+                (taken.append, answer)
             }
-        };
-        let take_back = Request {
-            key: terms.user_id,
-            command: AccountCommand::Adjust {
-                adjustment_id: AdjustmentId::new(format!("reversal:{payment_id}"))?,
-                amount: SignedAmount::new(-credits.get())?,
-                reason: Reason::new(format!(
-                    "payment {payment_id} refunded: {}",
-                    reason.as_str()
-                ))?,
-                admin: admin.clone(),
-                allow_negative,
-            },
-            command_id: None,
-            metadata: metadata.clone(),
         };
         let Some(reversed) = reversal.append else {
-            // Reversed already (a re-sent reversal): its adjustment went with it.
-            return ledgers.accounts.execute(take_back).await;
+            continue;
         };
-        // Spent: refused here, and nothing appended (the payment stays paid).
-        let taken = ledgers.accounts.prepare(&take_back).await?;
-        let Some(adjustment) = taken.append else {
-            return ledgers.accounts.execute(take_back).await;
-        };
-        let account_stream = adjustment.stream_id.clone();
-        match ledgers
-            .accounts
-            .store()
-            .append_many(vec![reversed, adjustment])
-            .await
-        {
+        let mut appends = vec![reversed];
+        appends.extend(taken_back);
+        match ledgers.accounts.store().append_many(appends).await {
             Ok(result) => {
-                return Ok(Outcome {
-                    view: taken.view,
-                    version: result
-                        .stream_version(&account_stream)
-                        .unwrap_or(taken.version),
+                return Ok(Reversal {
+                    user_id,
                     position: result.position(),
                     replayed: result.replayed,
+                    available: answer.0,
+                    period_end: answer.1,
                 });
             }
             Err(StoreError::WrongExpectedVersion { .. }) => {}

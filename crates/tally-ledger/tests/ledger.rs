@@ -787,7 +787,7 @@ async fn a_moved_clock_decides_a_holds_expiry_without_waiting() {
 /// A refund of a paid credits payment: the payment reversed and its credits taken
 /// back in one append; re-sent: the same answer, nothing more; when the user spent
 /// the credits: refused with what is available and nothing appended, unless the
-/// admin lets the balance go negative; a plan payment is refused as not built.
+/// admin lets the balance go negative; a plan payment's period is taken back.
 async fn a_reversed_payment_takes_back_its_credits_once_or_is_refused_when_spent(s: &Setup) {
     use tally_domain::payment::{PaymentCommand as P, Purpose, Terms};
     use tally_domain::values::AdminId;
@@ -848,11 +848,11 @@ async fn a_reversed_payment_takes_back_its_credits_once_or_is_refused_when_spent
     };
     pay("rev-1", 71, "20").await;
     let first = reverse("rev-1", false).await.unwrap();
-    assert_eq!(first.view.available, dec("0"));
+    assert_eq!(first.available, Some(dec("0")));
     let head = s.store.last_position().await.unwrap();
     let again = reverse("rev-1", false).await.unwrap();
     assert!(again.replayed);
-    assert_eq!(again.view.available, dec("0"));
+    assert_eq!(again.available, Some(dec("0")));
     assert_eq!(s.store.last_position().await.unwrap(), head, "nothing more");
     let types = |stream: &str| {
         let (store, stream) = (s.store.clone(), stream.to_string());
@@ -886,9 +886,66 @@ async fn a_reversed_payment_takes_back_its_credits_once_or_is_refused_when_spent
     assert_eq!(s.store.last_position().await.unwrap(), head);
     assert_eq!(types("payment-rev-2").await.len(), 2, "still paid");
     let forced = reverse("rev-2", true).await.unwrap();
-    assert_eq!(forced.view.available, dec("-15"));
+    assert_eq!(forced.available, Some(dec("-15")));
 
-    // Not paid, or a plan: refused.
+    // Not paid: refused.
     let unknown = reverse("rev-none", false).await.unwrap_err();
     assert_eq!(unknown.code(), "payment_not_found");
+
+    // A plan: its period taken back with the reversal, once.
+    let plan_payment = PaymentId::new("rev-plan").unwrap();
+    let plan = Purpose::Plan(tally_domain::values::PlanId::new("basic").unwrap());
+    for command in [
+        P::Create(Terms {
+            user_id: user(73),
+            provider: "stars".into(),
+            amount: amount("100"),
+            currency: "XTR".into(),
+            purpose: plan.clone(),
+        }),
+        P::Succeed {
+            provider: "stars".into(),
+            provider_payment_id: "ch-rev-plan".into(),
+            amount: amount("100"),
+            currency: "XTR".into(),
+        },
+    ] {
+        ledgers
+            .payments
+            .command(plan_payment.clone(), command, meta())
+            .await
+            .unwrap();
+    }
+    fulfil_payment(
+        &ledgers.accounts,
+        &ledgers.subscriptions,
+        plan_payment.clone(),
+        user(73),
+        plan,
+        meta(),
+    )
+    .await
+    .unwrap();
+    let paid_end = ledgers
+        .subscriptions
+        .load(&user(73))
+        .await
+        .unwrap()
+        .state
+        .period_end
+        .unwrap();
+    let taken = reverse("rev-plan", false).await.unwrap();
+    assert_eq!(
+        taken.period_end,
+        Some(paid_end - chrono::Duration::days(30)),
+        "one period (30 days) taken back"
+    );
+    let head = s.store.last_position().await.unwrap();
+    let again = reverse("rev-plan", false).await.unwrap();
+    assert_eq!(again.period_end, taken.period_end);
+    assert_eq!(s.store.last_position().await.unwrap(), head, "once");
+    assert_eq!(
+        types("subscription-73").await,
+        ["subscription.started", "subscription.period_taken_back"]
+    );
 }
