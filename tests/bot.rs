@@ -2741,6 +2741,32 @@ async fn an_admin_refunds_a_stars_payment_and_its_credits_are_taken_back(stack: 
         .say(&stranger, 2, "/refund_payment pay-1602 mine")
         .await;
     assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 2);
+
+    // From /user: a Refund button on the payment, then the reason.
+    pay_by_webhook(&stack, 1_604, "pay-1604", credits(), 1).await;
+    stack.fake.wait_texts(1_604, 1).await;
+    let card = stack.say(&admin, 804, "/user 1604").await;
+    assert!(card.contains("1604"), "{card}");
+    let offered = buttons(&last_message_to(&stack.fake, ADMIN_B));
+    assert_eq!(offered, vec!["rp:pay-1604"]);
+    stack.fake.push(button(&admin, "q-rp", 805, "rp:pay-1604"));
+    stack
+        .fake
+        .wait_until("the question why", |_| {
+            stack
+                .fake
+                .texts_to(ADMIN_B)
+                .last()
+                .is_some_and(|t| t.starts_with("Why is payment pay-1604 refunded?"))
+        })
+        .await;
+    let done = stack.say(&admin, 806, "asked twice by mistake").await;
+    assert!(
+        done.starts_with("Refunded payment pay-1604 (tx-pay-1604): 20 credits"),
+        "{done}"
+    );
+    assert_eq!(stack.fake.calls_of("refundStarPayment").len(), 3);
+    assert_eq!(stack.available(1_604).await, Decimal::ZERO);
     stack
 }
 

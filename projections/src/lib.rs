@@ -56,7 +56,7 @@ pub use events::{Batch, stream_event};
 pub use holds::{HoldRecord, HoldsReadModel, holds_by_id};
 pub use payments::{
     DuplicateCharge, PaymentPurpose, PaymentRow, PaymentsReadModel, ProviderCharge,
-    duplicate_charges, payment, pending_payments, provider_charges,
+    duplicate_charges, paid_payments, payment, pending_payments, provider_charges,
 };
 pub use posts::{
     DueSlot, PostsReadModel, SlotSummary, due_slots, slot_summaries, slots_of_owner,

@@ -222,6 +222,28 @@ pub async fn pending_payments(
     .await?)
 }
 
+/// A user's paid payments (`succeeded`), newest first, at most `limit`: what an
+/// admin may refund. `(payment_id, amount, currency)`.
+pub async fn paid_payments(
+    pool: &sqlx::AnyPool,
+    user: i64,
+    limit: i64,
+) -> Result<Vec<(String, rust_decimal::Decimal, String)>, ProjectionError> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT payment_id, amount_cents, currency FROM payments WHERE user_id = $1 \
+         AND status = 'succeeded' ORDER BY updated_at DESC, payment_id DESC LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), crate::from_cents(r.get(1)), r.get(2)))
+        .collect())
+}
+
 /// A payment as the read model has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaymentRow {

@@ -119,6 +119,14 @@ pub(crate) async fn on_command(
             let reply = crate::payments::refund_by_admin(bot, context, who.user, words).await?;
             (reply.unwrap_or_else(|| usage_text(command)), None)
         }
+        "user" => {
+            let reply = run(context, who, &id, command, &args).await?;
+            let keyboard = match args.user(0) {
+                Some(user) if reply.is_some() => payment_buttons(context, user.get()).await?,
+                _ => None,
+            };
+            (reply.unwrap_or_else(|| usage_text(command)), keyboard)
+        }
         _ => {
             let reply = run(context, who, &id, command, &args).await?;
             (reply.unwrap_or_else(|| usage_text(command)), None)
@@ -427,6 +435,90 @@ fn refund_buttons(rows: &[RefundRow]) -> Option<InlineKeyboardMarkup> {
         })
         .collect();
     (!buttons.is_empty()).then(|| InlineKeyboardMarkup::new(buttons))
+}
+
+/// The user's paid payments, a refund button each (`rp:<payment id>`; ids too long
+/// for Telegram's 64-byte callback data are refunded with `/refund_payment`).
+async fn payment_buttons(
+    context: &Context,
+    user: i64,
+) -> Result<Option<InlineKeyboardMarkup>, BotError> {
+    let rows: Vec<Vec<InlineKeyboardButton>> =
+        tally_projections::paid_payments(context.pool(), user, USER_CARD_PAYMENTS)
+            .await?
+            .into_iter()
+            .filter(|(id, _, _)| id.len() <= 61)
+            .map(|(id, amount, currency)| {
+                vec![InlineKeyboardButton::callback(
+                    AdminText::RefundPaymentButton {
+                        payment: &id,
+                        amount,
+                        currency: &currency,
+                    }
+                    .say(),
+                    format!("rp:{id}"),
+                )]
+            })
+            .collect();
+    Ok((!rows.is_empty()).then(|| InlineKeyboardMarkup::new(rows)))
+}
+
+/// Paid payments `/user` offers to refund.
+const USER_CARD_PAYMENTS: i64 = 5;
+
+/// An admin pressed a payment's Refund button on `/user`: the bot asks why (the next
+/// message is the reason; `force` before it takes spent credits back into a negative
+/// balance), then refunds as `/refund_payment` does.
+pub(crate) async fn on_payment_refund_button(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    payment_id: &str,
+) -> Result<(), BotError> {
+    if !context.is_admin(who.user) {
+        bot.send_message(who.chat, who.say(crate::texts::Text::NotAdmin))
+            .await?;
+        return Ok(());
+    }
+    context
+        .pending_payment_refunds
+        .lock()
+        .map_err(|_| BotError::Internal("pending payment refunds lock poisoned".into()))?
+        .insert(who.user, payment_id.to_string());
+    bot.send_message(
+        who.chat,
+        AdminText::RefundPaymentWhy {
+            payment: payment_id,
+        }
+        .say(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The reason an admin sent for a payment refund chosen on `/user`; `false` when no
+/// refund was waiting for one.
+pub(crate) async fn on_payment_refund_reason(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    text: &str,
+) -> Result<bool, BotError> {
+    let pending = context
+        .pending_payment_refunds
+        .lock()
+        .map_err(|_| BotError::Internal("pending payment refunds lock poisoned".into()))?
+        .remove(&who.user);
+    let Some(payment) = pending else {
+        return Ok(false);
+    };
+    let mut words = vec![payment.as_str()];
+    words.extend(text.split_whitespace());
+    let reply = crate::payments::refund_by_admin(bot, context, who.user, &words)
+        .await?
+        .unwrap_or_else(|| usage_text("refund_payment"));
+    bot.send_message(who.chat, reply).await?;
+    Ok(true)
 }
 
 /// An admin pressed Approve or Reject. The rules refuse an admin deciding their own

@@ -86,6 +86,8 @@ pub struct Context {
     pub(crate) admin_ids: HashSet<i64>,
     pub(crate) maintenance: Maintenance,
     pub(crate) pending_refunds: Mutex<HashMap<i64, PendingRefund>>,
+    /// Payments an admin chose to refund from `/user`, waiting for the reason, by admin.
+    pub(crate) pending_payment_refunds: Mutex<HashMap<i64, String>>,
     /// The operator's `/terms` and `/paysupport`.
     pub(crate) policy: crate::Policy,
     /// The payment providers `/topup` and `/plans` offer besides Stars.
@@ -108,6 +110,7 @@ impl Context {
             admin_ids,
             maintenance: Maintenance::new(),
             pending_refunds: Mutex::new(HashMap::new()),
+            pending_payment_refunds: Mutex::new(HashMap::new()),
             pending_ads: Mutex::new(HashMap::new()),
             policy: crate::Policy::default(),
             providers: tally_providers::Providers::default(),

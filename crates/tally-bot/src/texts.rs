@@ -1061,6 +1061,16 @@ pub enum AdminText<'a> {
         user: i64,
         available: Decimal,
     },
+    /// `/user`: the button that refunds a paid payment.
+    RefundPaymentButton {
+        payment: &'a str,
+        amount: Decimal,
+        currency: &'a str,
+    },
+    /// Asks the admin why a payment is refunded.
+    RefundPaymentWhy {
+        payment: &'a str,
+    },
     /// A plan payment refunded through the provider: its period taken back.
     PlanPaymentRefunded {
         payment: &'a str,
@@ -1228,6 +1238,15 @@ impl AdminText<'_> {
                  available now {}.",
                 credits.normalize(),
                 available.normalize()
+            ),
+            RefundPaymentButton {
+                payment,
+                amount,
+                currency,
+            } => format!("↩ Refund {payment} ({} {currency})", amount.normalize()),
+            RefundPaymentWhy { payment } => format!(
+                "Why is payment {payment} refunded? Send the reason. Start it with `force` to \
+                 take back credits already spent into a negative balance."
             ),
             PlanPaymentRefunded {
                 payment,

@@ -178,6 +178,9 @@ async fn route_message(
         return Ok(());
     }
     let Some((command, args)) = parse_command(text) else {
+        if admin && crate::admin::on_payment_refund_reason(bot, context, who, text).await? {
+            return Ok(());
+        }
         let pending = context
             .pending_refunds
             .lock()
@@ -295,6 +298,7 @@ async fn route_callback(
             Ok(())
         }
         "ra" | "rr" => admin::on_refund_button(bot, context, who, kind == "ra", value).await,
+        "rp" => admin::on_payment_refund_button(bot, context, who, value).await,
         "ad" => crate::ads::on_button(bot, context, who, value).await,
         _ => Ok(()),
     }
