@@ -806,3 +806,56 @@ fn the_bot_role_without_a_token_or_with_bad_admin_ids_is_refused_with_what_to_se
         stderr(&out)
     );
 }
+
+/// Money settings are checked before anything starts: a provider's unknown key, a
+/// missing secret, or a pack without a price in a provider's currency stops `tally
+/// serve` with the key to set; the same file with the price added serves.
+#[test]
+fn payment_providers_and_prices_are_checked_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |toml: &str| {
+        std::fs::write(dir.path().join("tally.toml"), toml).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tally"));
+        command.arg("serve").current_dir(dir.path());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("TALLY_") {
+                command.env_remove(name);
+            }
+        }
+        command
+    };
+    let head = "database_url = \"sqlite://./ledger.db\"\nlisten = \"127.0.0.1:0\"\n";
+    let pack = "[credit_packs.pack_5]\ncredits = \"5\"\nprice = \"50\"\ncurrency = \"XTR\"\n";
+    let refused = |toml: String, env: &[(&str, &str)], says: &str| {
+        let mut command = serve(&toml);
+        command.envs(env.iter().copied());
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    };
+    refused(
+        format!("{head}[providers.paystack]\nsecret = \"sk_test_x\"\n"),
+        &[],
+        "providers.paystack.secret (TALLY_PROVIDERS_PAYSTACK_SECRET) is not a setting of paystack",
+    );
+    refused(
+        format!("{head}[providers.yookassa]\nshop_id = \"1\"\nsecret_key = \"k\"\n"),
+        &[],
+        "providers.yookassa.return_url (TALLY_PROVIDERS_YOOKASSA_RETURN_URL) is required",
+    );
+    refused(
+        format!("{head}{pack}"),
+        &[("TALLY_PROVIDERS_PAYSTACK_SECRET_KEY", "sk_test_0000")],
+        "credit_packs.pack_5.prices.NGN is not set",
+    );
+    let priced = format!("{head}{pack}prices = {{ NGN = \"1500\" }}\n");
+    refused(
+        format!("{head}{pack}prices = {{ NGN = \"1500.005\" }}\n"),
+        &[("TALLY_PROVIDERS_PAYSTACK_SECRET_KEY", "sk_test_0000")],
+        "amount 1500.005 has more than 2 decimal places",
+    );
+    std::fs::write(dir.path().join("tally.toml"), &priced).unwrap();
+    let (server, base) = serve_in(dir.path(), &[]);
+    assert!(base.is_some());
+    terminate(server);
+}
