@@ -453,6 +453,7 @@ tally_store::on_both_backends!(
     start_twice_opens_one_account_and_speaks_the_users_language,
     a_stars_top_up_credits_once_however_often_telegram_delivers_it,
     the_daily_reconciliation_tells_the_admins_once,
+    a_low_balance_is_told_once_until_a_top_up_rearms_it,
     a_tampered_or_stale_checkout_is_refused,
     history_pages_with_buttons,
     admin_commands_from_anyone_else_are_refused_and_append_nothing,
@@ -2879,5 +2880,50 @@ async fn the_daily_reconciliation_tells_the_admins_once(stack: Stack) -> Stack {
         );
         assert!(told[0].contains("ch-lost-960"), "{}", told[0]);
     }
+    stack
+}
+
+/// `/alerts 5`: a spend that leaves fewer than 5 credits is told once (in the user's
+/// language); a further spend is not; a top-up re-arms it, and the next fall is told
+/// again once the quiet period (a day by default) is over — here, within it, not.
+async fn a_low_balance_is_told_once_until_a_top_up_rearms_it(stack: Stack) -> Stack {
+    let vera = user(970, "ru");
+    stack.say(&vera, 1, "/start").await;
+    let set = stack.say(&vera, 2, "/alerts 5").await;
+    assert!(
+        set.starts_with("Я сообщу, когда кредитов станет меньше 5"),
+        "{set}"
+    );
+    stack.grant_quietly(970, "g-970", 10).await;
+    stack.spend(970, "sms-970-1", 6, "sms").await;
+    let low = |stack: &Stack| {
+        stack
+            .fake
+            .texts_to(970)
+            .into_iter()
+            .filter(|t| t.starts_with("Мало кредитов"))
+            .collect::<Vec<_>>()
+    };
+    stack
+        .fake
+        .wait_until("the low-balance notice", |_| !low(&stack).is_empty())
+        .await;
+    assert_eq!(
+        low(&stack),
+        vec![
+            "Мало кредитов: осталось 4.00, меньше порога 5.00. Пополните через /topup; порог меняется командой /alerts."
+        ]
+    );
+    stack.spend(970, "sms-970-2", 1, "sms").await;
+    stack.grant_quietly(970, "g-970-2", 10).await;
+    stack.spend(970, "sms-970-3", 10, "sms").await;
+    assert_eq!(
+        stack.count("account-970", "balance.low").await,
+        1,
+        "quiet within the day"
+    );
+    assert_eq!(stack.count("account-970", "balance.alert_rearmed").await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(low(&stack).len(), 1, "told once");
     stack
 }

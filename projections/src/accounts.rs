@@ -102,6 +102,8 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                 balance.status = "open".into();
                 None
             }
+            // The alert moves no credits: not a statement line.
+            E::AlertSet { .. } | E::BalanceLow { .. } | E::AlertRearmed { .. } => None,
             E::Deposited { payment_id, amount } => Some((
                 "deposit",
                 c(amount.get())?,

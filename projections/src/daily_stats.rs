@@ -136,7 +136,11 @@ async fn apply(conn: &mut AnyConnection, g: &str, batch: &Batch) -> Result<(), P
                         c(amount.get())?,
                     );
                 }
-                A::Blocked { .. } | A::Unblocked { .. } => {}
+                A::Blocked { .. }
+                | A::Unblocked { .. }
+                | A::AlertSet { .. }
+                | A::AlertRearmed { .. } => {}
+                A::BalanceLow { .. } => add(&mut tally, &day, "low_balance_alerts", COUNT, 1),
             }
             continue;
         }

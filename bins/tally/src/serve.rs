@@ -101,6 +101,17 @@ pub struct ServeArgs {
     /// many hours before [default: 72].
     #[arg(long, env = "TALLY_ATTRIBUTION_WINDOW_HOURS")]
     pub attribution_window_hours: Option<u32>,
+    /// The low-balance alert's default threshold in credits [default: off].
+    #[arg(long, env = "TALLY_LOW_BALANCE_THRESHOLD")]
+    pub low_balance_threshold: Option<String>,
+    /// A low-balance alert fires at most once in this many seconds per account
+    /// [default: 86400].
+    #[arg(long, env = "TALLY_LOW_BALANCE_ALERT_PERIOD_SECONDS")]
+    pub low_balance_alert_period_seconds: Option<u64>,
+    /// Webhook endpoints may be on loopback or private addresses (tests, a receiver
+    /// inside the operator's own network) [default: false].
+    #[arg(long, env = "TALLY_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: Option<bool>,
     /// What `/terms` says in English [default: a built-in text].
     #[arg(long, env = "TALLY_TERMS_EN")]
     pub terms_en: Option<String>,
@@ -137,6 +148,9 @@ struct File {
     post_spread_seconds: Option<u64>,
     post_paid_broadcast: Option<bool>,
     attribution_window_hours: Option<u32>,
+    low_balance_threshold: Option<String>,
+    low_balance_alert_period_seconds: Option<u64>,
+    webhooks_allow_private: Option<bool>,
     terms_en: Option<String>,
     terms_ru: Option<String>,
     paysupport_en: Option<String>,
@@ -273,6 +287,12 @@ pub struct Settings {
     pub admin_links: tally_domain::config::AdminLinks,
     /// The payment providers.
     pub providers: tally_providers::Settings,
+    /// The low-balance alert's default threshold.
+    pub low_balance_threshold: Option<tally_domain::values::Amount>,
+    /// Seconds between two alerts of one account.
+    pub low_balance_alert_period_seconds: u64,
+    /// Webhook endpoints may be on private addresses.
+    pub webhooks_allow_private: bool,
     /// The plans for sale, when tally.toml names them.
     pub plans: Option<BTreeMap<tally_domain::values::PlanId, tally_domain::config::Plan>>,
     /// The credit packs for sale, when tally.toml names them.
@@ -313,6 +333,24 @@ impl Settings {
                     .unwrap_or_else(|| "https://api.telegram.org".into()),
             });
         let providers = provider_settings(file.providers.clone(), stars)?;
+        let low_balance_threshold = args
+            .low_balance_threshold
+            .or(file.low_balance_threshold.clone())
+            .filter(|t| !t.trim().is_empty() && t.trim() != "off")
+            .map(|t| {
+                t.parse::<tally_domain::values::Amount>().map_err(|e| {
+                    anyhow::anyhow!("TALLY_LOW_BALANCE_THRESHOLD {t:?}: {e} (credits, or off)")
+                })
+            })
+            .transpose()?;
+        let low_balance_alert_period_seconds = args
+            .low_balance_alert_period_seconds
+            .or(file.low_balance_alert_period_seconds)
+            .unwrap_or(Config::default().low_balance_alert_period_seconds);
+        let webhooks_allow_private = args
+            .webhooks_allow_private
+            .or(file.webhooks_allow_private)
+            .unwrap_or(false);
         let default_roles = match token {
             Some(_) => "api,projector,reactor,bot,poster",
             None => "api,projector,reactor",
@@ -437,6 +475,9 @@ impl Settings {
             attribution_window_hours,
             campaigns,
             providers,
+            low_balance_threshold,
+            low_balance_alert_period_seconds,
+            webhooks_allow_private,
             plans: file.plans,
             credit_packs: file.credit_packs,
         })
@@ -483,6 +524,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             let mut config = Config {
                 admin_links: settings.admin_links,
                 attribution_window_hours: settings.attribution_window_hours,
+                low_balance_threshold: settings.low_balance_threshold,
+                low_balance_alert_period_seconds: settings.low_balance_alert_period_seconds,
                 ..Config::default()
             };
             if let Some(plans) = settings.plans {

@@ -4,7 +4,7 @@
 
 use crate::auth::Admin;
 use crate::constraints::{
-    DayText, IdText, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
+    AlertThresholdText, DayText, IdText, PositionNumber, ReasonText, SignedAmountText, UserIdNumber,
 };
 use crate::input::{Body, UserPath};
 use axum::Json;
@@ -26,6 +26,7 @@ use crate::{AppState, Caller, input};
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(adjust))
+        .routes(routes!(set_alert))
         .routes(routes!(block))
         .routes(routes!(unblock))
         .routes(routes!(stats))
@@ -74,6 +75,63 @@ async fn adjust(
         allow_negative: body.allow_negative,
     };
     crate::credits::credit_write(&state, &caller, user, command).await
+}
+
+/// A low-balance alert's setting.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertBody {
+    /// Below this many credits (`"10"`), `off`, or `default` (the configured one).
+    #[schema(value_type = AlertThresholdText)]
+    threshold: String,
+}
+
+/// An account's low-balance alert.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AlertAnswer {
+    user_id: i64,
+    /// `below`, `off` or `default`.
+    setting: &'static str,
+    /// The threshold in force (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10")]
+    threshold: Option<rust_decimal::Decimal>,
+    position: u64,
+}
+
+/// Sets an account's low-balance alert: when a change leaves its available credits
+/// below the threshold, the user is told in the bot and `balance.low` goes to the
+/// webhooks (at most once per `TALLY_LOW_BALANCE_ALERT_PERIOD_SECONDS`; re-armed when
+/// the credits are back). The same setting again appends nothing.
+#[utoipa::path(put, path = "/v1/admin/accounts/{user_id}/alert", tag = "admin",
+    params(("user_id" = UserIdNumber, Path, description = USER_ID)),
+    request_body = AlertBody,
+    responses((status = 200, body = AlertAnswer), WriteErrors),
+    security(("admin" = [])))]
+async fn set_alert(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    UserPath(user): UserPath,
+    Body(body): Body<AlertBody>,
+) -> Result<Json<AlertAnswer>, ApiError> {
+    use tally_domain::account::AlertSetting;
+    let setting = match body.threshold.as_str() {
+        "off" => AlertSetting::Off,
+        "default" => AlertSetting::Default,
+        credits => AlertSetting::Below(credits.parse::<tally_domain::values::Amount>()?),
+    };
+    let outcome = run(&state, &caller, user, AccountCommand::SetAlert { setting }).await?;
+    let alert = state.ledgers.accounts.load(&user).await?.state.alert;
+    Ok(Json(AlertAnswer {
+        user_id: user.get(),
+        setting: match alert.setting {
+            AlertSetting::Default => "default",
+            AlertSetting::Off => "off",
+            AlertSetting::Below(_) => "below",
+        },
+        threshold: alert.threshold(&state.config),
+        position: outcome.position,
+    }))
 }
 
 /// An admin action's reason.

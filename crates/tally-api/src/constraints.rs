@@ -98,6 +98,15 @@ constraint!(
 );
 
 constraint!(
+    /// A low-balance alert's threshold: credits, `off` or `default`.
+    AlertThresholdText => done(
+        string("a positive decimal string of credits (`\"10\"`), `off`, or `default` (the configured one)")
+            .pattern(Some(format!("^(off|default|{})$", &amount_pattern()[1..amount_pattern().len() - 1])))
+            .examples(["10"])
+    )
+);
+
+constraint!(
     /// Where a payer returns from a provider's pay page.
     ReturnUrlText => done(
         string("an http(s) URL of at most 2048 characters")
@@ -357,6 +366,7 @@ pub(crate) fn register(openapi: &mut OpenApi) {
     add(IdText::name(), IdText::schema());
     add(AmountText::name(), AmountText::schema());
     add(ReturnUrlText::name(), ReturnUrlText::schema());
+    add(AlertThresholdText::name(), AlertThresholdText::schema());
     add(EmailText::name(), EmailText::schema());
     add(SignedAmountText::name(), SignedAmountText::schema());
     add(ReasonText::name(), ReasonText::schema());

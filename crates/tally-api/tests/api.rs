@@ -1274,6 +1274,7 @@ const ROUTES: &[(&str, &str, Needs)] = &[
         Needs::Admin,
     ),
     ("GET", "/v1/admin/payments/reconciliation", Needs::Admin),
+    ("PUT", "/v1/admin/accounts/{user_id}/alert", Needs::Admin),
     (
         "POST",
         "/v1/admin/accounts/{user_id}/adjustments",

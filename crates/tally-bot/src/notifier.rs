@@ -162,6 +162,19 @@ impl Notifier {
                 AccountEvent::Unblocked { .. } => {
                     notice(user, Box::new(|l| l.say(Text::NotifyUnblocked)))
                 }
+                AccountEvent::BalanceLow {
+                    available,
+                    threshold,
+                    ..
+                } => notice(
+                    user,
+                    Box::new(move |l| {
+                        l.say(Text::NotifyBalanceLow {
+                            available,
+                            threshold,
+                        })
+                    }),
+                ),
                 _ => None,
             });
         }

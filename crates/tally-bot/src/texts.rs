@@ -251,6 +251,20 @@ pub enum Text<'a> {
     /// Notification: subscription expired.
     NotifyExpired,
     /// Notification: account blocked / unblocked.
+    /// Notification: the credits fell below the user's alert threshold.
+    NotifyBalanceLow {
+        available: Decimal,
+        threshold: Decimal,
+    },
+    /// `/alerts`: the setting now.
+    AlertsNow {
+        /// The threshold in force (`None`: off).
+        threshold: Option<Decimal>,
+        /// Whether it is the configured default.
+        default: bool,
+    },
+    /// `/alerts` with something it does not understand.
+    AlertsUsage,
     NotifyBlocked {
         reason: &'a str,
     },
@@ -727,6 +741,28 @@ fn en(text: Text<'_>) -> String {
             format!("Your plan {plan} ends on {date}. Renew it with /plans.")
         }
         NotifyExpired => "Your plan has ended. Choose a new one with /plans.".into(),
+        NotifyBalanceLow {
+            available,
+            threshold,
+        } => format!(
+            "Low balance: {} credits left, below your alert at {}. Top up with /topup; change the alert with /alerts.",
+            credits(available),
+            credits(threshold)
+        ),
+        AlertsNow { threshold, default } => match (threshold, default) {
+            (None, _) => {
+                "Low-balance alerts are off. Turn them on with /alerts 10 (credits).".into()
+            }
+            (Some(t), true) => format!(
+                "I tell you when your credits fall below {} (the default). Change it with /alerts 10, or /alerts off.",
+                credits(t)
+            ),
+            (Some(t), false) => format!(
+                "I tell you when your credits fall below {}. Change it with /alerts 10, /alerts off or /alerts default.",
+                credits(t)
+            ),
+        },
+        AlertsUsage => "Write /alerts 10 (credits), /alerts off or /alerts default.".into(),
         NotifyBlocked { reason } => format!("Your account was blocked: {reason}."),
         NotifyUnblocked => "Your account was unblocked.".into(),
         NotifyDestinationPaused {
@@ -932,6 +968,28 @@ fn ru(text: Text<'_>) -> String {
             format!("Ваш тариф {plan} заканчивается {date}. Продлить: /plans.")
         }
         NotifyExpired => "Ваш тариф закончился. Выберите новый: /plans.".into(),
+        NotifyBalanceLow {
+            available,
+            threshold,
+        } => format!(
+            "Мало кредитов: осталось {}, меньше порога {}. Пополните через /topup; порог меняется командой /alerts.",
+            credits(available),
+            credits(threshold)
+        ),
+        AlertsNow { threshold, default } => match (threshold, default) {
+            (None, _) => {
+                "Уведомления о низком балансе выключены. Включить: /alerts 10 (кредитов).".into()
+            }
+            (Some(t), true) => format!(
+                "Я сообщу, когда кредитов станет меньше {} (по умолчанию). Изменить: /alerts 10 или /alerts off.",
+                credits(t)
+            ),
+            (Some(t), false) => format!(
+                "Я сообщу, когда кредитов станет меньше {}. Изменить: /alerts 10, /alerts off или /alerts default.",
+                credits(t)
+            ),
+        },
+        AlertsUsage => "Напишите /alerts 10 (кредитов), /alerts off или /alerts default.".into(),
         NotifyBlocked { reason } => format!("Ваш счёт заблокирован: {reason}."),
         NotifyUnblocked => "Ваш счёт разблокирован.".into(),
         NotifyDestinationPaused {

@@ -213,6 +213,7 @@ async fn route_message(
             }
         }
         "balance" => balance(bot, context, who).await,
+        "alerts" => alerts(bot, context, who, args.first().copied()).await,
         "history" => history(bot, context, who, 0, None).await,
         "topup" => topup(bot, context, who).await,
         "plans" | "subscribe" => plans(bot, context, who).await,
@@ -475,6 +476,70 @@ pub(crate) fn day_and_time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
         .unwrap_or_default()
+}
+
+/// `/alerts`: shows the low-balance alert; `/alerts 10` sets it below 10 credits,
+/// `/alerts off` turns it off, `/alerts default` back to the configured default. The
+/// setting is an event on the account (`balance.alert_set`).
+async fn alerts(
+    bot: &TgBot,
+    context: &Context,
+    who: &Who,
+    word: Option<&str>,
+) -> Result<(), BotError> {
+    use tally_domain::account::{AccountCommand, AlertSetting};
+    let setting = match word {
+        None => None,
+        Some("off") => Some(AlertSetting::Off),
+        Some("default") => Some(AlertSetting::Default),
+        Some(number) => match number.parse::<tally_domain::values::Amount>() {
+            Ok(amount) => Some(AlertSetting::Below(amount)),
+            Err(_) => {
+                bot.send_message(who.chat, who.say(Text::AlertsUsage))
+                    .await?;
+                return Ok(());
+            }
+        },
+    };
+    open(context, who).await?;
+    let alert = match setting {
+        Some(setting) => {
+            context
+                .ledgers
+                .accounts
+                .command(
+                    who.user_id()?,
+                    AccountCommand::SetAlert { setting },
+                    Context::by_user(who.user),
+                )
+                .await?;
+            context
+                .ledgers
+                .accounts
+                .load(&who.user_id()?)
+                .await?
+                .state
+                .alert
+        }
+        None => {
+            context
+                .ledgers
+                .accounts
+                .load(&who.user_id()?)
+                .await?
+                .state
+                .alert
+        }
+    };
+    bot.send_message(
+        who.chat,
+        who.say(Text::AlertsNow {
+            threshold: alert.threshold(&context.config),
+            default: alert.setting == AlertSetting::Default,
+        }),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn topup(bot: &TgBot, context: &Context, who: &Who) -> Result<(), BotError> {

@@ -159,6 +159,56 @@ pub struct Account {
     pub closed_holds: VecDeque<HoldId>,
     /// Credits refunded so far, by spend reference (only spends with a refund).
     pub refunded: BTreeMap<SpendRef, Decimal>,
+    /// The low-balance alert: its setting and whether it may fire.
+    #[serde(default)]
+    pub alert: Alert,
+}
+
+/// An account's low-balance alert. It fires (`balance.low`) when a change leaves the
+/// available credits below the threshold while it is armed, at most once per
+/// [`Config::low_balance_alert_period_seconds`]; it disarms when it fires and re-arms
+/// (`balance.alert_rearmed`) when the credits are back at or above the threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The account's own setting.
+    pub setting: AlertSetting,
+    /// Whether the next fall below the threshold is told.
+    pub armed: bool,
+    /// When it last fired.
+    pub last_fired: Option<DateTime<Utc>>,
+}
+
+impl Default for Alert {
+    fn default() -> Self {
+        Self {
+            setting: AlertSetting::Default,
+            armed: true,
+            last_fired: None,
+        }
+    }
+}
+
+/// An account's low-balance threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSetting {
+    /// The configured default ([`Config::low_balance_threshold`]; none: off).
+    Default,
+    /// No alerts.
+    Off,
+    /// Below this many credits.
+    Below(Amount),
+}
+
+impl Alert {
+    /// The threshold in force, given the configured default.
+    pub fn threshold(&self, config: &Config) -> Option<Decimal> {
+        match &self.setting {
+            AlertSetting::Default => config.low_balance_threshold.map(Amount::get),
+            AlertSetting::Off => None,
+            AlertSetting::Below(amount) => Some(amount.get()),
+        }
+    }
 }
 
 /// What can be asked of an account.
@@ -253,6 +303,11 @@ pub enum AccountCommand {
         reason: Reason,
         /// Who.
         admin: AdminId,
+    },
+    /// Set the low-balance alert (the same setting again: a no-op).
+    SetAlert {
+        /// The threshold, off, or the configured default.
+        setting: AlertSetting,
     },
     /// Return credits of an approved refund request.
     Refund {
@@ -377,6 +432,34 @@ pub enum AccountEvent {
         /// Credits returned.
         amount: Amount,
     },
+    /// The low-balance alert was set.
+    #[serde(rename = "balance.alert_set")]
+    AlertSet {
+        /// The new setting.
+        setting: AlertSetting,
+    },
+    /// A change left the available credits below the alert's threshold.
+    #[serde(rename = "balance.low")]
+    BalanceLow {
+        /// Credits available after the change.
+        available: Decimal,
+        /// The threshold.
+        threshold: Decimal,
+        /// When (the decision's time): the alert is quiet for a period after it.
+        at: DateTime<Utc>,
+        /// The command id of the change (its events are filed under it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
+    /// The credits are back at or above the threshold: the next fall is told.
+    #[serde(rename = "balance.alert_rearmed")]
+    AlertRearmed {
+        /// The threshold.
+        threshold: Decimal,
+        /// The command id of the change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
+    },
     /// An approved refund returned credits.
     #[serde(rename = "credits.refunded")]
     Refunded {
@@ -401,6 +484,7 @@ impl Account {
             holds: BTreeMap::new(),
             closed_holds: VecDeque::new(),
             refunded: BTreeMap::new(),
+            alert: Alert::default(),
         }
     }
 
@@ -715,8 +799,55 @@ pub fn decide(
                 amount: *amount,
             }]
         }
+        C::SetAlert { setting } => match &state.alert.setting == setting {
+            true => vec![],
+            false => vec![E::AlertSet {
+                setting: setting.clone(),
+            }],
+        },
     };
-    Ok(events)
+    Ok(with_alert(state, events, command, ctx))
+}
+
+/// The events of a command, followed by what they do to the low-balance alert: a
+/// change that leaves the credits below the threshold while the alert is armed (and
+/// it has not fired within the configured period) fires it; a change that brings
+/// them back to the threshold re-arms it. Decided with the command, appended with it.
+fn with_alert(
+    state: &Account,
+    mut events: Vec<AccountEvent>,
+    command: &AccountCommand,
+    ctx: &Context<'_>,
+) -> Vec<AccountEvent> {
+    use AccountEvent as E;
+    let after = events
+        .iter()
+        .fold(state.clone(), |account, event| evolve(account, event));
+    let Some(threshold) = after.alert.threshold(ctx.config) else {
+        return events;
+    };
+    let cause = command_id(command);
+    let (before, now_available) = (state.available, after.available);
+    if now_available < threshold && after.alert.armed && now_available < before {
+        let period = chrono::Duration::seconds(
+            i64::try_from(ctx.config.low_balance_alert_period_seconds).unwrap_or(i64::MAX),
+        );
+        let quiet = after
+            .alert
+            .last_fired
+            .is_none_or(|last| ctx.now - last >= period);
+        if quiet {
+            events.push(E::BalanceLow {
+                available: now_available,
+                threshold,
+                at: ctx.now,
+                cause,
+            });
+        }
+    } else if now_available >= threshold && !after.alert.armed {
+        events.push(E::AlertRearmed { threshold, cause });
+    }
+    events
 }
 
 /// Marks a hold closed and forgets the oldest closed hold beyond [`CLOSED_HOLDS_KEPT`].
@@ -737,6 +868,15 @@ fn close_hold(state: &mut Account, hold_id: &HoldId, closed: HoldState, captured
 pub fn evolve(mut state: Account, event: &AccountEvent) -> Account {
     use AccountEvent as E;
     match event {
+        E::AlertSet { setting } => {
+            state.alert.setting = setting.clone();
+            state.alert.armed = true;
+        }
+        E::BalanceLow { at, .. } => {
+            state.alert.armed = false;
+            state.alert.last_fired = Some(*at);
+        }
+        E::AlertRearmed { .. } => state.alert.armed = true,
         E::Opened { .. } => state.opened = true,
         E::Blocked { .. } => state.status = AccountStatus::Blocked,
         E::Unblocked { .. } => state.status = AccountStatus::Open,

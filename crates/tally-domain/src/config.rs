@@ -110,6 +110,19 @@ pub struct Config {
     /// hours before (`TALLY_ATTRIBUTION_WINDOW_HOURS`).
     #[serde(default = "default_attribution_window_hours")]
     pub attribution_window_hours: u32,
+    /// The low-balance alert's default threshold (`TALLY_LOW_BALANCE_THRESHOLD`); none:
+    /// off unless a user or admin sets one.
+    #[serde(default)]
+    pub low_balance_threshold: Option<Amount>,
+    /// A low-balance alert fires at most once in this many seconds per account
+    /// (`TALLY_LOW_BALANCE_ALERT_PERIOD_SECONDS`), so a balance going up and down
+    /// around the threshold does not storm.
+    #[serde(default = "default_low_balance_alert_period_seconds")]
+    pub low_balance_alert_period_seconds: u64,
+}
+
+fn default_low_balance_alert_period_seconds() -> u64 {
+    24 * 60 * 60
 }
 
 fn default_open_invoices_max() -> u32 {
@@ -220,6 +233,8 @@ impl Default for Config {
                 (id("pack_50"), pack(50, 400, prices(1_499, 10_000, 799))),
             ]),
             attribution_window_hours: default_attribution_window_hours(),
+            low_balance_threshold: None,
+            low_balance_alert_period_seconds: default_low_balance_alert_period_seconds(),
             hold_ttl_seconds_min: 1,
             hold_ttl_seconds_max: 7 * DAY.as_secs(),
             refund_window: RefundWindow {

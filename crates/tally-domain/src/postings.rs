@@ -74,7 +74,12 @@ pub fn postings(user: UserId, event: &AccountEvent) -> Vec<Posting> {
     use AccountEvent as E;
     use LedgerAccount::{Available, Consumption, Corrections, Held, Promotions, Refunds, Sales};
     match event {
-        E::Opened { .. } | E::Blocked { .. } | E::Unblocked { .. } => vec![],
+        E::Opened { .. }
+        | E::Blocked { .. }
+        | E::Unblocked { .. }
+        | E::AlertSet { .. }
+        | E::BalanceLow { .. }
+        | E::AlertRearmed { .. } => vec![],
         E::Deposited { amount, .. } => pair(Available(user), Sales, amount.get()).to_vec(),
         E::Granted { amount, .. } => pair(Available(user), Promotions, amount.get()).to_vec(),
         E::Debited { amount, .. } => pair(Consumption, Available(user), amount.get()).to_vec(),

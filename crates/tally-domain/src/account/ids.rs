@@ -13,7 +13,7 @@ use super::*;
 pub fn command_id(command: &AccountCommand) -> Option<String> {
     use AccountCommand as C;
     match command {
-        C::Open { .. } | C::Block { .. } | C::Unblock { .. } => None,
+        C::Open { .. } | C::Block { .. } | C::Unblock { .. } | C::SetAlert { .. } => None,
         C::Deposit { payment_id, .. } => Some(format!("deposit:{payment_id}")),
         C::Grant { grant_id, .. } => Some(format!("grant:{grant_id}")),
         C::Debit { debit_id, .. } => Some(debit_ref(debit_id)),
@@ -30,7 +30,8 @@ pub fn command_id(command: &AccountCommand) -> Option<String> {
 pub fn event_command_id(event: &AccountEvent) -> Option<String> {
     use AccountEvent as E;
     match event {
-        E::Opened { .. } | E::Blocked { .. } | E::Unblocked { .. } => None,
+        E::Opened { .. } | E::Blocked { .. } | E::Unblocked { .. } | E::AlertSet { .. } => None,
+        E::BalanceLow { cause, .. } | E::AlertRearmed { cause, .. } => cause.clone(),
         E::Deposited { payment_id, .. } => Some(format!("deposit:{payment_id}")),
         E::Granted { grant_id, .. } => Some(format!("grant:{grant_id}")),
         E::Debited { debit_id, .. } => Some(debit_ref(debit_id)),
