@@ -822,7 +822,7 @@ fn with_alert(
     use AccountEvent as E;
     let after = events
         .iter()
-        .fold(state.clone(), |account, event| evolve(account, event));
+        .fold(state.clone(), evolve);
     let Some(threshold) = after.alert.threshold(ctx.config) else {
         return events;
     };
