@@ -537,6 +537,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             config
         },
         providers: settings.providers,
+        webhooks: tally_webhooks::Settings {
+            allow_private: settings.webhooks_allow_private,
+            ..tally_webhooks::Settings::default()
+        },
         api_keys: settings.api_keys,
         webhook_secrets: settings.webhook_secrets,
         limits: settings.limits,

@@ -107,6 +107,17 @@ constraint!(
 );
 
 constraint!(
+    /// An event type a webhook endpoint wants, or a family of them.
+    EventTypeText => done(
+        string("an event type of the log (`payment.succeeded`, `balance.low`), a family (`credits.*`) or `*`")
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .pattern(Some(r"^(\*|[a-z0-9_.]*\.\*|[a-z0-9_.]+)$"))
+            .examples(["payment.succeeded"])
+    )
+);
+
+constraint!(
     /// Where a payer returns from a provider's pay page.
     ReturnUrlText => done(
         string("an http(s) URL of at most 2048 characters")
@@ -366,6 +377,7 @@ pub(crate) fn register(openapi: &mut OpenApi) {
     add(IdText::name(), IdText::schema());
     add(AmountText::name(), AmountText::schema());
     add(ReturnUrlText::name(), ReturnUrlText::schema());
+    add(EventTypeText::name(), EventTypeText::schema());
     add(AlertThresholdText::name(), AlertThresholdText::schema());
     add(EmailText::name(), EmailText::schema());
     add(SignedAmountText::name(), SignedAmountText::schema());

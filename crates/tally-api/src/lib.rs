@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 mod constraints;
 pub mod credits;
+mod endpoints;
 pub mod error;
 pub mod holds;
 mod input;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub ledgers: Ledgers,
     /// The payment providers: invoices, callbacks, refunds.
     pub providers: tally_providers::Providers,
+    /// How webhook endpoints are checked (private addresses allowed or not).
+    pub webhooks: tally_webhooks::Settings,
     /// The log (raw events for auditors).
     pub store: Arc<dyn tally_store::EventStore>,
     /// The read models.
@@ -89,6 +92,7 @@ impl AppState {
             config: ledgers.config().clone(),
             ledgers,
             providers,
+            webhooks: tally_webhooks::Settings::default(),
             projector,
             keys: Arc::new(keys),
             hold_owners: Default::default(),
@@ -151,6 +155,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(credits::routes())
         .merge(subscriptions::routes())
         .merge(payments::routes())
+        .merge(endpoints::routes())
         .merge(admin::routes())
         .merge(refunds::routes())
         .merge(audit::routes())

@@ -68,6 +68,8 @@ pub struct App {
     pub poster: Option<(tally_bot::Settings, tally_bot::poster::PosterSettings)>,
     /// The time decisions are made at (the system's; a test may move its own).
     pub clock: tally_ledger::Clock,
+    /// How webhooks are delivered (the reactor role delivers them).
+    pub webhooks: tally_webhooks::Settings,
 }
 
 impl App {
@@ -84,6 +86,7 @@ impl App {
             bot: None,
             poster: None,
             clock: tally_ledger::Clock::system(),
+            webhooks: tally_webhooks::Settings::default(),
         }
     }
 }
@@ -166,13 +169,14 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
             Keys::new(projector.pool().clone(), "").map_err(|e| anyhow::anyhow!("keys: {e}"))?
         }
     };
-    let state = AppState::new(
+    let mut state = AppState::new(
         ledgers.clone(),
         projector.clone(),
         keys,
         providers,
         app.limits,
     );
+    state.webhooks = app.webhooks.clone();
     let mut addr = None;
     if let Some(listener) = listener {
         addr = Some(listener.local_addr()?);
@@ -222,6 +226,16 @@ pub async fn start(app: App, listener: Option<tokio::net::TcpListener>) -> anyho
         ));
     }
     if app.roles.reactor {
+        let deliverer = Arc::new(tally_webhooks::Deliverer::new(
+            store.clone(),
+            projector.pool().clone(),
+            app.webhooks.clone(),
+        )?);
+        let stopped_webhooks = stopped.clone();
+        tasks.push((
+            "webhooks",
+            tokio::spawn(async move { Ok(deliverer.run(stopped_webhooks).await?) }),
+        ));
         let reactors = Reactors::new(ledgers.clone(), projector.pool().clone())
             .with_health(projector.health().clone());
         let stopped = stopped.clone();

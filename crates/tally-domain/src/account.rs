@@ -820,9 +820,7 @@ fn with_alert(
     ctx: &Context<'_>,
 ) -> Vec<AccountEvent> {
     use AccountEvent as E;
-    let after = events
-        .iter()
-        .fold(state.clone(), evolve);
+    let after = events.iter().fold(state.clone(), evolve);
     let Some(threshold) = after.alert.threshold(ctx.config) else {
         return events;
     };
