@@ -15,6 +15,7 @@ mod payments;
 mod progress;
 mod projections;
 mod serve;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +68,9 @@ enum Command {
     /// Payments: reconcile a provider's transactions with the ledger.
     #[command(subcommand)]
     Payments(payments::PaymentsCommand),
+    /// Webhook endpoints (events out): add, list, disable, rotate-secret, deliveries.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 /// Log lines to stderr, as text or JSON; the level from RUST_LOG (default info).
@@ -122,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve_command(*args).await,
         Command::Keys(command) => serve::keys(command).await,
+        Command::Webhooks(command) => webhooks::run(command).await,
         Command::Migrate(db) => migrate(&db.database_url).await,
         Command::Projections(command) => projections::run(command).await,
         Command::Audit(command) => audit::run(command).await,
