@@ -454,6 +454,7 @@ tally_store::on_both_backends!(
     a_stars_top_up_credits_once_however_often_telegram_delivers_it,
     the_daily_reconciliation_tells_the_admins_once,
     a_low_balance_is_told_once_until_a_top_up_rearms_it,
+    admins_are_told_once_of_a_webhook_endpoint_given_up,
     a_tampered_or_stale_checkout_is_refused,
     history_pages_with_buttons,
     admin_commands_from_anyone_else_are_refused_and_append_nothing,
@@ -2925,5 +2926,67 @@ async fn a_low_balance_is_told_once_until_a_top_up_rearms_it(stack: Stack) -> St
     assert_eq!(stack.count("account-970", "balance.alert_rearmed").await, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(low(&stack).len(), 1, "told once");
+    stack
+}
+
+/// A webhook endpoint the deliverer disabled after failing for its whole schedule:
+/// every admin is told once by the notifier's sweep; one an admin disabled is not told.
+async fn admins_are_told_once_of_a_webhook_endpoint_given_up(stack: Stack) -> Stack {
+    let pool = stack.projector.pool();
+    let settings = tally_webhooks::Settings {
+        allow_private: true,
+        ..tally_webhooks::Settings::default()
+    };
+    let (dead, _) = tally_webhooks::endpoints::add(
+        pool,
+        stack.store.as_ref(),
+        "http://127.0.0.1:9/dead",
+        &["*".to_string()],
+        &settings,
+    )
+    .await
+    .unwrap();
+    tally_webhooks::endpoints::disable(
+        pool,
+        &dead.endpoint_id,
+        "failed for 72 h (last: the receiver answered 503)",
+    )
+    .await
+    .unwrap();
+    let (manual, _) = tally_webhooks::endpoints::add(
+        pool,
+        stack.store.as_ref(),
+        "http://127.0.0.1:9/manual",
+        &["*".to_string()],
+        &settings,
+    )
+    .await
+    .unwrap();
+    tally_webhooks::endpoints::disable(pool, &manual.endpoint_id, "moved to a new receiver")
+        .await
+        .unwrap();
+    let notifier = tally_bot::notifier::Notifier::new(
+        Arc::new(tally_bot::Context::new(
+            stack.ledgers.clone(),
+            stack.projector.clone(),
+            // An admin of its own: the running notifier tells A and B.
+            HashSet::from([9_003]),
+        )),
+        tally_bot::client(&bot_settings(&stack.fake)),
+    );
+    let now = chrono::Utc::now();
+    notifier.tell_disabled_webhooks(now).await.unwrap();
+    notifier.tell_disabled_webhooks(now).await.unwrap();
+    for admin in [9_003] {
+        let told: Vec<String> = stack
+            .fake
+            .texts_to(admin)
+            .into_iter()
+            .filter(|t| t.starts_with("Webhook endpoint"))
+            .collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(told[0].contains(&dead.endpoint_id), "{}", told[0]);
+        assert!(told[0].contains("failed for 72 h"), "{}", told[0]);
+    }
     stack
 }

@@ -139,6 +139,10 @@ struct Stack {
 
 impl Stack {
     async fn start(backend: Backend, allow_private: bool) -> Self {
+        Self::start_with(backend, allow_private, Duration::from_secs(3 * 24 * 3600)).await
+    }
+
+    async fn start_with(backend: Backend, allow_private: bool, give_up_after: Duration) -> Self {
         let database = backend.database().await;
         let receiver = Receiver::start().await;
         let app = tally_app::App {
@@ -147,6 +151,7 @@ impl Stack {
                 allow_private,
                 retry_base: Duration::from_millis(100),
                 retry_cap: Duration::from_millis(400),
+                give_up_after,
                 ..tally_webhooks::Settings::default()
             },
             ..tally_app::App::new(&database.url)
@@ -457,6 +462,73 @@ async fn a_receiver_down_for_a_while_gets_everything_after_it_recovers(backend: 
     s.finish().await;
 }
 
+async fn an_endpoint_failing_for_the_whole_schedule_is_disabled_and_holds_back_no_other(
+    backend: Backend,
+) {
+    let s = Stack::start_with(backend, true, Duration::from_secs(2)).await;
+    let dead = s.endpoint("dead", &["credits.granted"]).await;
+    s.receiver
+        .inner
+        .lock()
+        .unwrap()
+        .failing
+        .insert("dead".into(), usize::MAX);
+    s.endpoint("alive", &["credits.granted"]).await;
+    let start = s.store.last_position().await.unwrap();
+    for n in 0..3 {
+        s.grant(44, &format!("g-44-{n}"), "1").await;
+    }
+    let expected = s.wanted(&["credits.granted"], start).await;
+    s.until("the healthy endpoint", || {
+        s.receiver.distinct("alive").len() >= expected.len()
+    })
+    .await;
+    assert_eq!(
+        s.receiver.distinct("alive"),
+        expected,
+        "not held back by the dead one"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = s
+            .call(
+                reqwest::Method::GET,
+                "/v1/admin/webhooks",
+                ADMIN,
+                Value::Null,
+            )
+            .await;
+        let endpoint = listed["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint_id"] == dead.as_str())
+            .unwrap()
+            .clone();
+        if endpoint["enabled"] == false {
+            let reason = endpoint["disabled_reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("failed for 2 s (last: the receiver answered 500"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never disabled: {endpoint}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tried = s.receiver.inner.lock().unwrap().refused;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        s.receiver.inner.lock().unwrap().refused,
+        tried,
+        "nothing more sent"
+    );
+    s.finish().await;
+}
+
 async fn a_private_address_is_refused_unless_allowed(backend: Backend) {
     let s = Stack::start(backend, false).await;
     for url in [
@@ -519,5 +591,6 @@ macro_rules! on_both {
 on_both!(
     every_wanted_event_arrives_signed_in_order_and_a_replay_sends_a_range_again,
     a_receiver_down_for_a_while_gets_everything_after_it_recovers,
+    an_endpoint_failing_for_the_whole_schedule_is_disabled_and_holds_back_no_other,
     a_private_address_is_refused_unless_allowed
 );

@@ -527,6 +527,41 @@ impl Notifier {
         .await
     }
 
+    /// Tells each admin, once, of every webhook endpoint the deliverer disabled (it
+    /// failed for the whole retry schedule) in the last week.
+    pub async fn tell_disabled_webhooks(&self, now: DateTime<Utc>) -> Result<(), BotError> {
+        let since = (now - chrono::Duration::days(7)).timestamp_micros();
+        let disabled = tally_webhooks::endpoints::disabled_since(self.context.pool(), since)
+            .await
+            .map_err(|e| BotError::Internal(e.to_string()))?;
+        let mut admins: Vec<i64> = self.context.admin_ids.iter().copied().collect();
+        admins.sort_unstable();
+        let mut notices = Vec::new();
+        for endpoint in disabled
+            .into_iter()
+            .filter(|e| e.disabled_reason.starts_with("failed for"))
+        {
+            let text = crate::texts::AdminText::WebhookDisabled {
+                endpoint: &endpoint.endpoint_id,
+                url: &endpoint.url,
+                reason: &endpoint.disabled_reason,
+            }
+            .say();
+            for admin in &admins {
+                let text = text.clone();
+                notices.push(Notice {
+                    key: format!(
+                        "webhook-disabled:{}:{}:{admin}",
+                        endpoint.endpoint_id, endpoint.disabled_at
+                    ),
+                    user: *admin,
+                    text: Box::new(move |_| text.clone()),
+                });
+            }
+        }
+        self.deliver_all(notices).await
+    }
+
     /// Notifies until `stop` turns true, in the [`ReactorLoop`] every reactor runs
     /// in: wakes on appends, polls, sweeps for plans about to end; on Postgres only
     /// while this process holds the notifier's lease.
@@ -572,6 +607,7 @@ impl Reactor for Notifier {
 
     async fn sweep(&self, now: DateTime<Utc>) -> Result<(), BotError> {
         self.sweep_expiring(now).await?;
-        self.reconcile_daily(now).await
+        self.reconcile_daily(now).await?;
+        self.tell_disabled_webhooks(now).await
     }
 }

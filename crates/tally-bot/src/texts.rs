@@ -1040,6 +1040,12 @@ fn ru(text: Text<'_>) -> String {
 /// language); users' texts above are per language.
 #[allow(missing_docs)] // fields: the values the text fills in, as they read
 pub enum AdminText<'a> {
+    /// A webhook endpoint failed for the whole retry schedule and was disabled.
+    WebhookDisabled {
+        endpoint: &'a str,
+        url: &'a str,
+        reason: &'a str,
+    },
     /// The daily reconciliation found payments on one side only.
     Unreconciled {
         provider: &'a str,
@@ -1178,6 +1184,14 @@ impl AdminText<'_> {
     pub fn say(self) -> String {
         use AdminText::*;
         match self {
+            Self::WebhookDisabled {
+                endpoint,
+                url,
+                reason,
+            } => format!(
+                "Webhook endpoint {endpoint} ({url}) was disabled: {reason}. Nothing more is sent \
+                 to it; see GET /v1/admin/webhooks/{endpoint}/deliveries?failed=true."
+            ),
             Self::Unreconciled {
                 provider,
                 day,

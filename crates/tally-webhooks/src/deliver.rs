@@ -274,8 +274,12 @@ impl Deliverer {
                 &self.pool,
                 id,
                 &format!(
-                    "failed for {} h (last: {error}); fix the receiver, then add the endpoint again or replay",
-                    self.settings.give_up_after.as_secs() / 3600
+                    "failed for {} (last: {error}); fix the receiver, then add the endpoint again \
+                     and replay what it missed",
+                    match self.settings.give_up_after.as_secs() {
+                        s if s >= 3600 => format!("{} h", s / 3600),
+                        s => format!("{s} s"),
+                    }
                 ),
             )
             .await?;
