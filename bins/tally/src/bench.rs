@@ -40,6 +40,9 @@ pub enum BenchCommand {
     /// Telegram's limits (answering 429 beyond them): posts/s against the 30/s
     /// per-bot limit, 429s received, CPU time per post.
     Poster(crate::bench_poster::PosterArgs),
+    /// Webhook deliveries to a local receiver with 1, 10 and 100 endpoints:
+    /// deliveries/s and the delivery lag p50/p99.
+    Webhooks(crate::bench_webhooks::WebhooksArgs),
 }
 
 /// The backend to measure.
@@ -99,6 +102,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Projections(args) => crate::bench_projections::run(args).await,
         BenchCommand::Http(args) => crate::bench_http::run(args).await,
         BenchCommand::Poster(args) => crate::bench_poster::run(args).await,
+        BenchCommand::Webhooks(args) => crate::bench_webhooks::run(args).await,
     }
 }
 

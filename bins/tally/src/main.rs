@@ -9,6 +9,7 @@ mod bench_commands;
 mod bench_http;
 mod bench_poster;
 mod bench_projections;
+mod bench_webhooks;
 mod campaigns;
 mod events;
 mod payments;

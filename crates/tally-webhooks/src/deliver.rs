@@ -24,6 +24,8 @@ const POLL: Duration = Duration::from_millis(500);
 const PAGE: usize = 200;
 /// Deliveries to one endpoint in one round, before others get a turn again.
 const ROUND_MAX: usize = 1_000;
+/// Deliveries recorded (and the cursor moved) together.
+const FLUSH: usize = 50;
 
 /// Delivers the log's events to the endpoints.
 pub struct Deliverer {
@@ -112,8 +114,14 @@ impl Deliverer {
 
     async fn deliver_due(&self, endpoint: &mut Endpoint) -> Result<usize, WebhookError> {
         let id = endpoint.endpoint_id.clone();
+        let secret = endpoints::secret(&self.pool, &id).await?;
         let mut delivered = 0;
         let mut renewed = Instant::now();
+        // Delivered but not yet on record: written with the cursor's move in one
+        // transaction every FLUSH deliveries (a crash before it sends them again).
+        let mut pending: Vec<(Delivery, i64)> = Vec::new();
+        let mut flushed = cursor_of(endpoint);
+        let mut in_replay = endpoint.replay.is_some();
         while delivered < ROUND_MAX && endpoint.enabled {
             if renewed.elapsed() > LEASE / 3 {
                 let until = now_micros() + LEASE.as_micros() as i64;
@@ -123,6 +131,11 @@ impl Deliverer {
                 renewed = Instant::now();
             }
             let replay = endpoint.replay;
+            if replay.is_some() != in_replay {
+                // The replay ended: what was pending is on record; the main cursor next.
+                in_replay = replay.is_some();
+                flushed = cursor_of(endpoint);
+            }
             let (after, limit) = match replay {
                 Some((_, to, cursor)) => (cursor, Some(to)),
                 None => (endpoint.cursor, None),
@@ -138,78 +151,103 @@ impl Deliverer {
             let next = in_range.iter().find(|e| endpoint.wants(&e.event_type));
             let Some(event) = next else {
                 // Nothing wanted up to where this page ends: move past it.
-                match (replay, in_range.last()) {
-                    (Some(_), _) if in_range.len() < page.len() || page.len() < PAGE => {
-                        endpoints::finish_replay(&self.pool, &id, &self.owner).await?;
-                        endpoint.replay = None;
-                        continue;
-                    }
-                    (_, Some(last)) => {
-                        let to = last.position as i64;
-                        if !endpoints::advance(
-                            &self.pool,
-                            &id,
-                            &self.owner,
-                            replay.is_some(),
-                            after,
-                            to,
-                        )
-                        .await?
-                        {
-                            return Ok(delivered);
-                        }
-                        set_cursor(endpoint, to);
-                        continue;
-                    }
-                    (Some(_), None) => {
-                        endpoints::finish_replay(&self.pool, &id, &self.owner).await?;
-                        endpoint.replay = None;
-                        continue;
-                    }
-                    (None, None) => return Ok(delivered),
+                let end = in_range.last().map(|e| e.position as i64);
+                let replay_done =
+                    replay.is_some() && (in_range.len() < page.len() || page.len() < PAGE);
+                if let Some(to) = end {
+                    set_cursor(endpoint, to);
                 }
-            };
-            let position = event.position as i64;
-            match self.send(endpoint, event, replay.is_some()).await? {
-                true => {
-                    if !endpoints::advance(
-                        &self.pool,
-                        &id,
-                        &self.owner,
-                        replay.is_some(),
-                        after,
-                        position,
-                    )
+                if !self
+                    .flush(endpoint, &mut pending, &mut flushed, replay.is_some())
                     .await?
-                    {
-                        return Ok(delivered);
-                    }
-                    set_cursor(endpoint, position);
+                {
+                    return Ok(delivered);
+                }
+                if replay_done || (replay.is_some() && end.is_none()) {
+                    endpoints::finish_replay(&self.pool, &id, &self.owner).await?;
+                    endpoint.replay = None;
+                    continue;
+                }
+                if end.is_none() {
+                    return Ok(delivered);
+                }
+                continue;
+            };
+            let (attempt, at) = self.send(endpoint, event, replay.is_some(), &secret).await;
+            match attempt.error.is_empty() {
+                true => {
+                    pending.push((attempt, at));
+                    set_cursor(endpoint, event.position as i64);
                     endpoint.attempts = 0;
                     endpoint.failing_since = 0;
                     delivered += 1;
+                    if pending.len() >= FLUSH
+                        && !self
+                            .flush(endpoint, &mut pending, &mut flushed, replay.is_some())
+                            .await?
+                    {
+                        return Ok(delivered);
+                    }
                 }
-                false => return Ok(delivered),
+                false => {
+                    self.flush(endpoint, &mut pending, &mut flushed, replay.is_some())
+                        .await?;
+                    self.failed(endpoint, &attempt, at).await?;
+                    return Ok(delivered);
+                }
             }
         }
+        let replay = endpoint.replay.is_some();
+        self.flush(endpoint, &mut pending, &mut flushed, replay)
+            .await?;
         Ok(delivered)
     }
 
-    /// One attempt; true when the receiver took it (2xx). A failure is recorded with
-    /// the next attempt's time, or the endpoint disabled when it has failed for the
-    /// whole schedule.
+    /// Writes the pending deliveries and moves the cursor from `flushed` to where the
+    /// endpoint is; false when the lease was lost (nothing written: another process
+    /// delivers from the cursor on record).
+    async fn flush(
+        &self,
+        endpoint: &Endpoint,
+        pending: &mut Vec<(Delivery, i64)>,
+        flushed: &mut i64,
+        replay: bool,
+    ) -> Result<bool, WebhookError> {
+        let to = cursor_of(endpoint);
+        if to == *flushed && pending.is_empty() {
+            return Ok(true);
+        }
+        let moved = endpoints::delivered(
+            &self.pool,
+            &endpoint.endpoint_id,
+            &self.owner,
+            replay,
+            *flushed,
+            to,
+            pending,
+        )
+        .await?;
+        pending.clear();
+        if moved {
+            *flushed = to;
+        }
+        Ok(moved)
+    }
+
+    /// One attempt, as the delivery log records it (an empty error: the receiver took
+    /// it with a 2xx), and when it was made.
     async fn send(
         &self,
         endpoint: &Endpoint,
         event: &RecordedEvent,
         replay: bool,
-    ) -> Result<bool, WebhookError> {
+        secret: &str,
+    ) -> (Delivery, i64) {
         let id = &endpoint.endpoint_id;
         let body = body(event);
         let message_id = format!("msg_{}", event.event_id.simple());
         let timestamp = chrono::Utc::now().timestamp();
-        let secret = endpoints::secret(&self.pool, id).await?;
-        let signature = crate::sign::signature(&secret, &message_id, timestamp, &body);
+        let signature = crate::sign::signature(secret, &message_id, timestamp, &body);
         let started = Instant::now();
         let answer = match crate::guard::check(&endpoint.url, self.settings.allow_private).await {
             Err(refused) => Err(refused.to_string()),
@@ -238,23 +276,18 @@ impl Deliverer {
         };
         let ok = error.is_empty();
         let now = now_micros();
-        endpoints::record(
-            &self.pool,
-            &Delivery {
-                endpoint_id: id.clone(),
-                position: event.position as i64,
-                event_id: event.event_id.to_string(),
-                event_type: event.event_type.clone(),
-                attempt: endpoint.attempts + 1,
-                status_code,
-                error: error.clone(),
-                latency_ms,
-                attempted_at: String::new(),
-                replay,
-            },
-            now,
-        )
-        .await?;
+        let delivery = Delivery {
+            endpoint_id: id.clone(),
+            position: event.position as i64,
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            attempt: endpoint.attempts + 1,
+            status_code,
+            error: error.clone(),
+            latency_ms,
+            attempted_at: String::new(),
+            replay,
+        };
         metrics::counter!("tally_webhook_deliveries_total", "outcome" => if ok { "delivered" } else { "failed" })
             .increment(1);
         if ok {
@@ -263,8 +296,20 @@ impl Deliverer {
                 .max(0) as f64
                 / 1000.0;
             metrics::histogram!("tally_webhook_delivery_lag_seconds").record(lag);
-            return Ok(true);
         }
+        (delivery, now)
+    }
+
+    /// A failed attempt: on record, with the next attempt's time, or the endpoint
+    /// disabled when it has failed for the whole schedule.
+    async fn failed(
+        &self,
+        endpoint: &Endpoint,
+        delivery: &Delivery,
+        now: i64,
+    ) -> Result<(), WebhookError> {
+        let (id, error) = (&endpoint.endpoint_id, &delivery.error);
+        endpoints::record(&self.pool, delivery, now).await?;
         let failing_since = match endpoint.failing_since {
             0 => now,
             since => since,
@@ -283,7 +328,7 @@ impl Deliverer {
                 ),
             )
             .await?;
-            return Ok(false);
+            return Ok(());
         }
         let wait = backoff(&self.settings, endpoint.attempts + 1);
         endpoints::failed(
@@ -294,8 +339,15 @@ impl Deliverer {
             now + wait.as_micros() as i64,
         )
         .await?;
-        tracing::info!(endpoint = %id, position = event.position, %error, wait_ms = wait.as_millis() as u64, "webhook not delivered; retrying later");
-        Ok(false)
+        tracing::info!(endpoint = %id, position = delivery.position, %error, wait_ms = wait.as_millis() as u64, "webhook not delivered; retrying later");
+        Ok(())
+    }
+}
+
+fn cursor_of(endpoint: &Endpoint) -> i64 {
+    match endpoint.replay {
+        Some((_, _, cursor)) => cursor,
+        None => endpoint.cursor,
     }
 }
 

@@ -366,18 +366,20 @@ pub(crate) async fn secret(pool: &AnyPool, id: &str) -> Result<String, WebhookEr
     )
 }
 
-/// Moves the cursor (or the replay's) from `from` to `to` if this process holds the
-/// lease and no one moved it meanwhile; clears the failure count.
-pub(crate) async fn advance(
+/// Records delivered attempts and moves the cursor (or the replay's) from `from` to
+/// `to`, in one transaction, if this process holds the lease and no one moved it.
+pub(crate) async fn delivered(
     pool: &AnyPool,
     id: &str,
     owner: &str,
     replay: bool,
     from: i64,
     to: i64,
+    deliveries: &[(Delivery, i64)],
 ) -> Result<bool, WebhookError> {
+    let mut tx = pool.begin().await?;
     let column = if replay { "replay_cursor" } else { "cursor" };
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let moved = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE webhook_endpoints SET {column} = $1, attempts = 0, failing_since = 0, \
          next_attempt_at = 0 WHERE endpoint_id = $2 AND lease_owner = $3 AND {column} = $4"
     )))
@@ -385,9 +387,42 @@ pub(crate) async fn advance(
     .bind(id)
     .bind(owner)
     .bind(from)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if moved.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for (delivery, at) in deliveries {
+        insert_delivery(&mut tx, delivery, *at).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn insert_delivery(
+    conn: &mut sqlx::AnyConnection,
+    delivery: &Delivery,
+    at: i64,
+) -> Result<(), WebhookError> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (endpoint_id, position, event_id, event_type, attempt, \
+         status_code, error, latency_ms, attempted_at, replay) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&delivery.endpoint_id)
+    .bind(delivery.position)
+    .bind(&delivery.event_id)
+    .bind(&delivery.event_type)
+    .bind(delivery.attempt)
+    .bind(delivery.status_code)
+    .bind(&delivery.error)
+    .bind(delivery.latency_ms)
+    .bind(at)
+    .bind(i64::from(delivery.replay))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Ends a replay.
@@ -435,22 +470,6 @@ pub(crate) async fn record(
     delivery: &Delivery,
     at: i64,
 ) -> Result<(), WebhookError> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (endpoint_id, position, event_id, event_type, attempt, \
-         status_code, error, latency_ms, attempted_at, replay) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&delivery.endpoint_id)
-    .bind(delivery.position)
-    .bind(&delivery.event_id)
-    .bind(&delivery.event_type)
-    .bind(delivery.attempt)
-    .bind(delivery.status_code)
-    .bind(&delivery.error)
-    .bind(delivery.latency_ms)
-    .bind(at)
-    .bind(i64::from(delivery.replay))
-    .execute(pool)
-    .await?;
-    Ok(())
+    let mut conn = pool.acquire().await?;
+    insert_delivery(&mut conn, delivery, at).await
 }
