@@ -859,3 +859,38 @@ fn payment_providers_and_prices_are_checked_at_start_naming_the_key() {
     assert!(base.is_some());
     terminate(server);
 }
+
+/// `tally bench webhooks` prints one JSON line: a paced run and the throughput runs,
+/// every delivery made, with the sequential baseline beside them.
+#[test]
+fn bench_webhooks_delivers_everything_and_reports() {
+    let out = tally(&[
+        "bench",
+        "webhooks",
+        "--endpoints",
+        "1,3",
+        "--events",
+        "20",
+        "--pace-per-sec",
+        "100",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {lines:?}");
+    let report: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{report}");
+    assert_eq!(runs[0]["kind"], "paced");
+    assert_eq!(runs[2]["endpoints"], 3);
+    assert_eq!(runs[2]["deliveries"], 60);
+    assert!(
+        runs.iter()
+            .all(|r| r["lag_p99_ms"].as_f64().unwrap() >= 0.0)
+    );
+    assert!(
+        report["baseline_sequential_posts_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}

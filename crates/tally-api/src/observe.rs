@@ -123,6 +123,19 @@ fn describe() {
         "How far through its due destinations the poster's current pass is, 0 to 1"
     );
     describe_gauge!(
+        "tally_payments_unmatched",
+        "Charges found on one side only by the last reconciliation, by provider and side (provider: money taken, nothing credited; ledger: credited, not listed by the provider)"
+    );
+    describe_counter!(
+        "tally_webhook_deliveries_total",
+        "Webhook delivery attempts to the operator's endpoints, by outcome (delivered, failed)"
+    );
+    describe_histogram!(
+        "tally_webhook_delivery_lag_seconds",
+        Unit::Seconds,
+        "Time from an event's commit to its webhook's delivery"
+    );
+    describe_gauge!(
         "tally_poster_lag_seconds",
         "How late the poster's last post left after its scheduled time in the cycle (Telegram's pace, waits and retries add to it)"
     );
