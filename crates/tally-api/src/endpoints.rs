@@ -32,6 +32,15 @@ impl From<WebhookError> for ApiError {
     fn from(error: WebhookError) -> Self {
         match error {
             WebhookError::Invalid(detail) => ApiError::validation(detail),
+            WebhookError::UrlRefused(detail) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "url_not_allowed", detail)
+            }
+            WebhookError::Range(detail) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "position_range", detail)
+            }
+            WebhookError::BeyondLog(detail) => {
+                ApiError::new(StatusCode::CONFLICT, "position_beyond_log", detail)
+            }
             WebhookError::NotFound(_) => ApiError::not_found("not_found", error.to_string()),
             other => ApiError::internal(other),
         }

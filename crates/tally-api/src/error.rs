@@ -247,6 +247,16 @@ pub const CODES: &[Code] = &[
         meaning: "the spend has less left to refund, or the window closed",
     },
     Code {
+        code: "url_not_allowed",
+        status: 422,
+        meaning: "a webhook URL that does not parse as an http(s) URL, does not resolve, or resolves to a loopback or private address",
+    },
+    Code {
+        code: "position_range",
+        status: 422,
+        meaning: "a replay's from_position is after its to_position",
+    },
+    Code {
         code: "not_supported",
         status: 422,
         meaning: "the provider cannot do this through Tally (e.g. invoices of a webhook-only provider)",

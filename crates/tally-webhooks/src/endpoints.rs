@@ -239,9 +239,15 @@ pub async fn replay(
     to: i64,
 ) -> Result<Endpoint, WebhookError> {
     let last = i64::try_from(store.last_position().await?).unwrap_or(i64::MAX);
-    if from < 1 || to < from || to > last {
-        return Err(WebhookError::Invalid(format!(
-            "replay from_position {from} to to_position {to}: give 1 ≤ from ≤ to ≤ {last} (the log's last position)"
+    let from = from.max(1);
+    if to < from {
+        return Err(WebhookError::Range(format!(
+            "replay from_position {from} is after to_position {to}"
+        )));
+    }
+    if to > last {
+        return Err(WebhookError::BeyondLog(format!(
+            "replay to_position {to} is beyond the log's last position {last}"
         )));
     }
     get(pool, id).await?;

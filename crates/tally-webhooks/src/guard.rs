@@ -48,9 +48,9 @@ fn internal_v6(a: Ipv6Addr) -> bool {
 /// Checks a URL: `http(s)`, with a host, resolving to allowed addresses only.
 pub async fn check(url: &str, allow_private: bool) -> Result<url::Url, WebhookError> {
     let parsed = url::Url::parse(url)
-        .map_err(|e| WebhookError::Invalid(format!("{url:?} is not a URL: {e}")))?;
+        .map_err(|e| WebhookError::UrlRefused(format!("{url:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(WebhookError::Invalid(format!(
+        return Err(WebhookError::UrlRefused(format!(
             "{url:?} is not an http(s) URL"
         )));
     }
@@ -61,7 +61,7 @@ pub async fn check(url: &str, allow_private: bool) -> Result<url::Url, WebhookEr
     }
     let host = parsed
         .host_str()
-        .ok_or_else(|| WebhookError::Invalid(format!("{url:?} names no host")))?
+        .ok_or_else(|| WebhookError::UrlRefused(format!("{url:?} names no host")))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -70,15 +70,17 @@ pub async fn check(url: &str, allow_private: bool) -> Result<url::Url, WebhookEr
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| WebhookError::Invalid(format!("{host} does not resolve: {e}")))?
+            .map_err(|e| WebhookError::UrlRefused(format!("{host} does not resolve: {e}")))?
             .map(|a| a.ip())
             .collect(),
     };
     if addresses.is_empty() {
-        return Err(WebhookError::Invalid(format!("{host} resolves to nothing")));
+        return Err(WebhookError::UrlRefused(format!(
+            "{host} resolves to nothing"
+        )));
     }
     if !allow_private && let Some(internal) = addresses.iter().find(|a| is_internal(**a)) {
-        return Err(WebhookError::Invalid(format!(
+        return Err(WebhookError::UrlRefused(format!(
             "{host} resolves to {internal}, a loopback or private address; webhooks go to \
              public addresses only (TALLY_WEBHOOKS_ALLOW_PRIVATE=true allows them)"
         )));

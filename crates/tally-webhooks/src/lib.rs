@@ -66,6 +66,16 @@ pub enum WebhookError {
     /// The request is not acceptable (a URL, an event type); nothing was changed.
     #[error("{0}")]
     Invalid(String),
+    /// The URL is refused: it does not resolve, or resolves to a loopback or private
+    /// address (what DNS says, which no request document can state).
+    #[error("{0}")]
+    UrlRefused(String),
+    /// A replay range whose end is beyond the log's last position.
+    #[error("{0}")]
+    BeyondLog(String),
+    /// A replay range whose start is after its end.
+    #[error("{0}")]
+    Range(String),
     /// No such endpoint.
     #[error("there is no webhook endpoint {0}")]
     NotFound(String),

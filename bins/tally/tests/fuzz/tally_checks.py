@@ -7,6 +7,9 @@ document cannot state; the route descriptions state them:
 
 - 422 `refund_not_allowed`: the spend named has less left to refund (API.md's code);
 - 422 `capture_exceeds_hold`: the hold holds less (API.md's code);
+- 422 `url_not_allowed`: a webhook URL that the URL standard does not parse, DNS does
+  not resolve, or resolves to a private address (what DNS says, not the document);
+- 422 `position_range`: a replay's from_position after its to_position (two together);
 - 422 `validation` "give at or at_position, not both": the two exclude each other.
 
 Any other 400 or 422 to a schema-valid request fails the run.
@@ -15,7 +18,7 @@ Any other 400 or 422 to a schema-valid request fails the run.
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-STATE_CODES = {"refund_not_allowed", "capture_exceeds_hold"}
+STATE_CODES = {"refund_not_allowed", "capture_exceeds_hold", "url_not_allowed", "position_range"}
 EXCLUSIVE = "give at or at_position, not both"
 
 
