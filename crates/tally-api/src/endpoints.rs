@@ -181,18 +181,31 @@ async fn disable(
     Ok(Json(endpoint_body(endpoint, None)))
 }
 
-/// A new secret for an endpoint, answered this once; deliveries from now on are signed
-/// with it.
+/// Why a secret is rotated.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateBody {
+    /// Why (logged with the admin key's name).
+    #[schema(value_type = ReasonText)]
+    reason: String,
+}
+
+/// A new secret for an endpoint, answered this once; deliveries from the deliverer's
+/// next round on are signed with it.
 #[utoipa::path(post, path = "/v1/admin/webhooks/{endpoint_id}/rotate-secret", tag = "admin",
     params(EndpointPath),
+    request_body = RotateBody,
     responses((status = 200, body = EndpointBody), WriteErrors),
     security(("admin" = [])))]
 async fn rotate_secret(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     path: Result<axum::extract::Path<EndpointPath>, axum::extract::rejection::PathRejection>,
+    Body(body): Body<RotateBody>,
 ) -> Result<Json<EndpointBody>, ApiError> {
     let id = endpoint_id(path)?;
+    let reason = tally_domain::values::Reason::new(body.reason)?;
+    tracing::info!(endpoint = %id, admin = %caller.name, reason = reason.as_str(), "webhook secret rotated");
     let secret = endpoints::rotate_secret(state.projector.pool(), &id).await?;
     let endpoint = endpoints::get(state.projector.pool(), &id).await?;
     Ok(Json(endpoint_body(endpoint, Some(secret))))

@@ -1275,6 +1275,28 @@ const ROUTES: &[(&str, &str, Needs)] = &[
     ),
     ("GET", "/v1/admin/payments/reconciliation", Needs::Admin),
     ("PUT", "/v1/admin/accounts/{user_id}/alert", Needs::Admin),
+    ("POST", "/v1/admin/webhooks", Needs::Admin),
+    ("GET", "/v1/admin/webhooks", Needs::Admin),
+    (
+        "POST",
+        "/v1/admin/webhooks/{endpoint_id}/disable",
+        Needs::Admin,
+    ),
+    (
+        "POST",
+        "/v1/admin/webhooks/{endpoint_id}/rotate-secret",
+        Needs::Admin,
+    ),
+    (
+        "GET",
+        "/v1/admin/webhooks/{endpoint_id}/deliveries",
+        Needs::Admin,
+    ),
+    (
+        "POST",
+        "/v1/admin/webhooks/{endpoint_id}/replay",
+        Needs::Admin,
+    ),
     (
         "POST",
         "/v1/admin/accounts/{user_id}/adjustments",
