@@ -242,12 +242,24 @@ impl Stack {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
-    /// The log's events a pattern list wants, as (type, position).
+    /// The log's events a pattern list wants, as (type, position), once the log can
+    /// be read up to its last committed event (on a shared Postgres, `read_all` waits
+    /// for other tests' open transactions).
     async fn wanted(&self, types: &[&str], after: u64) -> Vec<(String, u64)> {
-        self.store
-            .read_all(after, 10_000)
-            .await
-            .unwrap()
+        let last = self.store.last_position().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let events = loop {
+            let events = self.store.read_all(after, 10_000).await.unwrap();
+            if events.last().is_some_and(|e| e.position >= last) || last <= after {
+                break events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log never read up to {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        events
             .into_iter()
             .filter(|e| {
                 types

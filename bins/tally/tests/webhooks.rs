@@ -162,6 +162,76 @@ async fn scenario(url: &str) {
     );
 }
 
+/// Two servers deliver from one database at once: each event reaches the receiver
+/// exactly once (the endpoint's lease lets one process send to it at a time, and each
+/// takes the cursor on record when it takes the lease).
+async fn two_servers(url: &str) {
+    let (hook, got) = receiver().await;
+    let added = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "webhooks",
+            "add",
+            "--url",
+            &hook,
+            "--events",
+            "credits.*",
+            "--allow-private",
+            "--database-url",
+            url,
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let (a, b) = (serve(url), serve(url));
+    let client = reqwest::Client::new();
+    client
+        .put(a.url("/v1/accounts/78"))
+        .bearer_auth(SERVICE)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    for n in 0..EVENTS {
+        // Writes through both, so both are woken by appends of their own.
+        let server = if n % 2 == 0 { &a } else { &b };
+        let status = client
+            .post(server.url("/v1/admin/accounts/78/grants"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"grant_id": format!("g2-{n}"), "amount": "1", "reason": "test"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while distinct(&got).len() < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {EVENTS}",
+            distinct(&got).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let all = got.lock().unwrap().len();
+    assert_eq!(all, EVENTS, "no event sent twice by the two servers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_deliver_each_webhook_once_on_sqlite() {
+    let database = TestDatabase::sqlite();
+    two_servers(&database.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_deliver_each_webhook_once_on_postgres() {
+    let database = TestDatabase::postgres().await;
+    two_servers(&database.url).await;
+    database.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_server_restarted_loses_no_webhook_on_sqlite() {
     let database = TestDatabase::sqlite();

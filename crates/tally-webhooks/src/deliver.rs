@@ -148,7 +148,9 @@ impl Deliverer {
                 .iter()
                 .take_while(|e| limit.is_none_or(|to| e.position as i64 <= to))
                 .collect();
-            let next = in_range.iter().find(|e| endpoint.wants(&e.event_type));
+            let next = in_range
+                .iter()
+                .find(|e| endpoint.wants_event(&e.event_type, &e.payload));
             let Some(event) = next else {
                 // Nothing wanted up to where this page ends: move past it.
                 let end = in_range.last().map(|e| e.position as i64);
@@ -370,12 +372,13 @@ pub fn backoff(settings: &Settings, attempt: i64) -> Duration {
     wait.mul_f64(jitter)
 }
 
-/// The body of an event's webhook: `{type, timestamp, data: {position, event_id,
-/// stream, data}}` — what happened, where it is in the log, and the event's own data
+/// The body of an event's webhook: `{type, aliases, timestamp, data: {position,
+/// event_id, stream, data}}` — what happened, where it is in the log, and the event's own data
 /// (the ledger's facts; no secret is ever in the log).
 pub fn body(event: &RecordedEvent) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "type": event.event_type,
+        "aliases": crate::endpoints::aliases(&event.event_type, &event.payload),
         "timestamp": event.occurred_at.to_rfc3339(),
         "data": {
             "position": event.position,

@@ -51,6 +51,25 @@ impl Endpoint {
             .iter()
             .any(|pattern| matches(pattern, event_type))
     }
+
+    /// Whether it wants this event: by its type in the log, or by one of its
+    /// [`aliases`].
+    pub fn wants_event(&self, event_type: &str, payload: &serde_json::Value) -> bool {
+        self.wants(event_type) || aliases(event_type, payload).iter().any(|a| self.wants(a))
+    }
+}
+
+/// The names operators subscribe to for some events besides their type in the log:
+/// `hold.expired` (`credits.hold_expired`), `refund.decided` (`refund.approved`,
+/// `refund.rejected`), `post.failed` (a `slot.post_attempted` whose outcome is
+/// `failed`).
+pub fn aliases(event_type: &str, payload: &serde_json::Value) -> Vec<&'static str> {
+    match event_type {
+        "credits.hold_expired" => vec!["hold.expired"],
+        "refund.approved" | "refund.rejected" => vec!["refund.decided"],
+        "slot.post_attempted" if payload["outcome"] == "failed" => vec!["post.failed"],
+        _ => vec![],
+    }
 }
 
 /// Whether `event_type` matches `pattern` (`*`, `family.*`, or exact).
@@ -478,4 +497,23 @@ pub(crate) async fn record(
 ) -> Result<(), WebhookError> {
     let mut conn = pool.acquire().await?;
     insert_delivery(&mut conn, delivery, at).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_and_aliases_match_what_operators_subscribe_to() {
+        assert!(matches("*", "credits.granted"));
+        assert!(matches("credits.*", "credits.granted"));
+        assert!(!matches("credits.*", "payment.succeeded"));
+        assert!(matches("balance.low", "balance.low"));
+        let failed = serde_json::json!({"outcome": "failed"});
+        let posted = serde_json::json!({"outcome": "succeeded"});
+        assert_eq!(aliases("slot.post_attempted", &failed), ["post.failed"]);
+        assert!(aliases("slot.post_attempted", &posted).is_empty());
+        assert_eq!(aliases("refund.rejected", &posted), ["refund.decided"]);
+        assert_eq!(aliases("credits.hold_expired", &posted), ["hold.expired"]);
+    }
 }
