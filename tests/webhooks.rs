@@ -5,6 +5,8 @@
 //! endpoint, at least once; a receiver that answers 500 for a while gets everything
 //! after it recovers; a disabled endpoint gets nothing; a replay sends a range again;
 //! a private address is refused unless allowed.
+//!
+//! One file: the receiver, the stack and the cases read as one specification of events out.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 use std::collections::BTreeMap;

@@ -6,6 +6,8 @@
 //! provider's authentication, keeps the payments it made, and lets a test decide what
 //! happened to them (paid, canceled, refunded); it also signs callbacks the way each
 //! provider signs them, so a test can send what the provider would send.
+//!
+//! One file: one fake server for three providers, each handler beside the helpers that build what it answers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -12,6 +12,8 @@
 //! sha256=<hex HMAC-SHA256 of the raw body with the provider's secret>` and body
 //! `{payment_id, status, amount, currency, provider_payment_id}`; secrets from
 //! `TALLY_WEBHOOK_SECRETS` (`provider:secret,…`).
+//!
+//! One file: payments, the providers' callbacks, admin refunds and reconciliation share the payment's answer and the settle path.
 
 use crate::auth::{Admin, Service};
 use crate::constraints::{

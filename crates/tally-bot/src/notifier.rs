@@ -10,6 +10,8 @@
 //! it died before its checkpoint, sends nothing twice. What is not recorded is sent
 //! again: at least once. (The one gap: a crash between Telegram's answer and the
 //! record; Telegram has no idempotency key to close it.)
+//!
+//! One file: the notifier's reactor and its sweeps (plans ending, the daily reconciliation, webhook endpoints given up) share one deliver-once path.
 
 use std::sync::Arc;
 use std::time::Duration;

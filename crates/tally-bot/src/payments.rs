@@ -10,6 +10,8 @@
 //!    delivery of the same charge changes nothing; another charge for the same
 //!    payment is a conflict), then the credits or the plan are given, idempotent by
 //!    the payment id, and the user gets a confirmation.
+//!
+//! One file: buying (Stars invoices, providers' pay links), Telegram's checkout and refunds share the catalog lookups and the payment's checks.
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;

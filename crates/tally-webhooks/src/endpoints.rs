@@ -2,6 +2,8 @@
 //! Endpoints are the operator's configuration, like API keys: they hold a secret, so
 //! they are not events of the log (which auditors export); what is delivered is
 //! recorded in `webhook_deliveries`, attempt by attempt.
+//!
+//! One file: every statement on the two webhook tables is here, so the deliverer and the admin routes cannot disagree about them.
 
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
