@@ -36,17 +36,30 @@ struct Stack {
 
 impl tally_store::testing::Fixture for Stack {
     async fn start(backend: Backend) -> Self {
+        Stack::start_with(backend, &[]).await
+    }
+
+    async fn finish(self) {
+        self.running.stop().await.unwrap();
+        self.database.drop_database().await;
+    }
+}
+
+impl Stack {
+    /// The app with the fake providers (and `more` provider settings).
+    async fn start_with(backend: Backend, more: &[(&str, &str, &str)]) -> Self {
         let database = backend.database().await;
         let providers = FakeProviders::start().await;
         let telegram = FakeTelegram::start().await;
-        let settings = providers
-            .settings()
-            .with(tally_providers::ProviderSettings::Stars(
-                tally_providers::settings::StarsSettings {
-                    token: "123456:TEST-TOKEN".into(),
-                    api_url: telegram.url.as_str().trim_end_matches('/').into(),
-                },
-            ));
+        let settings =
+            providers
+                .settings_with(more)
+                .with(tally_providers::ProviderSettings::Stars(
+                    tally_providers::settings::StarsSettings {
+                        token: "123456:TEST-TOKEN".into(),
+                        api_url: telegram.url.as_str().trim_end_matches('/').into(),
+                    },
+                ));
         let app = tally_app::App {
             api_keys: format!("service:shop:{SERVICE},admin:ops-alice:{ADMIN}"),
             providers: settings,
@@ -63,11 +76,6 @@ impl tally_store::testing::Fixture for Stack {
             running,
             database,
         }
-    }
-
-    async fn finish(self) {
-        self.running.stop().await.unwrap();
-        self.database.drop_database().await;
     }
 }
 
@@ -486,8 +494,79 @@ async fn a_stars_invoice_link_and_an_admin_refund_through_telegram(s: &Stack) {
     assert_eq!(s.available(801).await, "-3");
 }
 
+/// A `charge.success` that is not proof by itself (no amount): Paystack is asked
+/// (`/transaction/verify`) and only what it says is applied: nothing while the
+/// transaction is ongoing, the credits once it says success.
+async fn an_inconclusive_paystack_charge_is_verified_with_paystack(s: &Stack) {
+    s.pay("ps-v", 511, "paystack", "1500", "NGN", "5").await;
+    let body =
+        json!({"event": "charge.success", "data": {"status": "success", "reference": "ps-v"}})
+            .to_string();
+    let signature = fake_providers::hex_hmac_sha512(fake_providers::PAYSTACK_KEY, &body);
+    let before = s.head().await;
+    let (status, answer) = s
+        .callback("paystack", &body, &[("x-paystack-signature", &signature)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["status"],
+        "pending"
+    );
+    assert_eq!(s.head().await, before, "Paystack says ongoing: nothing");
+    s.providers.set_status("ps-v", "success");
+    let (status, answer) = s
+        .callback("paystack", &body, &[("x-paystack-signature", &signature)])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["status"],
+        "succeeded"
+    );
+    assert_eq!(s.available(511).await, "5");
+}
+
+/// With an allowlist, a YooKassa notification from elsewhere (here the loopback the
+/// test sends from) is refused before anything is fetched or appended.
+async fn a_yookassa_notification_from_outside_the_allowlist_is_refused(backend: Backend) {
+    let s = Stack::start_with(
+        backend,
+        &[("yookassa", "allowlist", "185.71.76.0/27, 77.75.156.11")],
+    )
+    .await;
+    s.pay("yk-a", 611, "yookassa", "199", "RUB", "5").await;
+    s.providers.set_status("yk-a", "succeeded");
+    let before = s.head().await;
+    let (status, answer) = s
+        .callback(
+            "yookassa",
+            &s.providers
+                .yookassa_notification("yk-a", "payment.succeeded"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_signature"),
+        "{answer}"
+    );
+    assert!(answer.contains("allowlist"), "{answer}");
+    assert_eq!(s.head().await, before);
+    tally_store::testing::Fixture::finish(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_yookassa_notification_from_outside_the_allowlist_is_refused() {
+    a_yookassa_notification_from_outside_the_allowlist_is_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_yookassa_notification_from_outside_the_allowlist_is_refused() {
+    a_yookassa_notification_from_outside_the_allowlist_is_refused(Backend::Postgres).await;
+}
+
 tally_store::on_both_backends!(
     Stack =>
+    an_inconclusive_paystack_charge_is_verified_with_paystack,
     paystack_invoices_once_and_its_signed_charge_credits_once,
     yookassa_is_credited_only_after_the_fetched_payment_says_succeeded,
     oxapay_invoices_and_its_signed_callback_credits_once,

@@ -92,6 +92,11 @@ impl FakeProviders {
 
     /// The providers' settings pointing at this fake (YooKassa's return page given).
     pub fn settings(&self) -> tally_providers::Settings {
+        self.settings_with(&[])
+    }
+
+    /// The same, with more settings (`provider, key, value`).
+    pub fn settings_with(&self, more: &[(&str, &str, &str)]) -> tally_providers::Settings {
         let mut entries: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         let mut set = |p: &str, k: &str, v: &str| {
             entries
@@ -107,6 +112,9 @@ impl FakeProviders {
         set("yookassa", "secret_key", YOOKASSA_KEY);
         set("yookassa", "base_url", &self.url);
         set("yookassa", "return_url", "https://t.me/tally_test_bot");
+        for (p, k, v) in more {
+            set(p, k, v);
+        }
         tally_providers::Settings::from_entries(&entries).unwrap()
     }
 
