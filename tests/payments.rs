@@ -6,6 +6,9 @@
 //! signature, a wrong amount or currency, a callback for another provider's payment
 //! is refused with nothing appended; YooKassa's unsigned notifications credit only
 //! what YooKassa's API confirms. Admin refunds go back through the provider.
+//!
+//! One file: the providers' cases share one stack (app, fake providers, fake Telegram)
+//! and its helpers; they read as the payments part of the manual, provider by provider.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a test may panic; it says what failed
 
 #[allow(dead_code)] // the bot suite uses more of the fake than these cases do
