@@ -48,6 +48,26 @@ async fn receiver() -> (String, Got) {
     (url, got)
 }
 
+/// `tally webhooks add`, as an operator runs it: the endpoint with its secret.
+fn add_endpoint(url: &str, hook: &str, events: &str) -> Value {
+    let added = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args([
+            "webhooks",
+            "add",
+            "--url",
+            hook,
+            "--events",
+            events,
+            "--allow-private",
+        ])
+        .args(["--database-url", url])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    serde_json::from_slice(&added.stdout).unwrap()
+}
+
 fn serve(url: &str) -> Served {
     Served::start(
         url,
@@ -74,23 +94,7 @@ fn distinct(got: &Got) -> Vec<u64> {
 
 async fn scenario(url: &str) {
     let (hook, got) = receiver().await;
-    let added = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "webhooks",
-            "add",
-            "--url",
-            &hook,
-            "--events",
-            "credits.granted",
-            "--allow-private",
-            "--database-url",
-            url,
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
-    let endpoint: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let endpoint = add_endpoint(url, &hook, "credits.granted");
     assert!(endpoint["secret"].as_str().unwrap().starts_with("whsec_"));
 
     let mut first = serve(url);
@@ -167,22 +171,7 @@ async fn scenario(url: &str) {
 /// takes the cursor on record when it takes the lease).
 async fn two_servers(url: &str) {
     let (hook, got) = receiver().await;
-    let added = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args([
-            "webhooks",
-            "add",
-            "--url",
-            &hook,
-            "--events",
-            "credits.*",
-            "--allow-private",
-            "--database-url",
-            url,
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(added.status.success(), "{added:?}");
+    add_endpoint(url, &hook, "credits.*");
     let (a, b) = (serve(url), serve(url));
     let client = reqwest::Client::new();
     client

@@ -151,7 +151,7 @@ pub async fn settle(
         false => {
             let fetched = provider.fetch(&notice).await?;
             if !fetched.conclusive {
-                return Err(ProviderError::upstream_text(
+                return Err(ProviderError::upstream(
                     provider.name(),
                     "the fetched payment is not conclusive",
                 )

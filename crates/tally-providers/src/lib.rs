@@ -58,7 +58,8 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    pub(crate) fn upstream(provider: &str, detail: impl std::fmt::Display) -> Self {
+    /// The provider answered something unexpected, or did not answer.
+    pub fn upstream(provider: &str, detail: impl std::fmt::Display) -> Self {
         Self::Upstream {
             provider: provider.to_string(),
             detail: detail.to_string(),
@@ -382,11 +383,4 @@ pub(crate) fn decimal(text: &str) -> Option<Decimal> {
 /// A provider's id made safe as one segment of a URL path.
 pub(crate) fn path_segment(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
-}
-
-impl ProviderError {
-    /// The provider answered something that cannot be acted on.
-    pub fn upstream_text(provider: &str, detail: &str) -> Self {
-        Self::upstream(provider, detail)
-    }
 }

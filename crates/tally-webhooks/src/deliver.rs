@@ -115,6 +115,11 @@ impl Deliverer {
     async fn deliver_due(&self, endpoint: &mut Endpoint) -> Result<usize, WebhookError> {
         let id = endpoint.endpoint_id.clone();
         let secret = endpoints::secret(&self.pool, &id).await?;
+        // Where it goes, checked once per round (a name re-pointed later is caught at
+        // the next round), not once per event on the hot path.
+        let target = crate::guard::check(&endpoint.url, self.settings.allow_private)
+            .await
+            .map_err(|refused| refused.to_string());
         let mut delivered = 0;
         let mut renewed = Instant::now();
         // Delivered but not yet on record: written with the cursor's move in one
@@ -175,7 +180,9 @@ impl Deliverer {
                 }
                 continue;
             };
-            let (attempt, at) = self.send(endpoint, event, replay.is_some(), &secret).await;
+            let (attempt, at) = self
+                .send(endpoint, &target, event, replay.is_some(), &secret)
+                .await;
             match attempt.error.is_empty() {
                 true => {
                     pending.push((attempt, at));
@@ -241,6 +248,7 @@ impl Deliverer {
     async fn send(
         &self,
         endpoint: &Endpoint,
+        target: &Result<url::Url, String>,
         event: &RecordedEvent,
         replay: bool,
         secret: &str,
@@ -251,11 +259,11 @@ impl Deliverer {
         let timestamp = chrono::Utc::now().timestamp();
         let signature = crate::sign::signature(secret, &message_id, timestamp, &body);
         let started = Instant::now();
-        let answer = match crate::guard::check(&endpoint.url, self.settings.allow_private).await {
-            Err(refused) => Err(refused.to_string()),
+        let answer = match target {
+            Err(refused) => Err(refused.clone()),
             Ok(url) => self
                 .client
-                .post(url)
+                .post(url.clone())
                 .header("content-type", "application/json")
                 .header("webhook-id", &message_id)
                 .header("webhook-timestamp", timestamp.to_string())
