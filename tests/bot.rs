@@ -134,7 +134,32 @@ impl Stack {
         if !webhook {
             stack.start_bot();
         }
+        stack.wait_for_the_days_reconciliation().await;
         stack
+    }
+
+    /// The notifier reconciles Stars once a day at its first sweep and tells the
+    /// admins what does not match; the cases start after it has, so its message
+    /// never lands in the middle of an admin's conversation.
+    async fn wait_for_the_days_reconciliation(&self) {
+        let key = format!("reconciled:stars:{}", chrono::Utc::now().format("%Y-%m-%d"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM bot_notifications WHERE key = $1")
+                    .bind(&key)
+                    .fetch_optional(self.projector.pool())
+                    .await
+                    .unwrap();
+            if done.is_some() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the notifier never reconciled"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn start_bot(&mut self) {
